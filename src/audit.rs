@@ -1,0 +1,125 @@
+//! The audit log: one JSON line per action (backup, restore, ...) appended to a local file,
+//! `$BACKSTOP_AUDIT_LOG`, else `audit.log` in the state directory. Appends use O_APPEND and
+//! one write per line under an advisory lock, so concurrent runs never interleave.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+/// The state directory: `$BACKSTOP_STATE_DIR`, else `/var/lib/backstop` for root, else
+/// `$XDG_STATE_HOME/backstop`, else `~/.local/state/backstop`.
+pub fn state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BACKSTOP_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/lib/backstop");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("backstop");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/backstop"),
+        None => PathBuf::from("/tmp/backstop-state"),
+    }
+}
+
+pub fn log_path() -> PathBuf {
+    std::env::var_os("BACKSTOP_AUDIT_LOG")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| state_dir().join("audit.log"))
+}
+
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for its length; gethostname NUL-terminates within it or fails.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+fn user() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        // SAFETY: getuid has no preconditions.
+        .unwrap_or_else(|_| format!("uid:{}", unsafe { libc::getuid() }))
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    user: String,
+    host: String,
+    pid: u32,
+    command: String,
+    action: &'a str,
+    job: Option<&'a str>,
+    snapshot: Option<&'a str>,
+    result: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "serde_json::Value::is_null")]
+    details: serde_json::Value,
+}
+
+/// One recorded action.
+pub struct Record<'a> {
+    pub action: &'a str,
+    pub job: Option<&'a str>,
+    pub snapshot: Option<&'a str>,
+    pub outcome: std::result::Result<(), &'a crate::error::Error>,
+    pub details: serde_json::Value,
+}
+
+/// Append a record. A log that cannot be written is reported on stderr but does not fail
+/// the action it records (a backup must not fail because the log disk is full).
+pub fn append(r: Record<'_>) {
+    let (result, exit_code, error) = match r.outcome {
+        Ok(()) => ("ok", None, None),
+        Err(e) => ("error", Some(e.kind().exit_code()), Some(e.message())),
+    };
+    let line = Line {
+        time: jiff::Timestamp::now().to_string(),
+        user: user(),
+        host: hostname(),
+        pid: std::process::id(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        action: r.action,
+        job: r.job,
+        snapshot: r.snapshot,
+        result,
+        exit_code,
+        error,
+        details: r.details,
+    };
+    let path = log_path();
+    if let Err(e) = write_line(&path, &line) {
+        eprintln!(
+            "backstop: warning: cannot append to the audit log {}: {e} (set BACKSTOP_AUDIT_LOG or BACKSTOP_STATE_DIR)",
+            path.display()
+        );
+    }
+}
+
+fn write_line(path: &std::path::Path, line: &Line<'_>) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
+    text.push(b'\n');
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let _lock = crate::lock::FileLock::exclusive_blocking(&f);
+    (&f).write_all(&text)?;
+    f.sync_data()
+}

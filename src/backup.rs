@@ -1,0 +1,307 @@
+//! One backup of a job: source -> pipeline -> storage, objects first and the manifest
+//! last. The manifest is written only after the source exited successfully and every
+//! object is stored and checked by size, so a failed, interrupted or killed run leaves no
+//! snapshot (and its incomplete objects are cleaned up). Content facts (table names, row
+//! counts) go into an encrypted object, never the plaintext manifest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::job::{JobPlan, PostgresSource, SourcePlan};
+use crate::pg::{self, Conn};
+use crate::pgformat::{DumpFacts, DumpObserver};
+use crate::pipeline::{self, Stats};
+use crate::progress::{self, Counters};
+use crate::snapshot::{
+    self, CompressionInfo, EncryptionInfo, Manifest, ObjectEntry, SourceInfo, Trigger,
+};
+use crate::source::postgres::DumpProcess;
+use crate::storage::{ChunkWriter, Storage};
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub trigger: Trigger,
+    pub reason: Option<String>,
+    /// Pin the snapshot against retention until this time.
+    pub pinned_until: Option<jiff::Timestamp>,
+    pub quiet: bool,
+}
+
+/// The encrypted facts object: what the snapshot contains.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Facts {
+    pub job: String,
+    pub snapshot: String,
+    /// How row counts were taken ("copy-stream": counted as pg_dump's COPY data passed).
+    pub counted_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dump: Option<DumpFacts>,
+    /// Why counts are missing, when they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts_unavailable: Option<String>,
+}
+
+/// Take one snapshot of `plan` into `storage`.
+pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Manifest> {
+    let started = jiff::Timestamp::now();
+    let clock = Instant::now();
+    let id = snapshot::new_id(started);
+    let result = match &plan.source {
+        SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
+        SourcePlan::Volume(_) => Err(Error::config(format!(
+            "job {}: volume sources are not supported by this version of backstop yet; \
+             only type = \"postgres\" can be backed up",
+            plan.name
+        ))),
+    };
+    let (source, objects) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            remove_leftovers(storage.as_ref(), &plan.name, &id).await;
+            return Err(e.context(format!(
+                "backup of job {} failed; no snapshot was written",
+                plan.name
+            )));
+        }
+    };
+    let finished = jiff::Timestamp::now();
+    let manifest = Manifest {
+        format_version: snapshot::FORMAT_VERSION,
+        backstop_version: env!("CARGO_PKG_VERSION").to_string(),
+        job: plan.name.clone(),
+        snapshot: id.clone(),
+        host: crate::audit::hostname(),
+        source,
+        started: started.to_string(),
+        finished: finished.to_string(),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        trigger: opts.trigger,
+        reason: opts.reason.clone(),
+        pinned_until: opts.pinned_until.map(|t| t.to_string()),
+        compression: CompressionInfo {
+            algorithm: "zstd".into(),
+            level: plan.compression.level,
+        },
+        encryption: EncryptionInfo {
+            algorithm: "age-x25519".into(),
+            recipients: plan.encryption.recipients.clone(),
+        },
+        plaintext_bytes: objects.iter().map(|o| o.plaintext_bytes).sum(),
+        stored_bytes: objects.iter().map(|o| o.stored_bytes).sum(),
+        objects,
+    };
+    if let Err(e) = commit(storage.as_ref(), &manifest).await {
+        remove_leftovers(storage.as_ref(), &plan.name, &id).await;
+        return Err(e.context(format!(
+            "backup of job {} failed; no snapshot was written",
+            plan.name
+        )));
+    }
+    Ok(manifest)
+}
+
+/// Check every object by size, then write the manifest and read it back.
+async fn commit(storage: &dyn Storage, m: &Manifest) -> Result<()> {
+    for o in &m.objects {
+        let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
+        match storage.head(&key).await? {
+            Some(size) if size == o.stored_bytes => {}
+            Some(size) => {
+                return Err(Error::failed(format!(
+                    "stored object {key} has {size} bytes, expected {}",
+                    o.stored_bytes
+                )));
+            }
+            None => {
+                return Err(Error::failed(format!(
+                    "stored object {key} is missing after upload"
+                )));
+            }
+        }
+    }
+    let body = serde_json::to_vec_pretty(m).map_err(|e| Error::failed(format!("manifest: {e}")))?;
+    let key = snapshot::object_key(&m.job, &m.snapshot, snapshot::MANIFEST);
+    storage.put_bytes(&key, Bytes::from(body.clone())).await?;
+    match storage.get_bytes(&key).await? {
+        Some(back) if back == body => Ok(()),
+        _ => Err(Error::failed(format!(
+            "the manifest {key} did not read back as written"
+        ))),
+    }
+}
+
+/// Remove whatever objects a failed run left (best effort: with no manifest they are
+/// invisible anyway, and Object Lock may forbid the delete).
+async fn remove_leftovers(storage: &dyn Storage, job: &str, id: &str) {
+    let prefix = snapshot::snapshot_prefix(job, id);
+    if let Ok(objs) = storage.list(&prefix).await {
+        for o in objs {
+            if let Err(e) = storage.delete(&o.key).await {
+                tracing::warn!("could not remove {} of the failed snapshot: {e}", o.key);
+            }
+        }
+    }
+}
+
+fn entry(name: &str, role: &str, format: &str, st: &Stats) -> ObjectEntry {
+    ObjectEntry {
+        name: name.to_string(),
+        role: role.to_string(),
+        format: format.to_string(),
+        plaintext_bytes: st.plaintext_bytes,
+        stored_bytes: st.stored_bytes,
+        sha256: st.sha256.clone(),
+    }
+}
+
+/// Encrypt a small object and store it whole.
+async fn put_small(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    key: &str,
+    data: Vec<u8>,
+) -> Result<Stats> {
+    let comp = plan.compression;
+    let recipients = plan.encryption.parsed.clone();
+    let (bytes, st) =
+        tokio::task::spawn_blocking(move || pipeline::encode_bytes(&data, comp, &recipients))
+            .await
+            .map_err(|e| Error::failed(format!("encryption task: {e}")))??;
+    storage.put_bytes(key, Bytes::from(bytes)).await?;
+    Ok(st)
+}
+
+async fn backup_postgres(
+    plan: &JobPlan,
+    src: &PostgresSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<(SourceInfo, Vec<ObjectEntry>)> {
+    let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    let info = pg::server_info(&conn)
+        .await
+        .ctx(format!("cannot reach the source database {}", conn.url))?;
+    let tools = pg::tools_for("pg_dump", info.major())?;
+    tracing::info!(
+        "job {}: dumping {} (PostgreSQL {}) with pg_dump {} into {}",
+        plan.name,
+        conn.url,
+        info.version,
+        tools.version,
+        storage.describe()
+    );
+    let mut objects = Vec::new();
+
+    if src.globals {
+        let sql = crate::source::postgres::dump_globals(&tools, &conn).await?;
+        let key = snapshot::object_key(&plan.name, id, snapshot::GLOBALS_OBJECT);
+        let st = put_small(plan, storage.as_ref(), &key, sql).await?;
+        objects.push(entry(snapshot::GLOBALS_OBJECT, "globals", "sql", &st));
+    }
+
+    // The dump: pg_dump -> observer -> zstd -> age -> chunks -> storage, concurrently.
+    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
+    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
+    let chunk = storage.chunk_size();
+    let comp = plan.compression;
+    let recipients = plan.encryption.parsed.clone();
+    let counters = Arc::new(Counters::default());
+    let _reporter = progress::start(
+        &format!("backup {}", plan.name),
+        counters.clone(),
+        opts.quiet,
+    );
+    let (proc, stdout) = DumpProcess::start(&tools, &conn)?;
+    let producer = tokio::task::spawn_blocking(
+        move || -> Result<(Stats, std::result::Result<DumpFacts, String>)> {
+            let mut observer = DumpObserver::new();
+            let writer = ChunkWriter::new(tx, chunk);
+            match pipeline::encode(
+                stdout,
+                |b| observer.feed(b),
+                comp,
+                &recipients,
+                writer,
+                Some(counters),
+            ) {
+                Err(e) => {
+                    let stderr = proc.kill();
+                    let _ = stderr;
+                    Err(e)
+                }
+                Ok((writer, stats)) => {
+                    // Only a clean pg_dump exit ends the stream; otherwise the writer is
+                    // dropped without End and the storage discards the object.
+                    proc.wait()?;
+                    writer.finish()?;
+                    Ok((stats, observer.finish()))
+                }
+            }
+        },
+    );
+    let (put, produced) = tokio::join!(storage.put_stream(&key, rx), producer);
+    let produced = produced.map_err(|e| Error::failed(format!("the dump task failed: {e}")))?;
+    let (stats, facts) = match (produced, put) {
+        (Ok(p), Ok(_)) => p,
+        (Err(pe), Err(se)) => {
+            // A producer that only saw the upload stop is not the cause.
+            return Err(if pe.message().contains("the storage upload stopped") {
+                se
+            } else {
+                pe
+            });
+        }
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
+    };
+    objects.push(entry(
+        snapshot::DUMP_OBJECT,
+        "dump",
+        "pg_dump-custom",
+        &stats,
+    ));
+
+    let facts = match facts {
+        Ok(d) => Facts {
+            job: plan.name.clone(),
+            snapshot: id.to_string(),
+            counted_by: "copy-stream".into(),
+            dump: Some(d),
+            counts_unavailable: None,
+        },
+        Err(why) => {
+            tracing::warn!("job {}: row counts not recorded: {why}", plan.name);
+            Facts {
+                job: plan.name.clone(),
+                snapshot: id.to_string(),
+                counted_by: "none".into(),
+                dump: None,
+                counts_unavailable: Some(why),
+            }
+        }
+    };
+    let fkey = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
+    let body = serde_json::to_vec(&facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
+    let st = put_small(plan, storage.as_ref(), &fkey, body).await?;
+    objects.push(entry(snapshot::FACTS_OBJECT, "facts", "json", &st));
+
+    let source = SourceInfo {
+        kind: "postgres".into(),
+        host: Some(src.url.host().to_string()),
+        port: Some(src.url.port()),
+        database: Some(src.url.dbname().to_string()),
+        user: src.url.user().map(str::to_string),
+        server_version: Some(info.version.clone()),
+        pg_dump_version: Some(tools.version.clone()),
+        encoding: Some(info.encoding.clone()),
+        collate: Some(info.collate.clone()),
+        ctype: Some(info.ctype.clone()),
+        path: None,
+    };
+    Ok((source, objects))
+}

@@ -1,0 +1,81 @@
+//! Command-line definitions (clap derive) and nothing else.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backstop",
+    version,
+    about = "Backup snapshots of PostgreSQL databases into off-site, encrypted, write-once storage, and one-command restores",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Directory of job files (default: $BACKSTOP_JOBS, ./jobs, /etc/backstop/jobs)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub jobs: Option<PathBuf>,
+    /// Machine-readable JSON on stdout, nothing else there
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-vv for debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors on stderr; no progress
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take one snapshot now
+    Backup {
+        job: String,
+        /// Why this snapshot is taken (recorded in the manifest)
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Take a snapshot before a risky action; prints the snapshot id last and exits 0 only
+    /// once it is durable
+    Snapshot {
+        job: String,
+        /// Why (required), e.g. "migration 42"
+        #[arg(long)]
+        reason: String,
+        /// Pin the snapshot against retention for this long (e.g. 14d, 36h, 2w)
+        #[arg(long, value_name = "DURATION", default_value = "14d")]
+        keep_for: String,
+    },
+    /// List complete snapshots, newest first
+    List { job: Option<String> },
+    /// Restore the latest (or a given) snapshot, by default over the job's own source
+    Restore {
+        job: String,
+        /// Snapshot id (default: the newest complete one)
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// Restore elsewhere: a postgres:// URL
+        #[arg(long, value_name = "URL-or-PATH")]
+        to: Option<String>,
+        /// Replace a non-empty target without asking (the old database is kept aside)
+        #[arg(long)]
+        yes: bool,
+        /// age identity file (default: encryption.identity_file, $BACKSTOP_IDENTITY_FILE)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// Do not restore object ownership and grants (target lacks the source's roles)
+        #[arg(long)]
+        no_owner: bool,
+        /// Directory for the verified, decrypted copy before pg_restore (default: $TMPDIR)
+        #[arg(long, value_name = "DIR")]
+        staging: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,150 @@
+//! Command dispatch: each command is a thin file that loads the job plan, calls the
+//! library, prints the result (text, or one JSON document with `--json`) and records the
+//! action in the audit log. Errors are printed here, once, as one paragraph.
+
+mod backup;
+mod list;
+mod restore;
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::cli::{Cli, Command, Global};
+use crate::error::{Error, Result};
+
+pub fn init_logging(g: &Global) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSTOP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("backstop={level},warn")));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Run a command to completion or until SIGINT/SIGTERM; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let g = cli.global.clone();
+    let work = dispatch(cli);
+    let outcome = tokio::select! {
+        r = work => r,
+        s = shutdown_signal() => Err(Error::failed(format!("interrupted by {s}; the run was stopped and its partial objects cleaned up"))),
+    };
+    // Give cancellation cleanups (multipart aborts) time to finish.
+    crate::cleanup::wait(Duration::from_secs(15)).await;
+    match outcome {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            if g.json {
+                let doc =
+                    serde_json::json!({"error": e.message(), "exit_code": e.kind().exit_code()});
+                println!("{doc}");
+            }
+            eprintln!("backstop: error: {}", e.message());
+            e.kind().exit_code()
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Backup { job, reason } => backup::backup(g, &job, reason).await,
+        Command::Snapshot {
+            job,
+            reason,
+            keep_for,
+        } => backup::snapshot(g, &job, reason, &keep_for).await,
+        Command::List { job } => list::list(g, job.as_deref()).await,
+        Command::Restore {
+            job,
+            snapshot,
+            to,
+            yes,
+            identity,
+            no_owner,
+            staging,
+        } => {
+            let opts = crate::restore::Options {
+                snapshot,
+                to,
+                yes,
+                identity,
+                no_owner,
+                staging,
+                quiet: g.quiet || g.json,
+            };
+            restore::restore(g, &job, opts).await
+        }
+    }
+}
+
+/// Print a JSON document on stdout (a closed pipe is not an error).
+pub fn print_json(v: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, v);
+    let _ = writeln!(out);
+}
+
+/// Print a line on stdout (a closed pipe is not an error).
+pub fn print_line(s: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+/// "14d", "36h", "2w", "90m" -> Duration.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration; write e.g. 14d, 36h, 2w, 90m"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => {
+            return Err(format!(
+                "{s:?} has unit {unit:?}; valid units: s, m, h, d, w (e.g. 14d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n * secs))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations() {
+        assert_eq!(super::parse_duration("14d").unwrap().as_secs(), 14 * 86_400);
+        assert_eq!(super::parse_duration("36h").unwrap().as_secs(), 36 * 3600);
+        assert!(super::parse_duration("3 fortnights").is_err());
+        assert!(super::parse_duration("d").is_err());
+    }
+}

@@ -1,0 +1,23 @@
+//! backstop: backup snapshots of PostgreSQL databases streamed through zstd and age into
+//! S3-compatible or file storage, and one-command restores. The library holds everything;
+//! the binary is a thin shell around `commands::run`.
+
+pub mod audit;
+pub mod backup;
+pub mod cleanup;
+pub mod cli;
+pub mod commands;
+pub mod error;
+pub mod job;
+pub mod lock;
+pub mod pg;
+pub mod pgformat;
+pub mod pipeline;
+pub mod progress;
+pub mod restore;
+pub mod schedule;
+pub mod snapshot;
+pub mod source;
+pub mod storage;
+
+pub use error::{Error, Kind, Result};

@@ -1,0 +1,130 @@
+//! Progress reporting: shared byte counters updated by the pipeline, shown as an indicatif
+//! bar on a terminal (stderr) or as one log line every 10 seconds otherwise.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Default, Debug)]
+pub struct Counters {
+    read: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl Counters {
+    pub fn add_read(&self, n: u64) {
+        self.read.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_stored(&self, n: u64) {
+        self.stored.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
+    }
+    pub fn stored(&self) -> u64 {
+        self.stored.load(Ordering::Relaxed)
+    }
+}
+
+/// Shows progress until dropped.
+pub struct Reporter {
+    task: Option<tokio::task::JoinHandle<()>>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Start reporting `what` (e.g. "backup app"); `quiet` shows nothing.
+pub fn start(what: &str, counters: Arc<Counters>, quiet: bool) -> Reporter {
+    if quiet {
+        return Reporter {
+            task: None,
+            bar: None,
+        };
+    }
+    let start = Instant::now();
+    if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        );
+        bar.set_prefix(what.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                b.set_message(line(&counters, start));
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        return Reporter {
+            task: Some(task),
+            bar: Some(bar),
+        };
+    }
+    let what = what.to_string();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            tracing::info!("{what}: {}", line(&counters, start));
+        }
+    });
+    Reporter {
+        task: Some(task),
+        bar: None,
+    }
+}
+
+fn line(c: &Counters, start: Instant) -> String {
+    let read = c.read();
+    let stored = c.stored();
+    let secs = start.elapsed().as_secs_f64().max(0.001);
+    let ratio = if stored > 0 {
+        read as f64 / stored as f64
+    } else {
+        0.0
+    };
+    format!(
+        "read {} ({}/s), stored {} (ratio {ratio:.2})",
+        human_bytes(read),
+        human_bytes((read as f64 / secs) as u64),
+        human_bytes(stored)
+    )
+}
+
+/// 1536 -> "1.5 KiB".
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn human() {
+        assert_eq!(super::human_bytes(10), "10 B");
+        assert_eq!(super::human_bytes(1536), "1.5 KiB");
+        assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+}

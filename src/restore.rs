@@ -1,0 +1,526 @@
+//! Restore of a postgres snapshot. Order is the safety argument:
+//! 1. pick the snapshot (newest complete, or `--snapshot`), load the identity;
+//! 2. look at the target read-only and apply the confirmation gate (exit 4);
+//! 3. download every object, checking its SHA-256 and age authentication, into a private
+//!    staging directory; any fault stops here, before the target is touched;
+//! 4. restore roles (if stored), then `pg_restore -j` into a NEW database beside the target;
+//! 5. swap names in one transaction; the previous database is kept as
+//!    `NAME_pre_restore_TIME` (dropped only if it held nothing).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::job::{JobPlan, SourcePlan};
+use crate::pg::{self, Conn, PgUrl, quote_ident, quote_literal};
+use crate::pipeline::{self, Expect};
+use crate::snapshot::{self, Entry, Manifest};
+use crate::storage::Storage;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub snapshot: Option<String>,
+    pub to: Option<String>,
+    pub yes: bool,
+    pub identity: Option<PathBuf>,
+    pub no_owner: bool,
+    pub staging: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job: String,
+    pub snapshot: String,
+    pub target: String,
+    pub database: String,
+    pub created: bool,
+    pub previous_kept_as: Option<String>,
+    pub roles_restored: bool,
+    pub restored_bytes: u64,
+    pub download_ms: u64,
+    pub restore_ms: u64,
+    pub duration_ms: u64,
+}
+
+/// The identity file for restore: `--identity`, else `encryption.identity_file`, else
+/// `$BACKSTOP_IDENTITY_FILE`.
+pub fn identity_path(plan: &JobPlan, flag: Option<&Path>) -> Result<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| plan.encryption.identity_file.clone())
+        .or_else(|| std::env::var_os("BACKSTOP_IDENTITY_FILE").map(PathBuf::from))
+        .ok_or_else(|| {
+            Error::config(format!(
+                "job {}: restoring needs the private key matching the job's recipients; \
+                 pass --identity FILE, set encryption.identity_file in {}, or set BACKSTOP_IDENTITY_FILE",
+                plan.name,
+                plan.file.display()
+            ))
+        })
+}
+
+/// What a target database holds now.
+#[derive(Debug)]
+struct TargetState {
+    exists: bool,
+    /// User objects: relations, functions, types, extensions beyond plpgsql, schemas beyond public.
+    objects: u64,
+    server_major: u32,
+}
+
+fn maintenance_db(target_db: &str) -> &'static str {
+    if target_db == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
+}
+
+async fn inspect(psql: &Path, conn: &Conn) -> Result<TargetState> {
+    let db = conn.url.dbname();
+    let admin = conn.with_dbname(maintenance_db(db));
+    let rows = pg::query(
+        psql,
+        &admin,
+        &format!(
+            "SELECT current_setting('server_version_num'), \
+             (SELECT count(*) FROM pg_database WHERE datname = {})",
+            quote_literal(db)
+        ),
+    )
+    .await
+    .ctx(format!("cannot reach the target server of {}", conn.url))?;
+    let r = rows
+        .first()
+        .ok_or_else(|| Error::failed("empty answer from the target server"))?;
+    let num: u32 = r[0].parse().unwrap_or(0);
+    let server_major = if num >= 100000 {
+        num / 10000
+    } else {
+        num / 100
+    };
+    let exists = r.get(1).is_some_and(|c| c != "0");
+    let mut objects = 0;
+    if exists {
+        let rows = pg::query(
+            psql,
+            conn,
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' \
+               AND n.nspname NOT LIKE 'pg\\_temp%') \
+             + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+               WHERE n.nspname NOT IN ('pg_catalog','information_schema')) \
+             + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') \
+             + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog','information_schema','public') \
+               AND nspname NOT LIKE 'pg\\_%') \
+             + (SELECT count(*) FROM pg_largeobject_metadata)",
+        )
+        .await
+        .ctx(format!("cannot inspect the target database {}", conn.url))?;
+        objects = rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
+    }
+    Ok(TargetState {
+        exists,
+        objects,
+        server_major,
+    })
+}
+
+/// Ask on the terminal; `Ok(true)` only for the exact database name.
+fn confirm(prompt: &str, expected: &str) -> bool {
+    eprint!("{prompt}\nType the database name ({expected}) to go on: ");
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line).is_err() {
+        return false;
+    }
+    line.trim() == expected
+}
+
+/// Restore a snapshot of `plan`.
+pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Report> {
+    let clock = Instant::now();
+    let SourcePlan::Postgres(src) = &plan.source else {
+        return Err(Error::config(format!(
+            "job {}: volume sources are not supported by this version of backstop yet",
+            plan.name
+        )));
+    };
+    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let m = &entry.manifest;
+    if m.source.kind != "postgres" {
+        return Err(Error::failed(format!(
+            "snapshot {} of job {} is a {} snapshot, not postgres",
+            entry.id, plan.name, m.source.kind
+        )));
+    }
+    let identities = pipeline::load_identities(&identity_path(plan, opts.identity.as_deref())?)?;
+
+    // The target: the job's own database, or --to.
+    let (conn, own_target) = match &opts.to {
+        Some(to) => {
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                return Err(Error::config(format!(
+                    "--to {to:?}: job {} is a postgres job, so --to takes a postgres:// URL, e.g. postgres://user@host:5432/dbname",
+                    plan.name
+                )));
+            }
+            let url = PgUrl::parse(to).map_err(|why| Error::config(format!("--to {why}")))?;
+            (Conn::new(url, None), false)
+        }
+        None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
+    };
+    let psql = pg::any_psql()?;
+    let state = inspect(&psql, &conn).await?;
+    let db = conn.url.dbname().to_string();
+
+    // The gate.
+    let needs_confirmation =
+        state.objects > 0 || (state.exists && own_target && plan.is_production());
+    if needs_confirmation && !opts.yes {
+        let what = format!(
+            "target database {db} on {}:{} exists and holds {} objects{}",
+            conn.url.host(),
+            conn.url.port(),
+            state.objects,
+            if plan.is_production() && own_target {
+                " (environment = \"production\")"
+            } else {
+                ""
+            }
+        );
+        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+            let prompt = format!(
+                "Restore snapshot {} of job {} over it? {what}; the current database will be kept, renamed, until you drop it.",
+                entry.id, plan.name
+            );
+            let expected = db.clone();
+            let ok = tokio::task::spawn_blocking(move || confirm(&prompt, &expected))
+                .await
+                .unwrap_or(false);
+            if !ok {
+                return Err(Error::refused(format!(
+                    "restore of job {} not confirmed; nothing was changed",
+                    plan.name
+                )));
+            }
+        } else {
+            return Err(Error::refused(format!(
+                "refusing to restore job {} over a non-empty target: {what}. Pass --yes to replace it \
+                 (the current database is kept under a new name), or --to another database; nothing was changed",
+                plan.name
+            )));
+        }
+    }
+
+    // Stage and check every object before touching the target.
+    let staging = make_staging(opts.staging.as_deref())?;
+    let dl_clock = Instant::now();
+    let identities = Arc::new(identities);
+    let mut restored_bytes = 0;
+    let dump_path = staging.path().join("dump.pgdump");
+    let dump = m.object("dump").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no dump object in its manifest",
+            entry.id
+        ))
+    })?;
+    restored_bytes += fetch(
+        storage.as_ref(),
+        &entry,
+        dump,
+        identities.clone(),
+        &dump_path,
+    )
+    .await?;
+    let globals_path = match m.object("globals") {
+        Some(g) => {
+            let p = staging.path().join("globals.sql");
+            fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
+            Some(p)
+        }
+        None => None,
+    };
+    if let Some(f) = m.object("facts") {
+        let p = staging.path().join("facts.json");
+        fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
+    }
+    let download_ms = dl_clock.elapsed().as_millis() as u64;
+
+    // Restore beside the target, then swap.
+    let rs_clock = Instant::now();
+    let dump_major = m
+        .source
+        .pg_dump_version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(state.server_major);
+    let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
+    let admin = conn.with_dbname(maintenance_db(&db));
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
+    create_database(&psql, &admin, &fresh, m).await?;
+    let fresh_conn = conn.with_dbname(&fresh);
+    let outcome = async {
+        let mut roles = false;
+        if let Some(g) = &globals_path {
+            apply_globals(&psql, &admin, g).await?;
+            roles = true;
+        }
+        pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+        Ok::<bool, Error>(roles)
+    }
+    .await;
+    let roles_restored = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            drop_database(&psql, &admin, &fresh).await;
+            return Err(e.context(format!(
+                "restore of job {} failed; the target {db} was not changed",
+                plan.name
+            )));
+        }
+    };
+    let mut previous_kept_as = None;
+    if state.exists {
+        let aside = db_name(&db, &format!("_pre_restore_{stamp}"));
+        let sql = format!(
+            "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+            quote_ident(&db),
+            quote_ident(&aside),
+            quote_ident(&fresh),
+            quote_ident(&db)
+        );
+        pg::query(&psql, &admin, &sql).await.map_err(|e| {
+            Error::failed(format!(
+                "the snapshot was restored completely into database {fresh}, but it could not be swapped in \
+                 for {db}: {e}. Close the sessions connected to {db} and run again, or point the \
+                 application at {fresh}"
+            ))
+        })?;
+        if state.objects == 0 {
+            drop_database(&psql, &admin, &aside).await;
+        } else {
+            previous_kept_as = Some(aside);
+        }
+    } else {
+        pg::query(
+            &psql,
+            &admin,
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&fresh),
+                quote_ident(&db)
+            ),
+        )
+        .await
+        .ctx(format!("renaming the restored database {fresh} to {db}"))?;
+    }
+    Ok(Report {
+        job: plan.name.clone(),
+        snapshot: entry.id.clone(),
+        target: conn.url.to_string(),
+        database: db,
+        created: !state.exists,
+        previous_kept_as,
+        roles_restored,
+        restored_bytes,
+        download_ms,
+        restore_ms: rs_clock.elapsed().as_millis() as u64,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    })
+}
+
+/// A database name of at most 63 bytes: `base` cut to fit, plus `suffix`.
+fn db_name(base: &str, suffix: &str) -> String {
+    let mut cut = 63usize.saturating_sub(suffix.len()).min(base.len());
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+fn make_staging(dir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("backstop-restore-");
+    let t = match dir {
+        Some(d) => b.tempdir_in(d),
+        None => b.tempdir(),
+    };
+    let t = t.map_err(|e| {
+        Error::failed(format!(
+            "cannot create a staging directory: {e} (choose one with --staging DIR)"
+        ))
+    })?;
+    // pg_restore may run as another user than us only through the server; the files stay private.
+    Ok(t)
+}
+
+/// Download one object, decrypt and decompress it into `dest`, checking it whole.
+pub async fn fetch(
+    storage: &dyn Storage,
+    entry: &Entry,
+    obj: &snapshot::ObjectEntry,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    dest: &Path,
+) -> Result<u64> {
+    let key = snapshot::object_key(&entry.manifest.job, &entry.id, &obj.name);
+    let reader = storage.get(&key).await?.ok_or_else(|| {
+        Error::failed(format!(
+            "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
+             (pick an older one with --snapshot ID)",
+            storage.describe(),
+            entry.id
+        ))
+    })?;
+    let dest = dest.to_path_buf();
+    let name = key.clone();
+    let stored = obj.stored_bytes;
+    let sha = obj.sha256.clone();
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::create(&dest).map_err(|e| {
+            Error::failed(format!(
+                "cannot create staging file {}: {e}",
+                dest.display()
+            ))
+        })?;
+        let mut w = std::io::BufWriter::with_capacity(pipeline::READ_BUF, f);
+        let n = pipeline::decode(
+            bridge,
+            &identities,
+            &Expect {
+                name: &name,
+                stored_bytes: stored,
+                sha256: &sha,
+            },
+            &mut w,
+        )?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::failed(format!("writing {}: {}", dest.display(), e.error())))?;
+        f.sync_all().ok();
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::failed(format!("download task failed: {e}")))?
+}
+
+async fn create_database(psql: &Path, admin: &Conn, name: &str, m: &Manifest) -> Result<()> {
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+    if let Some(enc) = &m.source.encoding {
+        sql.push_str(&format!(" ENCODING {}", quote_literal(enc)));
+    }
+    let with_locale = match (&m.source.collate, &m.source.ctype) {
+        (Some(c), Some(t)) => format!(
+            "{sql} LC_COLLATE {} LC_CTYPE {}",
+            quote_literal(c),
+            quote_literal(t)
+        ),
+        _ => sql.clone(),
+    };
+    if pg::query(psql, admin, &with_locale).await.is_ok() {
+        return Ok(());
+    }
+    // The target server may lack the source's locale: fall back to its default, loudly.
+    tracing::warn!(
+        "creating {name} with the source's locale failed; using the target server's default locale"
+    );
+    pg::query(psql, admin, &sql)
+        .await
+        .ctx(format!("cannot create database {name} on {}", admin.url))
+        .map(|_| ())
+}
+
+async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
+    if let Err(e) = pg::query(
+        psql,
+        admin,
+        &format!("DROP DATABASE IF EXISTS {}", quote_ident(name)),
+    )
+    .await
+    {
+        tracing::warn!("could not drop the scratch database {name}: {e}");
+    }
+}
+
+/// Roles first: existing roles make "already exists" errors, which are expected.
+async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
+    let out = tokio::process::Command::new(psql)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
+        .arg(file)
+        .arg("-d")
+        .arg(admin.url.conninfo())
+        .envs(admin.env()?)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::failed(format!("cannot run psql: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
+    {
+        tracing::warn!("restoring roles: {line}");
+    }
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "restoring roles failed: {}",
+            crate::source::postgres::summarize(&stderr)
+        )));
+    }
+    Ok(())
+}
+
+async fn pg_restore(tools: &pg::Tools, conn: &Conn, dump: &Path, no_owner: bool) -> Result<()> {
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let bin = tools.bin("pg_restore");
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.arg(format!("--jobs={jobs}"))
+        .args(["--exit-on-error", "--no-password", "--dbname"])
+        .arg(conn.url.conninfo());
+    if no_owner {
+        cmd.args(["--no-owner", "--no-acl"]);
+    }
+    let out = cmd
+        .arg(dump)
+        .envs(conn.env()?)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
+            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
+        } else {
+            ""
+        };
+        return Err(Error::failed(format!(
+            "{} failed ({}): {}{hint}",
+            bin.display(),
+            out.status,
+            crate::source::postgres::summarize(&stderr)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn db_names_fit() {
+        let long = "x".repeat(70);
+        let n = super::db_name(&long, "_pre_restore_20260101000000");
+        assert_eq!(n.len(), 63);
+        assert!(n.ends_with("_pre_restore_20260101000000"));
+        assert_eq!(super::db_name("app", "_r"), "app_r");
+    }
+}

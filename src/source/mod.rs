@@ -1,0 +1,3 @@
+//! Sources a snapshot is read from. Only PostgreSQL (`pg_dump`) for now.
+
+pub mod postgres;

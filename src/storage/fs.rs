@@ -1,0 +1,224 @@
+//! The `file://` backend, the embedded default: each object is a file below the root.
+//! A put writes `KEY.tmp-RANDOM` beside the final name, fsyncs it, renames it into place
+//! (refusing to replace an existing object) and fsyncs the directory; the temp file is
+//! removed on any error or cancellation, so a reader never sees a partial object.
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use tokio::io::AsyncWriteExt;
+
+use super::{Chunk, ChunkRx, ObjectInfo, Reader, Storage, check_key};
+use crate::error::{Error, Result};
+
+pub struct FileStorage {
+    root: PathBuf,
+}
+
+const _: fn() = || {
+    fn assert_storage<T: Storage>() {}
+    assert_storage::<FileStorage>();
+};
+
+impl FileStorage {
+    pub fn new(root: PathBuf) -> Self {
+        FileStorage { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        check_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn io_err(&self, what: &str, p: &Path, e: std::io::Error) -> Error {
+        let hint = match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                " (check the permissions of the storage directory)"
+            }
+            std::io::ErrorKind::StorageFull => " (the disk is full)",
+            _ => "",
+        };
+        Error::failed(format!("{what} {}: {e}{hint}", p.display()))
+    }
+}
+
+/// Removes the temp file unless disarmed; covers errors and dropped futures alike.
+struct TempGuard(Option<PathBuf>);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[async_trait]
+impl Storage for FileStorage {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn chunk_size(&self) -> usize {
+        4 * crate::job::MIB
+    }
+
+    async fn put_stream(&self, key: &str, mut rx: ChunkRx) -> Result<u64> {
+        let dest = self.path(key)?;
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| self.io_err("cannot create directory", &dir, e))?;
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            return Err(Error::failed(format!(
+                "refusing to overwrite existing object {}",
+                dest.display()
+            )));
+        }
+        let mut rnd = [0u8; 6];
+        getrandom::fill(&mut rnd).map_err(|e| Error::failed(format!("random: {e}")))?;
+        let name = dest
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(rnd)));
+        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(|e| self.io_err("cannot create", &tmp, e))?;
+        let mut total = 0u64;
+        let mut ended = false;
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Chunk::Data(d) => {
+                    f.write_all(&d)
+                        .await
+                        .map_err(|e| self.io_err("cannot write", &tmp, e))?;
+                    total += d.len() as u64;
+                }
+                Chunk::End => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            return Err(Error::failed(format!(
+                "the stream for {key} stopped before its end; nothing was stored"
+            )));
+        }
+        f.flush()
+            .await
+            .map_err(|e| self.io_err("cannot write", &tmp, e))?;
+        f.sync_all()
+            .await
+            .map_err(|e| self.io_err("cannot fsync", &tmp, e))?;
+        drop(f);
+        // hard_link fails if dest exists: no silent overwrite even under a race.
+        tokio::fs::hard_link(&tmp, &dest)
+            .await
+            .map_err(|e| self.io_err("cannot commit", &dest, e))?;
+        let _ = tokio::fs::remove_file(&tmp).await;
+        guard.0 = None;
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(total)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Reader>> {
+        let p = self.path(key)?;
+        match tokio::fs::File::open(&p).await {
+            Ok(f) => Ok(Some(Box::new(tokio::io::BufReader::with_capacity(
+                1 << 20,
+                f,
+            )))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_err("cannot open", &p, e)),
+        }
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let p = self.path(key)?;
+        match tokio::fs::metadata(&p).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.io_err("cannot stat", &p, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix))
+            .await
+            .map_err(|e| Error::failed(format!("listing task failed: {e}")))?
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key)?;
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io_err("cannot delete", &p, e)),
+        }
+        // Tidy empty snapshot directories, never the root.
+        let mut dir = p.parent().map(Path::to_path_buf);
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) || std::fs::remove_dir(&d).is_err() {
+                break;
+            }
+            dir = d.parent().map(Path::to_path_buf);
+        }
+        Ok(())
+    }
+}
+
+fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    // Walk only the directory the prefix is in.
+    let start_dir = match prefix.rfind('/') {
+        Some(i) => root.join(&prefix[..i]),
+        None => root.to_path_buf(),
+    };
+    let mut out = Vec::new();
+    let mut stack = vec![start_dir];
+    while let Some(dir) = stack.pop() {
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::failed(format!("cannot list {}: {e}", dir.display()))),
+        };
+        for entry in rd {
+            let entry =
+                entry.map_err(|e| Error::failed(format!("cannot list {}: {e}", dir.display())))?;
+            let path = entry.path();
+            let ft = entry
+                .file_type()
+                .map_err(|e| Error::failed(format!("{}: {e}", path.display())))?;
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            let Some(rel) = rel.to_str() else { continue };
+            if ft.is_dir() {
+                if rel.starts_with(prefix) || prefix.starts_with(&format!("{rel}/")) {
+                    stack.push(path);
+                }
+            } else if ft.is_file()
+                && rel.starts_with(prefix)
+                && !entry.file_name().to_string_lossy().starts_with('.')
+            {
+                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                out.push(ObjectInfo {
+                    key: rel.to_string(),
+                    size,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(out)
+}

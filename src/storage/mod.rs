@@ -1,0 +1,252 @@
+//! The storage contract every backend keeps, and the backends (`file://`, `s3://`).
+//!
+//! Contract (the conformance suite in `tests/` checks every point on every backend):
+//! - Keys are `/`-separated paths relative to the storage root (the URL's prefix).
+//! - `put_stream` is all-or-nothing: the object becomes visible, whole, only after the
+//!   stream's explicit `Chunk::End`. A stream whose sender goes away without `End`, an
+//!   error, or a cancelled future leaves nothing visible (S3: the multipart upload is
+//!   aborted; file: the temp file is removed).
+//! - A put never silently replaces an existing object (snapshot ids are unique; the file
+//!   backend refuses, S3 relies on unique keys and Object Lock).
+//! - `get` and `head` answer `None` for a missing object: "not found" is never an error,
+//!   and every other failure is.
+//! - `list` returns every object below a prefix, with sizes, in key order.
+
+pub mod fs;
+pub mod s3;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+use crate::job::{StorageLocation, StoragePlan};
+
+/// One message of a put stream.
+#[derive(Debug)]
+pub enum Chunk {
+    Data(Bytes),
+    /// The stream is complete: commit the object.
+    End,
+}
+
+pub type ChunkTx = mpsc::Sender<Chunk>;
+pub type ChunkRx = mpsc::Receiver<Chunk>;
+
+/// A stored object's key and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// A short description for logs ("s3://bucket/prefix", "file:///dir").
+    fn describe(&self) -> String;
+
+    /// The size every streamed chunk should have (the multipart part size); the last may
+    /// be shorter.
+    fn chunk_size(&self) -> usize;
+
+    /// How many chunks may wait in the channel (bounds memory with `chunk_size`).
+    fn chunks_in_flight(&self) -> usize {
+        2
+    }
+
+    /// Store a stream at `key`, all-or-nothing. Returns the bytes stored.
+    async fn put_stream(&self, key: &str, rx: ChunkRx) -> Result<u64>;
+
+    /// Read an object; `None` when it does not exist.
+    async fn get(&self, key: &str) -> Result<Option<Reader>>;
+
+    /// An object's size; `None` when it does not exist.
+    async fn head(&self, key: &str) -> Result<Option<u64>>;
+
+    /// Every object whose key starts with `prefix`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+
+    /// Remove an object; removing a missing object is not an error.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Store a small object whole.
+    async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
+        let (tx, rx) = mpsc::channel(2);
+        tx.send(Chunk::Data(data)).await.ok();
+        tx.send(Chunk::End).await.ok();
+        drop(tx);
+        self.put_stream(key, rx).await
+    }
+
+    /// Read a small object whole; `None` when it does not exist.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        use tokio::io::AsyncReadExt;
+        let Some(mut r) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        r.read_to_end(&mut buf)
+            .await
+            .map_err(|e| Error::failed(format!("reading {key} from {}: {e}", self.describe())))?;
+        Ok(Some(buf))
+    }
+}
+
+/// Build the backend a job's `[storage]` names.
+pub async fn open(plan: &StoragePlan) -> Result<Arc<dyn Storage>> {
+    match &plan.location {
+        StorageLocation::File { root } => Ok(Arc::new(fs::FileStorage::new(root.clone()))),
+        StorageLocation::S3 { .. } => Ok(Arc::new(s3::S3Storage::from_plan(plan, None).await?)),
+    }
+}
+
+/// Check a key: relative, `/`-separated, no empty, `.` or `..` segments.
+pub fn check_key(key: &str) -> Result<()> {
+    let bad = key.is_empty()
+        || key.starts_with('/')
+        || key
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..");
+    if bad {
+        return Err(Error::failed(format!("invalid storage key {key:?}")));
+    }
+    Ok(())
+}
+
+/// Splits a byte stream into chunks of exactly `size` bytes (the last may be shorter) and
+/// sends them; used by every producer so that S3 parts are equal. Blocking: call it from
+/// a worker thread, never from the async runtime.
+pub struct ChunkWriter {
+    tx: ChunkTx,
+    buf: bytes::BytesMut,
+    size: usize,
+    written: u64,
+}
+
+impl ChunkWriter {
+    pub fn new(tx: ChunkTx, size: usize) -> Self {
+        ChunkWriter {
+            tx,
+            buf: bytes::BytesMut::with_capacity(size),
+            size,
+            written: 0,
+        }
+    }
+
+    fn send(&mut self, data: Bytes) -> std::io::Result<()> {
+        self.tx.blocking_send(Chunk::Data(data)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage upload stopped")
+        })
+    }
+
+    /// Flush the last chunk and send `End`: the object is complete.
+    pub fn finish(mut self) -> std::io::Result<u64> {
+        if !self.buf.is_empty() {
+            let last = self.buf.split().freeze();
+            self.send(last)?;
+        }
+        self.tx.blocking_send(Chunk::End).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the storage upload stopped")
+        })?;
+        Ok(self.written)
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            let room = self.size - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.size {
+                let full = self.buf.split().freeze();
+                self.buf.reserve(self.size);
+                self.send(full)?;
+            }
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fault injection for tests: wraps a backend and fails a put after a number of bytes,
+/// or flips a byte on read. Lives here (not under cfg(test)) so integration tests and
+/// the fault-injection job setting can use it.
+pub mod faulty {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub struct FailPutAfter<S> {
+        pub inner: S,
+        pub after_bytes: u64,
+        pub seen: AtomicU64,
+    }
+
+    impl<S> FailPutAfter<S> {
+        pub fn new(inner: S, after_bytes: u64) -> Self {
+            FailPutAfter {
+                inner,
+                after_bytes,
+                seen: AtomicU64::new(0),
+            }
+        }
+    }
+
+    #[async_trait]
+    impl<S: Storage> Storage for FailPutAfter<S> {
+        fn describe(&self) -> String {
+            format!("faulty({})", self.inner.describe())
+        }
+        fn chunk_size(&self) -> usize {
+            self.inner.chunk_size()
+        }
+        async fn put_stream(&self, key: &str, mut rx: ChunkRx) -> Result<u64> {
+            // Forward chunks until the byte budget is spent, then drop the inner sender
+            // without End: the inner backend must discard what it has.
+            let (tx, inner_rx) = mpsc::channel(2);
+            let key2 = key.to_string();
+            let inner = self.inner.put_stream(&key2, inner_rx);
+            let forward = async {
+                while let Some(c) = rx.recv().await {
+                    if let Chunk::Data(d) = &c {
+                        let total =
+                            self.seen.fetch_add(d.len() as u64, Ordering::SeqCst) + d.len() as u64;
+                        if total > self.after_bytes {
+                            drop(tx);
+                            return Err(Error::failed("injected fault: storage write failed"));
+                        }
+                    }
+                    if tx.send(c).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            let (fwd, res) = tokio::join!(forward, inner);
+            fwd?;
+            res
+        }
+        async fn get(&self, key: &str) -> Result<Option<Reader>> {
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+    }
+}
