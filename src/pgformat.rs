@@ -61,6 +61,8 @@ pub struct DumpObserver {
     facts: DumpFacts,
     /// dumpId -> index into facts.tables
     data_ids: HashMap<i32, usize>,
+    /// The last bytes of the current table's data, to find COPY's `\.` end marker.
+    tail: Vec<u8>,
 }
 
 impl Default for DumpObserver {
@@ -139,6 +141,7 @@ impl DumpObserver {
             int_size: 4,
             facts: DumpFacts::default(),
             data_ids: HashMap::new(),
+            tail: Vec::new(),
         }
     }
 
@@ -189,6 +192,10 @@ impl DumpObserver {
                     if !*blob && let Some(&i) = self.data_ids.get(id) {
                         let rows = data[..take].iter().filter(|&&b| b == b'\n').count() as u64;
                         self.facts.tables[i].rows += rows;
+                        self.tail
+                            .extend_from_slice(&data[take.saturating_sub(16)..take]);
+                        let excess = self.tail.len().saturating_sub(16);
+                        self.tail.drain(..excess);
                     }
                     *remaining -= take;
                     data = &data[take..];
@@ -216,7 +223,10 @@ impl DumpObserver {
                 State::Int(IntFor::ChunkLen { id: 0, blob: true })
             }
             IntFor::ChunkLen { blob: true, .. } if v == 0 => State::Int(IntFor::BlobOid),
-            IntFor::ChunkLen { blob: false, .. } if v == 0 => State::BlockType,
+            IntFor::ChunkLen { id, blob: false } if v == 0 => {
+                self.end_table_data(id);
+                State::BlockType
+            }
             IntFor::ChunkLen { id, blob } if v > 0 => State::Chunk {
                 id,
                 blob,
@@ -224,6 +234,22 @@ impl DumpObserver {
             },
             IntFor::ChunkLen { .. } => State::Failed(format!("negative chunk length {v}")),
         };
+    }
+
+    /// pg_dump ends each table's COPY data with `\.` and blank lines; those are not rows.
+    /// (A data line can never be `\.`: COPY text escapes a backslash as `\\`.)
+    fn end_table_data(&mut self, id: i32) {
+        let tail = std::mem::take(&mut self.tail);
+        let Some(&i) = self.data_ids.get(&id) else {
+            return;
+        };
+        let newlines = tail.iter().rev().take_while(|&&b| b == b'\n').count();
+        let body = &tail[..tail.len() - newlines];
+        let at_line_start = body.len() == 2 || body.get(body.len().wrapping_sub(3)) == Some(&b'\n');
+        if newlines > 0 && body.ends_with(b"\\.") && at_line_start {
+            let t = &mut self.facts.tables[i];
+            t.rows = t.rows.saturating_sub(newlines as u64);
+        }
     }
 
     fn try_head(&mut self) {
@@ -416,7 +442,7 @@ mod tests {
         a.push(1);
         a.extend(int(7));
         a.extend(s(Some("1\tann\n2\tb\\nob\n")));
-        a.extend(s(Some("3\tcy\n")));
+        a.extend(s(Some("3\tcy\n\\.\n\n\n")));
         a.extend(int(0));
         a.push(3);
         a.extend(int(9));

@@ -42,13 +42,25 @@ impl FileStorage {
     }
 }
 
-/// Removes the temp file unless disarmed; covers errors and dropped futures alike.
-struct TempGuard(Option<PathBuf>);
+/// Removes the temp file (and the directories the put created, if left empty) unless
+/// disarmed; covers errors and dropped futures alike.
+struct TempGuard {
+    tmp: Option<PathBuf>,
+    root: PathBuf,
+}
 
 impl Drop for TempGuard {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = std::fs::remove_file(p);
+        if let Some(p) = self.tmp.take() {
+            let _ = std::fs::remove_file(&p);
+            let mut dir = p.parent().map(Path::to_path_buf);
+            while let Some(d) = dir {
+                if d == self.root || !d.starts_with(&self.root) || std::fs::remove_dir(&d).is_err()
+                {
+                    break;
+                }
+                dir = d.parent().map(Path::to_path_buf);
+            }
         }
     }
 }
@@ -82,7 +94,10 @@ impl Storage for FileStorage {
             .and_then(|n| n.to_str())
             .unwrap_or("object");
         let tmp = dir.join(format!(".{name}.tmp-{}", hex::encode(rnd)));
-        let mut guard = TempGuard(Some(tmp.clone()));
+        let mut guard = TempGuard {
+            tmp: Some(tmp.clone()),
+            root: self.root.clone(),
+        };
         let mut f = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -122,7 +137,7 @@ impl Storage for FileStorage {
             .await
             .map_err(|e| self.io_err("cannot commit", &dest, e))?;
         let _ = tokio::fs::remove_file(&tmp).await;
-        guard.0 = None;
+        guard.tmp = None;
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();
         }

@@ -218,6 +218,7 @@ impl S3Storage {
                     .await
                     .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
                 guard.upload_id = None;
+                self.ensure_retention(key).await?;
                 Ok(total)
             }
             Err(e) => {
@@ -228,6 +229,49 @@ impl S3Storage {
                 Err(e)
             }
         }
+    }
+
+    /// Some S3-compatible servers ignore the lock headers of CreateMultipartUpload: probe
+    /// the finished object and set its retention explicitly when it is missing.
+    async fn ensure_retention(&self, key: &str) -> Result<()> {
+        let Some((mode, until)) = self.retain_until() else {
+            return Ok(());
+        };
+        let full = self.full_key(key);
+        let head = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("HeadObject", key, e))?;
+        if head.object_lock_mode().is_some() && head.object_lock_retain_until_date().is_some() {
+            return Ok(());
+        }
+        tracing::debug!(
+            "{full}: the server did not apply the multipart lock headers; setting retention"
+        );
+        self.client
+            .put_object_retention()
+            .bucket(&self.bucket)
+            .key(&full)
+            .set_version_id(head.version_id().map(str::to_string))
+            .retention(
+                aws_sdk_s3::types::ObjectLockRetention::builder()
+                    .mode(match mode {
+                        ObjectLockMode::Compliance => {
+                            aws_sdk_s3::types::ObjectLockRetentionMode::Compliance
+                        }
+                        _ => aws_sdk_s3::types::ObjectLockRetentionMode::Governance,
+                    })
+                    .retain_until_date(until)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.err("PutObjectRetention", key, e))?;
+        Ok(())
     }
 
     async fn upload_parts(

@@ -1,0 +1,345 @@
+//! Every failure rule of SPEC.md provoked for real: each checks that no snapshot appears,
+//! nothing half-written is left, and the restore target is untouched.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+fn assert_no_objects(sb: &Sandbox) {
+    let mut found = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(sb.store()) {
+        for e in rd.flatten() {
+            for s in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                found.push(s.path());
+            }
+        }
+    }
+    assert!(found.is_empty(), "left behind: {found:?}");
+}
+
+fn assert_no_snapshots(sb: &Sandbox, job: &str) {
+    let out = sb.run(&["--json", "list", job]);
+    expect_code(&out, 0);
+    assert_eq!(stdout(&out).trim(), "[]");
+}
+
+#[test]
+fn pg_dump_failure_leaves_no_snapshot() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 4);
+    // a backup role that may not read one table: pg_dump starts, streams, then fails
+    pg.sql("app", "CREATE ROLE backup LOGIN; GRANT SELECT ON bulk TO backup; CREATE TABLE zz_private (x int); REVOKE ALL ON zz_private FROM PUBLIC;");
+    sb.file_job(
+        "app",
+        &format!("postgres://backup@127.0.0.1:{}/app", pg.port),
+        "",
+    );
+    let out = sb.run(&["backup", "app"]);
+    let text = expect_code(&out, 1);
+    assert!(
+        text.contains("pg_dump") && text.contains("permission denied"),
+        "{text}"
+    );
+    assert!(text.contains("no snapshot was written"), "{text}");
+    assert_no_snapshots(&sb, "app");
+    assert_no_objects(&sb);
+    let audit = sb.audit_lines();
+    assert_eq!(audit.last().unwrap()["result"], "error");
+}
+
+#[test]
+fn unreachable_database_is_a_clear_error() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    sb.file_job("app", &pg.url("does_not_exist"), "");
+    let text = expect_code(&sb.run(&["backup", "app"]), 1);
+    assert!(text.contains("does_not_exist"), "{text}");
+    assert_no_snapshots(&sb, "app");
+}
+
+/// pids of processes whose command line contains all of `needles`.
+fn pids_with(needles: &[&str]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if needles.iter().all(|n| cmd.contains(n)) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_leaves_no_snapshot_and_no_multipart_upload() {
+    let pg = Pg::start();
+    let s3 = S3::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 120);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = rt.block_on(s3.storage("offsite", "backups", 5, false));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        "offsite",
+        "part_size_mib = 5\nparts_in_flight = 1",
+    );
+    let child = sb
+        .cmd(&["backup", "app"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // wait until the upload is under way, then kill pg_dump
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no multipart upload started");
+        if !rt
+            .block_on(backstop::storage::s3::pending_uploads(&check))
+            .unwrap()
+            .is_empty()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pids = pids_with(&["pg_dump", &format!(":{}/app", pg.port)]);
+    assert!(!pids.is_empty(), "pg_dump not found");
+    for p in pids {
+        // SAFETY: plain kill(2) of a child process we found.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = expect_code(&out, 1);
+    assert!(text.contains("pg_dump"), "{text}");
+    assert_no_snapshots(&sb, "app");
+    assert!(
+        rt.block_on(backstop::storage::s3::pending_uploads(&check))
+            .unwrap()
+            .is_empty(),
+        "multipart upload not aborted"
+    );
+    let objs = rt
+        .block_on(backstop::storage::Storage::list(&check, ""))
+        .unwrap();
+    assert!(objs.is_empty(), "{objs:?}");
+}
+
+#[test]
+fn s3_server_stopped_mid_upload_fails_cleanly() {
+    let pg = Pg::start();
+    let mut s3 = S3::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 120);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = rt.block_on(s3.storage("offsite", "backups", 5, false));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        "offsite",
+        "part_size_mib = 5\nparts_in_flight = 1",
+    );
+    let child = sb
+        .cmd(&["backup", "app"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt
+        .block_on(backstop::storage::s3::pending_uploads(&check))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no multipart upload started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    s3.kill();
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let text = expect_code(&out, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "backup hung after the S3 server died"
+    );
+    assert!(text.contains("S3") || text.contains("s3://"), "{text}");
+    assert!(text.contains("no snapshot was written"), "{text}");
+    // pg_dump was stopped, not left running
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pids_with(&["pg_dump", &format!(":{}/app", pg.port)]).is_empty(),
+        "pg_dump left running"
+    );
+    assert_eq!(sb.audit_lines().last().unwrap()["result"], "error");
+}
+
+fn backed_up(pg: &Pg, sb: &Sandbox) -> std::path::PathBuf {
+    load_awkward(pg, "app");
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    std::fs::read_dir(sb.store().join("app"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+}
+
+#[test]
+fn damaged_objects_and_wrong_keys_never_touch_the_target() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    let snap = backed_up(&pg, &sb);
+    let dump = snap.join("dump.zst.age");
+    let good = std::fs::read(&dump).unwrap();
+    let before = pg.fingerprint("app");
+    let dbs = pg.databases();
+    let copy = pg.url("copy");
+
+    // one flipped byte in the middle
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x40;
+    std::fs::write(&dump, &bad).unwrap();
+    let text = expect_code(&sb.run(&["restore", "app", "--to", &copy]), 1);
+    assert!(text.contains("corrupt"), "{text}");
+    let text = expect_code(&sb.run(&["restore", "app", "--yes"]), 1);
+    assert!(text.contains("corrupt"), "{text}");
+    assert_eq!(pg.databases(), dbs);
+    assert_eq!(pg.fingerprint("app"), before);
+
+    // truncated
+    std::fs::write(&dump, &good[..good.len() - 1000]).unwrap();
+    let text = expect_code(&sb.run(&["restore", "app", "--to", &copy]), 1);
+    assert!(text.contains("truncated"), "{text}");
+    assert_eq!(pg.databases(), dbs);
+
+    // wrong identity
+    std::fs::write(&dump, &good).unwrap();
+    let other = sb.path().join("other.key");
+    use age::secrecy::ExposeSecret;
+    std::fs::write(
+        &other,
+        age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret(),
+    )
+    .unwrap();
+    let text = expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--to",
+            &copy,
+            "--identity",
+            other.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(text.contains("wrong identity"), "{text}");
+    assert_eq!(pg.databases(), dbs);
+
+    // a missing object
+    let facts = snap.join("facts.json.zst.age");
+    std::fs::rename(&facts, sb.path().join("facts.bak")).unwrap();
+    let text = expect_code(&sb.run(&["restore", "app", "--to", &copy]), 1);
+    assert!(text.contains("missing"), "{text}");
+    assert_eq!(pg.databases(), dbs);
+
+    // and with everything back in place, it restores
+    std::fs::rename(sb.path().join("facts.bak"), &facts).unwrap();
+    expect_code(&sb.run(&["restore", "app", "--to", &copy]), 0);
+    assert_eq!(pg.fingerprint("copy"), before);
+}
+
+#[test]
+fn non_empty_target_without_yes_is_refused_with_exit_4() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    backed_up(&pg, &sb);
+    pg.sql(
+        "app",
+        "INSERT INTO empty_table VALUES ('changed after the backup')",
+    );
+    let before = pg.fingerprint("app");
+    let dbs = pg.databases();
+    let text = expect_code(&sb.run(&["restore", "app"]), 4);
+    assert!(
+        text.contains("--yes") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    assert_eq!(pg.fingerprint("app"), before);
+    assert_eq!(pg.databases(), dbs);
+    // an existing non-empty --to target too
+    pg.sql("postgres", "CREATE DATABASE other");
+    pg.sql("other", "CREATE TABLE keep_me (x int)");
+    expect_code(&sb.run(&["restore", "app", "--to", &pg.url("other")]), 4);
+    assert_eq!(pg.sql("other", "SELECT count(*) FROM keep_me"), "0");
+    let audit = sb.audit_lines();
+    assert_eq!(audit.last().unwrap()["exit_code"], 4);
+}
+
+#[test]
+fn malformed_job_files_exit_2_naming_the_file() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            "typo",
+            "[source]\ntype = \"postgres\"\nurl = \"postgres://x@h/db\"\nurll = 1\n[storage]\nurl = \"file:///tmp/x\"\n[encryption]\nrecipients = []\n",
+            "urll",
+        ),
+        ("broken", "[source\ntype = ", "broken.toml"),
+        (
+            "nokey",
+            "[source]\ntype = \"postgres\"\nurl = \"postgres://x@h/db\"\n[storage]\nurl = \"file:///tmp/x\"\n[encryption]\nrecipients = []\n",
+            "recipients",
+        ),
+        (
+            "badlevel",
+            &format!(
+                "[source]\ntype = \"postgres\"\nurl = \"postgres://x@h/db\"\n[storage]\nurl = \"file:///tmp/x\"\n[encryption]\nrecipients = [\"{}\"]\n[compression]\nlevel = 99\n",
+                sb.recipient
+            ),
+            "compression.level",
+        ),
+    ];
+    for (name, text, want) in cases {
+        sb.write_job(name, text);
+        let out = sb.run(&["backup", name]);
+        let msg = expect_code(&out, 2);
+        assert!(msg.contains(&format!("{name}.toml")), "{msg}");
+        assert!(msg.contains(want), "{want}: {msg}");
+        assert!(!msg.contains("panicked"), "{msg}");
+    }
+    let msg = expect_code(&sb.run(&["backup", "no_such_job"]), 2);
+    assert!(msg.contains("no_such_job"), "{msg}");
+    let msg = expect_code(&sb.run(&["restore", "typo", "--snapshot", "../../etc"]), 2);
+    assert!(msg.contains("typo.toml"), "{msg}");
+}
+
+#[test]
+fn a_second_run_of_the_same_job_gets_exit_5() {
+    use std::os::fd::AsRawFd;
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    let dir = sb.path().join("state/locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = std::fs::File::create(dir.join("app.lock")).unwrap();
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    let text = expect_code(&sb.run(&["backup", "app"]), 5);
+    assert!(text.contains("another run of job app"), "{text}");
+    drop(f);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+}

@@ -1,0 +1,8 @@
+//! Integration tests, one binary, against a real PostgreSQL cluster, the real
+//! pg_dump/pg_restore/age/zstd programs and a real S3 server process (moto) on loopback.
+
+mod cli;
+mod conformance;
+mod failures;
+mod roundtrip;
+mod support;
