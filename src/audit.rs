@@ -45,10 +45,20 @@ pub fn hostname() -> String {
 }
 
 fn user() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        // SAFETY: getuid has no preconditions.
-        .unwrap_or_else(|_| format!("uid:{}", unsafe { libc::getuid() }))
+    // SAFETY: getuid has no preconditions; getpwuid returns NULL or a pointer to static
+    // storage that we copy from at once (single use, no concurrent getpw* in this process).
+    let uid = unsafe { libc::getuid() };
+    let from_passwd = unsafe {
+        let pw = libc::getpwuid(uid);
+        (!pw.is_null() && !(*pw).pw_name.is_null()).then(|| {
+            std::ffi::CStr::from_ptr((*pw).pw_name)
+                .to_string_lossy()
+                .into_owned()
+        })
+    };
+    from_passwd
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| format!("uid:{uid}"))
 }
 
 #[derive(Serialize)]

@@ -51,6 +51,13 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
     let id = snapshot::new_id(started);
+    // If this future is dropped (SIGINT/SIGTERM), whatever was stored is removed in the
+    // background; on the normal paths below the guard is disarmed.
+    let mut guard = LeftoverGuard {
+        storage: Some(storage.clone()),
+        job: plan.name.clone(),
+        id: id.clone(),
+    };
     let result = match &plan.source {
         SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
         SourcePlan::Volume(_) => Err(Error::config(format!(
@@ -62,6 +69,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     let (source, objects) = match result {
         Ok(v) => v,
         Err(e) => {
+            guard.storage = None;
             remove_leftovers(storage.as_ref(), &plan.name, &id).await;
             return Err(e.context(format!(
                 "backup of job {} failed; no snapshot was written",
@@ -95,7 +103,9 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         stored_bytes: objects.iter().map(|o| o.stored_bytes).sum(),
         objects,
     };
-    if let Err(e) = commit(storage.as_ref(), &manifest).await {
+    let committed = commit(storage.as_ref(), &manifest).await;
+    guard.storage = None;
+    if let Err(e) = committed {
         remove_leftovers(storage.as_ref(), &plan.name, &id).await;
         return Err(e.context(format!(
             "backup of job {} failed; no snapshot was written",
@@ -103,6 +113,23 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         )));
     }
     Ok(manifest)
+}
+
+struct LeftoverGuard {
+    storage: Option<Arc<dyn Storage>>,
+    job: String,
+    id: String,
+}
+
+impl Drop for LeftoverGuard {
+    fn drop(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            let (job, id) = (std::mem::take(&mut self.job), std::mem::take(&mut self.id));
+            crate::cleanup::spawn(
+                async move { remove_leftovers(storage.as_ref(), &job, &id).await },
+            );
+        }
+    }
 }
 
 /// Check every object by size, then write the manifest and read it back.
@@ -208,7 +235,7 @@ async fn backup_postgres(
     // The dump: pg_dump -> observer -> zstd -> age -> chunks -> storage, concurrently.
     let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
     let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
-    let chunk = storage.chunk_size();
+    let chunk = storage.chunk_size_for(Some(info.size_bytes));
     let comp = plan.compression;
     let recipients = plan.encryption.parsed.clone();
     let counters = Arc::new(Counters::default());

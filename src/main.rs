@@ -17,6 +17,8 @@ fn main() {
         }
     };
     let code = rt.block_on(backstop::commands::run(cli));
-    drop(rt);
+    // Blocking workers notice a cancelled run through their closed channels; do not wait
+    // on them forever.
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
     std::process::exit(code);
 }

@@ -347,6 +347,7 @@ pub fn any_psql() -> Result<PathBuf> {
 /// Run one SQL statement with psql and return its rows, fields split on U+001F.
 pub async fn query(psql: &Path, conn: &Conn, sql: &str) -> Result<Vec<Vec<String>>> {
     let out = Command::new(psql)
+        .kill_on_drop(true)
         .args([
             "-X",
             "-A",

@@ -264,6 +264,11 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
     let fresh = db_name(&db, &format!("_restoring_{stamp}"));
     create_database(&psql, &admin, &fresh, m).await?;
+    let mut scratch = ScratchDb {
+        psql: Some(psql.clone()),
+        admin: admin.clone(),
+        name: fresh.clone(),
+    };
     let fresh_conn = conn.with_dbname(&fresh);
     let outcome = async {
         let mut roles = false;
@@ -278,6 +283,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     let roles_restored = match outcome {
         Ok(r) => r,
         Err(e) => {
+            scratch.psql = None;
             drop_database(&psql, &admin, &fresh).await;
             return Err(e.context(format!(
                 "restore of job {} failed; the target {db} was not changed",
@@ -285,6 +291,8 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
             )));
         }
     };
+    // From here on the new database is the restored data: never dropped automatically.
+    scratch.psql = None;
     let mut previous_kept_as = None;
     if state.exists {
         let aside = db_name(&db, &format!("_pre_restore_{stamp}"));
@@ -333,6 +341,27 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         restore_ms: rs_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
+}
+
+/// Drops the half-restored database if the restore is cancelled (SIGINT/SIGTERM drops the
+/// future); disarmed once the restore into it has succeeded or been cleaned up.
+struct ScratchDb {
+    psql: Option<PathBuf>,
+    admin: Conn,
+    name: String,
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Some(psql) = self.psql.take() {
+            let (admin, name) = (self.admin.clone(), std::mem::take(&mut self.name));
+            crate::cleanup::spawn(async move {
+                // pg_restore's sessions end when it is killed; give the server a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                drop_database(&psql, &admin, &name).await
+            });
+        }
+    }
 }
 
 /// A database name of at most 63 bytes: `base` cut to fit, plus `suffix`.
@@ -451,6 +480,7 @@ async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
 /// Roles first: existing roles make "already exists" errors, which are expected.
 async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
     let out = tokio::process::Command::new(psql)
+        .kill_on_drop(true)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
         .arg(file)
         .arg("-d")
@@ -483,6 +513,7 @@ async fn pg_restore(tools: &pg::Tools, conn: &Conn, dump: &Path, no_owner: bool)
         .max(2);
     let bin = tools.bin("pg_restore");
     let mut cmd = tokio::process::Command::new(&bin);
+    cmd.kill_on_drop(true);
     cmd.arg(format!("--jobs={jobs}"))
         .args(["--exit-on-error", "--no-password", "--dbname"])
         .arg(conn.url.conninfo());

@@ -114,6 +114,7 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
 pub async fn dump_globals(tools: &Tools, conn: &Conn) -> Result<Vec<u8>> {
     let bin = tools.bin("pg_dumpall");
     let out = tokio::process::Command::new(&bin)
+        .kill_on_drop(true)
         .args(["--globals-only", "--no-password", "--dbname"])
         .arg(conn.url.conninfo())
         .envs(conn.env()?)

@@ -54,6 +54,13 @@ pub trait Storage: Send + Sync {
     /// be shorter.
     fn chunk_size(&self) -> usize;
 
+    /// The chunk size for a stream of about `expected` bytes (a hint: the source's size).
+    /// S3 grows its part size so that such a stream stays under 10,000 parts.
+    fn chunk_size_for(&self, expected: Option<u64>) -> usize {
+        let _ = expected;
+        self.chunk_size()
+    }
+
     /// How many chunks may wait in the channel (bounds memory with `chunk_size`).
     fn chunks_in_flight(&self) -> usize {
         2

@@ -286,6 +286,8 @@ impl S3Storage {
         let mut parts = Vec::new();
         let mut number: i32 = 0;
         let mut total = 0u64;
+        // Every part but the last has the first part's size (R2 needs equal parts).
+        let part_size = first.len();
         let mut pending: Vec<Bytes> = vec![first, second];
         let mut ended = false;
         let mut last_len: Option<usize> = None;
@@ -311,11 +313,10 @@ impl S3Storage {
             let Some(data) = next else { break };
             // Every part but the last must have the same size.
             if let Some(prev) = last_len
-                && prev != self.part_size
+                && prev != part_size
             {
                 return Err(Error::failed(format!(
-                    "internal: part {number} of {key} has {prev} bytes, not the part size {}",
-                    self.part_size
+                    "internal: part {number} of {key} has {prev} bytes, not the part size {part_size}"
                 )));
             }
             last_len = Some(data.len());
@@ -323,7 +324,7 @@ impl S3Storage {
             if number > MAX_PARTS {
                 return Err(Error::failed(format!(
                     "{key} needs more than {MAX_PARTS} parts of {} MiB; raise storage.part_size_mib",
-                    self.part_size / crate::job::MIB
+                    part_size / crate::job::MIB
                 )));
             }
             total += data.len() as u64;
@@ -364,6 +365,17 @@ impl S3Storage {
         parts.sort_by_key(|p| p.part_number());
         Ok((parts, total))
     }
+}
+
+/// The configured part size, grown (in whole MiB) so that `expected` bytes fit in 9,000
+/// parts, leaving 10% of S3's 10,000-part limit as headroom for a stream larger than
+/// its hint. A 1 TiB database gets 117 MiB parts.
+pub fn part_size_for(configured: usize, expected: Option<u64>) -> usize {
+    let mib = crate::job::MIB as u64;
+    let needed = expected
+        .map(|e| e.div_ceil(9_000).div_ceil(mib) * mib)
+        .unwrap_or(0);
+    (configured as u64).max(needed).min(5 * 1024 * mib) as usize
 }
 
 fn flatten(
@@ -430,6 +442,10 @@ impl Storage for S3Storage {
 
     fn chunk_size(&self) -> usize {
         self.part_size
+    }
+
+    fn chunk_size_for(&self, expected: Option<u64>) -> usize {
+        part_size_for(self.part_size, expected)
     }
 
     fn chunks_in_flight(&self) -> usize {
@@ -547,4 +563,17 @@ pub async fn pending_uploads(s: &S3Storage) -> Result<Vec<String>> {
         .iter()
         .filter_map(|u| u.key().map(str::to_string))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn part_size_grows_with_the_expected_size() {
+        let mib = crate::job::MIB;
+        assert_eq!(super::part_size_for(16 * mib, None), 16 * mib);
+        assert_eq!(super::part_size_for(16 * mib, Some(1 << 30)), 16 * mib);
+        let tib = super::part_size_for(16 * mib, Some(1 << 40));
+        assert_eq!(tib, 117 * mib);
+        assert!((1u64 << 40).div_ceil(tib as u64) <= 9_000);
+    }
 }

@@ -343,3 +343,56 @@ fn a_second_run_of_the_same_job_gets_exit_5() {
     drop(f);
     expect_code(&sb.run(&["backup", "app"]), 0);
 }
+
+#[test]
+fn sigterm_mid_upload_aborts_and_cleans_up() {
+    let pg = Pg::start();
+    let s3 = S3::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 120);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let check = rt.block_on(s3.storage("offsite", "backups", 5, false));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        "offsite",
+        "part_size_mib = 5\nparts_in_flight = 1",
+    );
+    let child = sb
+        .cmd(&["backup", "app"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt
+        .block_on(backstop::storage::s3::pending_uploads(&check))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no multipart upload started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    let text = expect_code(&out, 1);
+    assert!(text.contains("SIGTERM"), "{text}");
+    assert_no_snapshots(&sb, "app");
+    assert!(
+        rt.block_on(backstop::storage::s3::pending_uploads(&check))
+            .unwrap()
+            .is_empty(),
+        "multipart upload not aborted"
+    );
+    assert!(
+        rt.block_on(backstop::storage::Storage::list(&check, ""))
+            .unwrap()
+            .is_empty()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pids_with(&["pg_dump", &format!(":{}/app", pg.port)]).is_empty(),
+        "pg_dump left running"
+    );
+}
