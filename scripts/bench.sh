@@ -119,4 +119,12 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $datase
 echo "dump (plaintext) $(numfmt --to=iec-i --suffix=B "$plain"), stored $(numfmt --to=iec-i --suffix=B "$stored") (one-liner: $(numfmt --to=iec-i --suffix=B "$oneliner"))"
 printf '%-36s %10s %10s %12s\n' "run" "wall" "cpu" "peak RSS"
 printf '%s\n' "${results[@]}"
+python3 - "$work/state/audit.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    if r["action"] == "restore" and r["result"] == "ok":
+        d = r["details"]
+        print(f"restore {r['job']}: download+check+decrypt {d['download_ms']/1000:.1f} s, pg_restore {d['restore_ms']/1000:.1f} s")
+PY
 [ "$same" = "$back" ] && echo "restored pgbench_accounts matches the source" || { echo "restored data differs!" >&2; exit 1; }
