@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::job::{JobPlan, PostgresSource, SourcePlan};
+use crate::job::{JobPlan, PostgresSource, SourcePlan, VolumeSource};
 use crate::pg::{self, Conn};
 use crate::pgformat::{DumpFacts, DumpObserver};
 use crate::pipeline::{self, Stats};
@@ -21,6 +21,7 @@ use crate::snapshot::{
     self, CompressionInfo, EncryptionInfo, Manifest, ObjectEntry, SourceInfo, Trigger,
 };
 use crate::source::postgres::DumpProcess;
+use crate::source::volume::VolumeFacts;
 use crate::storage::{ChunkWriter, Storage};
 
 #[derive(Debug, Clone)]
@@ -60,13 +61,9 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     };
     let result = match &plan.source {
         SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
-        SourcePlan::Volume(_) => Err(Error::config(format!(
-            "job {}: volume sources are not supported by this version of backstop yet; \
-             only type = \"postgres\" can be backed up",
-            plan.name
-        ))),
+        SourcePlan::Volume(v) => backup_volume(plan, v, storage.clone(), &id, opts).await,
     };
-    let (source, objects) = match result {
+    let (source, objects, warnings) = match result {
         Ok(v) => v,
         Err(e) => {
             guard.storage = None;
@@ -102,6 +99,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         plaintext_bytes: objects.iter().map(|o| o.plaintext_bytes).sum(),
         stored_bytes: objects.iter().map(|o| o.stored_bytes).sum(),
         objects,
+        warnings,
     };
     let committed = commit(storage.as_ref(), &manifest).await;
     guard.storage = None;
@@ -209,7 +207,7 @@ async fn backup_postgres(
     storage: Arc<dyn Storage>,
     id: &str,
     opts: &Options,
-) -> Result<(SourceInfo, Vec<ObjectEntry>)> {
+) -> Result<(SourceInfo, Vec<ObjectEntry>, Vec<String>)> {
     let conn = Conn::new(src.url.clone(), src.password_file.clone());
     let info = pg::server_info(&conn)
         .await
@@ -330,5 +328,157 @@ async fn backup_postgres(
         ctype: Some(info.ctype.clone()),
         path: None,
     };
-    Ok((source, objects))
+    Ok((source, objects, Vec::new()))
+}
+
+/// Run a `pre`/`post` command; a non-zero exit is an error with its output.
+async fn run_hook(job: &str, which: &str, argv: &[String]) -> Result<()> {
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "job {job}: cannot run the {which} command {:?}: {e}",
+                argv[0]
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "job {job}: the {which} command {argv:?} failed ({}): {}",
+            out.status,
+            crate::source::postgres::summarize(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(())
+}
+
+async fn backup_volume(
+    plan: &JobPlan,
+    vol: &VolumeSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<(SourceInfo, Vec<ObjectEntry>, Vec<String>)> {
+    if !vol.pre.is_empty() {
+        if let Err(e) = run_hook(&plan.name, "pre", &vol.pre).await {
+            // post undoes what pre may have half done (a frozen filesystem, a stopped service).
+            if !vol.post.is_empty()
+                && let Err(pe) = run_hook(&plan.name, "post", &vol.post).await
+            {
+                tracing::error!("{pe}");
+            }
+            return Err(e);
+        }
+    }
+    let read = read_volume(plan, vol, storage.clone(), id, opts).await;
+    // post always runs, whatever the read did.
+    let post = if vol.post.is_empty() {
+        Ok(())
+    } else {
+        run_hook(&plan.name, "post", &vol.post).await
+    };
+    let (stats, facts) = read?;
+    post?;
+    let mut warnings = Vec::new();
+    if !facts.changed.is_empty() {
+        let msg = format!("{} files changed during read", facts.changed.len());
+        if vol.strict {
+            return Err(Error::failed(format!(
+                "job {}: {msg} and source.strict = true (use pre/post or snapshot_path for a consistent read)",
+                plan.name
+            )));
+        }
+        tracing::warn!(
+            "job {}: {msg}; the snapshot is marked \"changed during read\"",
+            plan.name
+        );
+        warnings.push(format!("changed during read: {msg}"));
+    }
+    if !facts.skipped.is_empty() {
+        warnings.push(format!(
+            "{} device nodes, sockets or fifos skipped",
+            facts.skipped.len()
+        ));
+    }
+    let mut objects = vec![entry(snapshot::DUMP_OBJECT, "dump", "tar", &stats)];
+    let fkey = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
+    let body = serde_json::to_vec(&facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
+    let st = put_small(plan, storage.as_ref(), &fkey, body).await?;
+    objects.push(entry(snapshot::FACTS_OBJECT, "facts", "json", &st));
+    let source = SourceInfo {
+        kind: "volume".into(),
+        path: Some(vol.path.display().to_string()),
+        ..Default::default()
+    };
+    Ok((source, objects, warnings))
+}
+
+/// Stream the tree through the pipeline into the dump object.
+async fn read_volume(
+    plan: &JobPlan,
+    vol: &VolumeSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<(Stats, VolumeFacts)> {
+    let root = vol
+        .snapshot_path
+        .clone()
+        .unwrap_or_else(|| vol.path.clone());
+    let expected = dir_size_hint(&root);
+    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
+    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
+    let chunk = storage.chunk_size_for(expected);
+    let comp = plan.compression;
+    let recipients = plan.encryption.parsed.clone();
+    let counters = Arc::new(Counters::default());
+    let _reporter = progress::start(
+        &format!("backup {}", plan.name),
+        counters.clone(),
+        opts.quiet,
+    );
+    tracing::info!(
+        "job {}: reading {} into {}",
+        plan.name,
+        root.display(),
+        storage.describe()
+    );
+    let producer = tokio::task::spawn_blocking(move || -> Result<(Stats, VolumeFacts)> {
+        let enc = pipeline::EncodeWriter::new(
+            comp,
+            &recipients,
+            ChunkWriter::new(tx, chunk),
+            Some(counters),
+        )?;
+        let (enc, facts) = crate::source::volume::write_tree(&root, enc)?;
+        let (writer, stats) = enc.finish()?;
+        writer.finish()?;
+        Ok((stats, facts))
+    });
+    let (put, produced) = tokio::join!(storage.put_stream(&key, rx), producer);
+    let produced = produced.map_err(|e| Error::failed(format!("the read task failed: {e}")))?;
+    match (produced, put) {
+        (Ok(p), Ok(_)) => Ok(p),
+        (Err(pe), Err(se)) => Err(if pe.message().contains("the storage upload stopped") {
+            se
+        } else {
+            pe
+        }),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// The filesystem's used bytes as a size hint (statvfs; cheap, never walks the tree).
+fn dir_size_hint(p: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64)
 }

@@ -62,10 +62,11 @@ pub enum Command {
         /// Snapshot id (default: the newest complete one)
         #[arg(long, value_name = "ID")]
         snapshot: Option<String>,
-        /// Restore elsewhere: a postgres:// URL
+        /// Restore elsewhere: a postgres:// URL, or a directory for volume jobs
         #[arg(long, value_name = "URL-or-PATH")]
         to: Option<String>,
-        /// Replace a non-empty target without asking (the old database is kept aside)
+        /// Replace a non-empty target without asking (an old database is kept aside; an old
+        /// volume directory is removed once the new one is in place)
         #[arg(long)]
         yes: bool,
         /// age identity file (default: encryption.identity_file, $BACKSTOP_IDENTITY_FILE)

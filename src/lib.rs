@@ -21,3 +21,4 @@ pub mod source;
 pub mod storage;
 
 pub use error::{Error, Kind, Result};
+pub mod target;

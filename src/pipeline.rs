@@ -89,6 +89,84 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
+type Chain<W> = zstd::stream::write::Encoder<'static, age::stream::StreamWriter<HashWriter<W>>>;
+
+/// A writer that compresses and encrypts what it is given into `out`, counting plaintext
+/// and hashing the stored bytes. `finish` completes the zstd frame and the age stream and
+/// returns `out` unfinished, so the caller decides whether the object is committed.
+pub struct EncodeWriter<W: Write> {
+    z: Chain<W>,
+    plaintext: u64,
+    progress: Option<std::sync::Arc<crate::progress::Counters>>,
+}
+
+impl<W: Write> EncodeWriter<W> {
+    pub fn new(
+        comp: CompressionPlan,
+        recipients: &[age::x25519::Recipient],
+        out: W,
+        progress: Option<std::sync::Arc<crate::progress::Counters>>,
+    ) -> Result<Self> {
+        let mut hashed = HashWriter::new(out);
+        hashed.progress = progress.clone();
+        let encryptor =
+            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+                .map_err(|e| {
+                    Error::config(format!("cannot encrypt to the job's recipients: {e}"))
+                })?;
+        let aged = encryptor
+            .wrap_output(hashed)
+            .map_err(|e| Error::failed(format!("writing the age header: {e}")))?;
+        let mut z = zstd::stream::write::Encoder::new(aged, comp.level)
+            .map_err(|e| Error::failed(format!("starting zstd: {e}")))?;
+        z.include_checksum(true)
+            .map_err(|e| Error::failed(format!("zstd: {e}")))?;
+        let workers = comp.workers();
+        if workers > 1 {
+            z.multithread(workers)
+                .map_err(|e| Error::failed(format!("zstd workers: {e}")))?;
+        }
+        Ok(EncodeWriter {
+            z,
+            plaintext: 0,
+            progress,
+        })
+    }
+
+    pub fn finish(self) -> Result<(W, Stats)> {
+        let aged = self
+            .z
+            .finish()
+            .map_err(|e| Error::from(e).context("finishing zstd"))?;
+        let hashed = aged
+            .finish()
+            .map_err(|e| Error::from(e).context("finishing age"))?;
+        let (out, stored, sha) = hashed.finish();
+        Ok((
+            out,
+            Stats {
+                plaintext_bytes: self.plaintext,
+                stored_bytes: stored,
+                sha256: sha,
+            },
+        ))
+    }
+}
+
+impl<W: Write> Write for EncodeWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.z.write(buf)?;
+        self.plaintext += n as u64;
+        if let Some(p) = &self.progress {
+            p.add_read(n as u64);
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.z.flush()
+    }
+}
+
 /// Compress and encrypt everything `input` yields into `out`. `observe` sees each
 /// plaintext block first (row counting). The caller decides whether the result is
 /// committed: this returns `out` unfinished, so a failed source (checked by the caller
@@ -101,25 +179,8 @@ pub fn encode<R: Read, W: Write>(
     out: W,
     progress: Option<std::sync::Arc<crate::progress::Counters>>,
 ) -> Result<(W, Stats)> {
-    let mut hashed = HashWriter::new(out);
-    hashed.progress = progress.clone();
-    let encryptor =
-        age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-            .map_err(|e| Error::config(format!("cannot encrypt to the job's recipients: {e}")))?;
-    let aged = encryptor
-        .wrap_output(hashed)
-        .map_err(|e| Error::failed(format!("writing the age header: {e}")))?;
-    let mut z = zstd::stream::write::Encoder::new(aged, comp.level)
-        .map_err(|e| Error::failed(format!("starting zstd: {e}")))?;
-    z.include_checksum(true)
-        .map_err(|e| Error::failed(format!("zstd: {e}")))?;
-    let workers = comp.workers();
-    if workers > 1 {
-        z.multithread(workers)
-            .map_err(|e| Error::failed(format!("zstd workers: {e}")))?;
-    }
+    let mut w = EncodeWriter::new(comp, recipients, out, progress)?;
     let mut buf = vec![0u8; READ_BUF];
-    let mut plaintext = 0u64;
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -128,28 +189,10 @@ pub fn encode<R: Read, W: Write>(
             Err(e) => return Err(Error::from(e).context("reading the source")),
         };
         observe(&buf[..n]);
-        plaintext += n as u64;
-        if let Some(p) = &progress {
-            p.add_read(n as u64);
-        }
-        z.write_all(&buf[..n])
+        w.write_all(&buf[..n])
             .map_err(|e| Error::from(e).context("storing"))?;
     }
-    let aged = z
-        .finish()
-        .map_err(|e| Error::from(e).context("finishing zstd"))?;
-    let hashed = aged
-        .finish()
-        .map_err(|e| Error::from(e).context("finishing age"))?;
-    let (out, stored, sha) = hashed.finish();
-    Ok((
-        out,
-        Stats {
-            plaintext_bytes: plaintext,
-            stored_bytes: stored,
-            sha256: sha,
-        },
-    ))
+    w.finish()
 }
 
 /// Load the identities in an age identity file.
@@ -190,24 +233,42 @@ pub fn decode<R: Read, W: Write>(
     expect: &Expect<'_>,
     mut out: W,
 ) -> Result<u64> {
+    decode_with(input, identities, expect, |plain| {
+        let n = io::copy(plain, &mut out)
+            .map_err(|e| Error::failed(format!("cannot decrypt or decompress: {e}")))?;
+        out.flush()
+            .map_err(|e| Error::failed(format!("writing the staged copy: {e}")))?;
+        Ok(n)
+    })
+}
+
+/// Like `decode`, but hands the plaintext to `consume` as a reader (tar extraction). What
+/// `consume` leaves unread is read and checked too; a corrupt object is reported as such
+/// even when `consume` tripped over it first.
+pub fn decode_with<R: Read, T>(
+    input: R,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    expect: &Expect<'_>,
+    consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+) -> Result<T> {
     let mut hashed = HashReader::new(input);
-    let result = (|| -> std::result::Result<u64, String> {
+    let result = (|| -> Result<T> {
         let dec = age::Decryptor::new_buffered(BufReader::with_capacity(READ_BUF, &mut hashed))
-            .map_err(|e| format!("not a readable age file: {e}"))?;
+            .map_err(|e| Error::failed(format!("not a readable age file: {e}")))?;
         let plain = dec
             .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
             .map_err(|e| match e {
-                age::DecryptError::NoMatchingKeys => {
-                    "none of the given identities can decrypt it (wrong identity file for this job?)".to_string()
-                }
-                other => format!("cannot decrypt: {other}"),
+                age::DecryptError::NoMatchingKeys => Error::failed(
+                    "none of the given identities can decrypt it (wrong identity file for this job?)",
+                ),
+                other => Error::failed(format!("cannot decrypt: {other}")),
             })?;
-        let mut z = zstd::stream::read::Decoder::new(plain).map_err(|e| format!("zstd: {e}"))?;
-        let n =
-            io::copy(&mut z, &mut out).map_err(|e| format!("cannot decrypt or decompress: {e}"))?;
-        out.flush()
-            .map_err(|e| format!("writing the staged copy: {e}"))?;
-        Ok(n)
+        let mut z = zstd::stream::read::Decoder::new(plain)
+            .map_err(|e| Error::failed(format!("zstd: {e}")))?;
+        let t = consume(&mut z)?;
+        io::copy(&mut z, &mut io::sink())
+            .map_err(|e| Error::failed(format!("cannot decrypt or decompress: {e}")))?;
+        Ok(t)
     })();
     let (count, sha) = hashed
         .drain_and_finish()
@@ -219,11 +280,16 @@ pub fn decode<R: Read, W: Write>(
             expect.name, expect.stored_bytes, expect.sha256, count, sha
         )));
     }
-    result.map_err(|why| {
-        Error::failed(format!(
-            "stored object {}: {why}; nothing was restored",
-            expect.name
-        ))
+    result.map_err(|e| {
+        let kind = e.kind();
+        Error::new(
+            kind,
+            format!(
+                "stored object {}: {}; nothing was restored",
+                expect.name,
+                e.message()
+            ),
+        )
     })
 }
 

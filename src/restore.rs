@@ -37,10 +37,14 @@ pub struct Options {
 pub struct Report {
     pub job: String,
     pub snapshot: String,
+    /// "postgres" | "volume"
+    pub kind: String,
+    /// The database URL (without password) or the directory restored into.
     pub target: String,
-    pub database: String,
     pub created: bool,
     pub previous_kept_as: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
     pub roles_restored: bool,
     pub restored_bytes: u64,
     pub download_ms: u64,
@@ -144,11 +148,9 @@ fn confirm(prompt: &str, expected: &str) -> bool {
 /// Restore a snapshot of `plan`.
 pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Report> {
     let clock = Instant::now();
-    let SourcePlan::Postgres(src) = &plan.source else {
-        return Err(Error::config(format!(
-            "job {}: volume sources are not supported by this version of backstop yet",
-            plan.name
-        )));
+    let src = match &plan.source {
+        SourcePlan::Postgres(src) => src,
+        SourcePlan::Volume(vol) => return run_volume(plan, vol, storage, opts, clock).await,
     };
     let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
     let m = &entry.manifest;
@@ -331,14 +333,247 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     Ok(Report {
         job: plan.name.clone(),
         snapshot: entry.id.clone(),
+        kind: "postgres".into(),
         target: conn.url.to_string(),
-        database: db,
         created: !state.exists,
         previous_kept_as,
+        files: None,
         roles_restored,
         restored_bytes,
         download_ms,
         restore_ms: rs_clock.elapsed().as_millis() as u64,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    })
+}
+
+/// Ask for confirmation before replacing a non-empty target: on a terminal the operator
+/// types `expected`; otherwise `--yes` is needed (exit 4 without it).
+async fn gate(
+    plan: &JobPlan,
+    entry: &Entry,
+    what: String,
+    expected: &str,
+    yes: bool,
+) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        let prompt = format!(
+            "Restore snapshot {} of job {} over it? {what}; the current content will be kept aside until the new one is in place.",
+            entry.id, plan.name
+        );
+        let expected = expected.to_string();
+        let ok = tokio::task::spawn_blocking(move || confirm(&prompt, &expected))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            return Err(Error::refused(format!(
+                "restore of job {} not confirmed; nothing was changed",
+                plan.name
+            )));
+        }
+        return Ok(true);
+    }
+    Err(Error::refused(format!(
+        "refusing to restore job {} over a non-empty target: {what}. Pass --yes to replace it, \
+         or --to another target; nothing was changed",
+        plan.name
+    )))
+}
+
+/// Restore a volume snapshot: extract beside the target, check, swap.
+async fn run_volume(
+    plan: &JobPlan,
+    vol: &crate::job::VolumeSource,
+    storage: Arc<dyn Storage>,
+    opts: &Options,
+    clock: Instant,
+) -> Result<Report> {
+    use crate::target::volume::{self as tv, TargetState};
+    let target = match &opts.to {
+        Some(to) if to.contains("://") => {
+            return Err(Error::config(format!(
+                "--to {to:?}: job {} is a volume job, so --to takes a directory path",
+                plan.name
+            )));
+        }
+        Some(to) => PathBuf::from(to),
+        None => vol.path.clone(),
+    };
+    if !target.is_absolute() || target.parent().is_none() || target.file_name().is_none() {
+        return Err(Error::config(format!(
+            "the restore target {} must be an absolute path below /",
+            target.display()
+        )));
+    }
+    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let m = &entry.manifest;
+    if m.source.kind != "volume" {
+        return Err(Error::failed(format!(
+            "snapshot {} of job {} is a {} snapshot, not a volume",
+            entry.id, plan.name, m.source.kind
+        )));
+    }
+    let identities = Arc::new(pipeline::load_identities(&identity_path(
+        plan,
+        opts.identity.as_deref(),
+    )?)?);
+
+    let state = tv::inspect(&target)?;
+    let own_target = opts.to.is_none();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let needs = matches!(state, TargetState::NonEmpty(_))
+        || (state != TargetState::Missing && own_target && plan.is_production());
+    let confirmed = if needs {
+        let what = format!(
+            "target directory {} exists{}",
+            target.display(),
+            match state {
+                TargetState::NonEmpty(n) => format!(" and holds {n} entries"),
+                _ => String::new(),
+            }
+        );
+        gate(plan, &entry, what, &name, opts.yes).await?
+    } else {
+        opts.yes
+    };
+
+    // The facts (file list and hashes) first: small, and needed to check the tree.
+    let dl_clock = Instant::now();
+    let staging_files = make_staging(opts.staging.as_deref())?;
+    let facts_obj = m.object("facts").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no file list (facts object)",
+            entry.id
+        ))
+    })?;
+    let facts_path = staging_files.path().join("facts.json");
+    fetch(
+        storage.as_ref(),
+        &entry,
+        facts_obj,
+        identities.clone(),
+        &facts_path,
+    )
+    .await?;
+    let facts: crate::source::volume::VolumeFacts = serde_json::from_slice(
+        &std::fs::read(&facts_path)
+            .map_err(|e| Error::failed(format!("reading the file list: {e}")))?,
+    )
+    .map_err(|e| Error::failed(format!("snapshot {}: unreadable file list: {e}", entry.id)))?;
+
+    // Extract beside the target, on the same filesystem.
+    let parent = target.parent().expect("checked above").to_path_buf();
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::failed(format!("cannot create {}: {e}", parent.display())))?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let staging = parent.join(format!(".{name}.backstop-new-{stamp}"));
+    std::fs::create_dir(&staging).map_err(|e| {
+        Error::failed(format!(
+            "cannot create the staging directory {}: {e}",
+            staging.display()
+        ))
+    })?;
+    let mut guard = tv::DirGuard(Some(staging.clone()));
+    let dump = m.object("dump").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no data object in its manifest",
+            entry.id
+        ))
+    })?;
+    let key = snapshot::object_key(&plan.name, &entry.id, &dump.name);
+    let reader = storage.get(&key).await?.ok_or_else(|| {
+        Error::failed(format!(
+            "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored",
+            storage.describe(),
+            entry.id
+        ))
+    })?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (stored, sha) = (dump.stored_bytes, dump.sha256.clone());
+    let (dst, facts2, ids) = (staging.clone(), facts.clone(), identities.clone());
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let expect = Expect {
+            name: &key,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        let n = pipeline::decode_with(bridge, &ids, &expect, |r| tv::extract(r, &dst, &facts2))?;
+        tv::verify(&dst, &facts2)?;
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::failed(format!("extraction task failed: {e}")))?
+    .map_err(|e| {
+        e.context(format!(
+            "restore of job {} failed; {} was not changed",
+            plan.name,
+            target.display()
+        ))
+    })?;
+    let download_ms = dl_clock.elapsed().as_millis() as u64;
+
+    // Swap.
+    let sw_clock = Instant::now();
+    let mut previous_kept_as = None;
+    match state {
+        TargetState::Missing => {
+            std::fs::rename(&staging, &target).map_err(|e| {
+                Error::failed(format!(
+                    "moving the restored tree into {}: {e}",
+                    target.display()
+                ))
+            })?;
+            guard.0 = None;
+        }
+        _ => {
+            tv::exchange(&staging, &target).map_err(|e| {
+                Error::failed(format!(
+                    "swapping the restored tree into {}: {e}; the target was not changed",
+                    target.display()
+                ))
+            })?;
+            // `staging` now holds the previous content.
+            let old = PathBuf::from(format!("{}.backstop-old-{stamp}", target.display()));
+            guard.0 = None;
+            std::fs::rename(&staging, &old).map_err(|e| {
+                Error::failed(format!(
+                    "keeping the previous content as {}: {e}",
+                    old.display()
+                ))
+            })?;
+            if confirmed || state == TargetState::Empty {
+                let _ = tv::make_writable(&old);
+                if let Err(e) = std::fs::remove_dir_all(&old) {
+                    tracing::warn!(
+                        "could not remove the previous content {}: {e}",
+                        old.display()
+                    );
+                    previous_kept_as = Some(old.display().to_string());
+                }
+            } else {
+                previous_kept_as = Some(old.display().to_string());
+            }
+        }
+    }
+    Ok(Report {
+        job: plan.name.clone(),
+        snapshot: entry.id.clone(),
+        kind: "volume".into(),
+        target: target.display().to_string(),
+        created: state == TargetState::Missing,
+        previous_kept_as,
+        files: Some(facts.files),
+        roles_restored: false,
+        restored_bytes: facts.bytes,
+        download_ms,
+        restore_ms: sw_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
     })
 }

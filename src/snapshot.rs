@@ -127,6 +127,9 @@ pub struct Manifest {
     pub plaintext_bytes: u64,
     pub stored_bytes: u64,
     pub objects: Vec<ObjectEntry>,
+    /// Conditions worth a look, without content facts ("3 files changed during read").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Manifest {

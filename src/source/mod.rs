@@ -1,3 +1,4 @@
-//! Sources a snapshot is read from. Only PostgreSQL (`pg_dump`) for now.
+//! Sources a snapshot is read from: PostgreSQL (`pg_dump`) and volumes (directory trees as tar).
 
 pub mod postgres;
+pub mod volume;

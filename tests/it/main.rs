@@ -6,3 +6,4 @@ mod conformance;
 mod failures;
 mod roundtrip;
 mod support;
+mod volume;

@@ -514,3 +514,19 @@ pub fn load_bulk(pg: &Pg, db: &str, mib: usize) {
         ),
     );
 }
+
+impl Sandbox {
+    /// A volume job on `path` into `file://` storage.
+    pub fn volume_job(&self, name: &str, path: &Path, extra: &str) {
+        self.write_job(
+            name,
+            &format!(
+                "[source]\ntype = \"volume\"\npath = \"{}\"\n{extra}\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+                path.display(),
+                self.store().display(),
+                self.recipient,
+                self.identity.display()
+            ),
+        );
+    }
+}
