@@ -270,20 +270,7 @@ async fn backup_postgres(
             }
         },
     );
-    let (put, produced) = tokio::join!(storage.put_stream(&key, rx), producer);
-    let produced = produced.map_err(|e| Error::failed(format!("the dump task failed: {e}")))?;
-    let (stats, facts) = match (produced, put) {
-        (Ok(p), Ok(_)) => p,
-        (Err(pe), Err(se)) => {
-            // A producer that only saw the upload stop is not the cause.
-            return Err(if pe.message().contains("the storage upload stopped") {
-                se
-            } else {
-                pe
-            });
-        }
-        (Err(e), Ok(_)) | (Ok(_), Err(e)) => return Err(e),
-    };
+    let (stats, facts) = join_upload(storage.put_stream(&key, rx), producer).await?;
     objects.push(entry(
         snapshot::DUMP_OBJECT,
         "dump",
@@ -458,8 +445,17 @@ async fn read_volume(
         writer.finish()?;
         Ok((stats, facts))
     });
-    let (put, produced) = tokio::join!(storage.put_stream(&key, rx), producer);
-    let produced = produced.map_err(|e| Error::failed(format!("the read task failed: {e}")))?;
+    join_upload(storage.put_stream(&key, rx), producer).await
+}
+
+/// Run a storage upload and the worker that feeds it; report the cause of a failure
+/// (a producer that only saw the upload stop is not the cause).
+async fn join_upload<T>(
+    put: impl std::future::Future<Output = Result<u64>>,
+    producer: tokio::task::JoinHandle<Result<T>>,
+) -> Result<T> {
+    let (put, produced) = tokio::join!(put, producer);
+    let produced = produced.map_err(|e| Error::failed(format!("the source task failed: {e}")))?;
     match (produced, put) {
         (Ok(p), Ok(_)) => Ok(p),
         (Err(pe), Err(se)) => Err(if pe.message().contains("the storage upload stopped") {

@@ -183,7 +183,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     // The gate.
     let needs_confirmation =
         state.objects > 0 || (state.exists && own_target && plan.is_production());
-    if needs_confirmation && !opts.yes {
+    if needs_confirmation {
         let what = format!(
             "target database {db} on {}:{} exists and holds {} objects{}",
             conn.url.host(),
@@ -195,28 +195,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
                 ""
             }
         );
-        if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-            let prompt = format!(
-                "Restore snapshot {} of job {} over it? {what}; the current database will be kept, renamed, until you drop it.",
-                entry.id, plan.name
-            );
-            let expected = db.clone();
-            let ok = tokio::task::spawn_blocking(move || confirm(&prompt, &expected))
-                .await
-                .unwrap_or(false);
-            if !ok {
-                return Err(Error::refused(format!(
-                    "restore of job {} not confirmed; nothing was changed",
-                    plan.name
-                )));
-            }
-        } else {
-            return Err(Error::refused(format!(
-                "refusing to restore job {} over a non-empty target: {what}. Pass --yes to replace it \
-                 (the current database is kept under a new name), or --to another database; nothing was changed",
-                plan.name
-            )));
-        }
+        gate(plan, &entry, what, &db, opts.yes).await?;
     }
 
     // Stage and check every object before touching the target.
