@@ -415,7 +415,13 @@ async fn read_volume(
         .snapshot_path
         .clone()
         .unwrap_or_else(|| vol.path.clone());
-    let expected = dir_size_hint(&root);
+    // A stat-only pass sizes the multipart parts (a 1 TiB tree must fit 10,000 parts).
+    let hint_root = root.clone();
+    let expected =
+        tokio::task::spawn_blocking(move || crate::source::volume::tree_size(&hint_root))
+            .await
+            .ok()
+            .flatten();
     let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
     let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
     let chunk = storage.chunk_size_for(expected);
@@ -465,16 +471,4 @@ async fn join_upload<T>(
         }),
         (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
     }
-}
-
-/// The filesystem's used bytes as a size hint (statvfs; cheap, never walks the tree).
-fn dir_size_hint(p: &std::path::Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some((st.f_blocks - st.f_bfree) as u64 * st.f_frsize as u64)
 }

@@ -72,6 +72,28 @@ pub fn decode_path(s: &str) -> PathBuf {
     }
 }
 
+/// Bytes the tree's files occupy on disk (sparse-aware), by a stat-only walk; `None` if
+/// the root cannot be read. A size hint, not a promise: the tree may change meanwhile.
+pub fn tree_size(root: &Path) -> Option<u64> {
+    fn walk(dir: &Path, total: &mut u64) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                walk(&e.path(), total);
+            } else if m.is_file() {
+                *total += (m.blocks() * 512).min(m.size());
+            }
+        }
+    }
+    std::fs::read_dir(root).ok()?;
+    let mut total = 0;
+    walk(root, &mut total);
+    Some(total)
+}
+
 /// Write `root`'s tree as a tar stream into `out`.
 pub fn write_tree<W: Write>(root: &Path, out: W) -> Result<(W, VolumeFacts)> {
     let meta = std::fs::symlink_metadata(root)
