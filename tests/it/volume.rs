@@ -375,3 +375,35 @@ fn damaged_volume_snapshots_never_touch_the_old_tree() {
         without_fifo(describe(&vol))
     );
 }
+
+#[test]
+fn a_file_changing_during_the_read_is_flagged_and_strict_fails() {
+    let sb = Sandbox::new();
+    let vol = sb.path().join("volume");
+    std::fs::create_dir(&vol).unwrap();
+    std::fs::write(vol.join("growing.log"), vec![b'x'; 64 << 20]).unwrap();
+    let pidfile = sb.path().join("writer.pid");
+    // pre starts a writer that keeps appending while backstop reads; post stops it
+    let pre = format!(
+        "pre = [\"sh\", \"-c\", \"(while :; do echo more >> '{}/growing.log'; done) >/dev/null 2>&1 & echo $! > '{}'\"]\npost = [\"sh\", \"-c\", \"kill $(cat '{}')\"]",
+        vol.display(),
+        pidfile.display(),
+        pidfile.display()
+    );
+    sb.volume_job("live", &vol, &format!("{pre}\nstrict = true"));
+    let text = expect_code(&sb.run(&["backup", "live"]), 1);
+    assert!(
+        text.contains("changed during read") && text.contains("strict"),
+        "{text}"
+    );
+    assert_eq!(stdout(&sb.run(&["--json", "list", "live"])).trim(), "[]");
+
+    sb.volume_job("live", &vol, &pre);
+    let out = sb.run(&["--json", "backup", "live"]);
+    expect_code(&out, 0);
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        m["warnings"].to_string().contains("changed during read"),
+        "{m}"
+    );
+}
