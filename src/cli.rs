@@ -79,4 +79,14 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         staging: Option<PathBuf>,
     },
+    /// Restore drill: restore a snapshot into a scratch place, check the data, record the result
+    Verify {
+        job: String,
+        /// Snapshot id (default: the newest complete one)
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// age identity file (default: encryption.identity_file, $BACKSTOP_IDENTITY_FILE)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+    },
 }

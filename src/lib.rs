@@ -22,3 +22,4 @@ pub mod storage;
 
 pub use error::{Error, Kind, Result};
 pub mod target;
+pub mod verify;

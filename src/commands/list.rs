@@ -19,6 +19,15 @@ struct Row {
     reason: Option<String>,
     pinned_until: Option<String>,
     verified: bool,
+    /// The last drill of this snapshot: time, outcome and restore duration.
+    last_drill: Option<Drill>,
+}
+
+#[derive(Serialize)]
+struct Drill {
+    time: String,
+    outcome: String,
+    restore_ms: u64,
 }
 
 pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
@@ -31,6 +40,13 @@ pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
     for plan in &plans {
         let storage = crate::storage::open(&plan.storage).await?;
         for e in crate::snapshot::catalog(storage.as_ref(), &plan.name).await? {
+            let drills = crate::verify::summaries(storage.as_ref(), &plan.name, &e.id).await?;
+            let verified = drills.iter().any(|d| d.outcome == "passed");
+            let last_drill = drills.last().map(|d| Drill {
+                time: d.time.clone(),
+                outcome: d.outcome.clone(),
+                restore_ms: d.restore_ms,
+            });
             let m = e.manifest;
             rows.push(Row {
                 job: plan.name.clone(),
@@ -42,8 +58,8 @@ pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 trigger: m.trigger.to_string(),
                 reason: m.reason,
                 pinned_until: m.pinned_until,
-                // Restore drills record results beside the manifest; none exist yet.
-                verified: false,
+                verified,
+                last_drill,
             });
         }
     }

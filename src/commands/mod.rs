@@ -5,6 +5,7 @@
 mod backup;
 mod list;
 mod restore;
+mod verify;
 
 use std::io::Write;
 use std::time::Duration;
@@ -100,6 +101,18 @@ async fn dispatch(cli: Cli) -> Result<()> {
                 quiet: g.quiet || g.json,
             };
             restore::restore(g, &job, opts).await
+        }
+        Command::Verify {
+            job,
+            snapshot,
+            identity,
+        } => {
+            let opts = crate::verify::Options {
+                snapshot,
+                identity,
+                quiet: g.quiet || g.json,
+            };
+            verify::verify(g, &job, opts).await
         }
     }
 }

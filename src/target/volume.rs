@@ -265,16 +265,19 @@ pub fn verify(root: &Path, facts: &VolumeFacts) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Error::failed(format!(
-        "the extracted tree does not match the snapshot's file list ({} problems, e.g. {}); nothing was swapped in",
-        problems.len() + extra.len().saturating_sub(5),
-        problems
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ")
-    )))
+    Err(Error::new(
+        crate::error::Kind::VerifyMismatch,
+        format!(
+            "the extracted tree does not match the snapshot's file list ({} problems, e.g. {}); nothing was swapped in",
+            problems.len() + extra.len().saturating_sub(5),
+            problems
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    ))
 }
 
 fn walk(root: &Path, rel: &Path, f: &mut dyn FnMut(&Path)) -> Result<()> {

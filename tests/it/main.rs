@@ -6,4 +6,5 @@ mod conformance;
 mod failures;
 mod roundtrip;
 mod support;
+mod verify;
 mod volume;
