@@ -479,6 +479,16 @@ impl Checker<'_> {
                 self.file.display()
             )));
         }
+        if let Some(v) = &raw.verify
+            && let Some(s) = &v.sample
+            && s != "latest"
+            && s != "latest+random"
+        {
+            return Err(Error::config(format!(
+                "job file {}: `verify.sample` = {s:?} is not a sampling mode; valid: \"latest\", \"latest+random\"",
+                self.file.display()
+            )));
+        }
         Ok(JobPlan {
             name: self.name.to_string(),
             file: self.file.to_path_buf(),

@@ -53,6 +53,10 @@ pub struct Summary {
     pub checks_failed: u64,
     /// The measured recovery time: download, decrypt, decompress and restore.
     pub restore_ms: u64,
+    /// Of which: download with hash check, decryption and decompression.
+    pub download_ms: u64,
+    /// Of which: pg_restore (postgres) or the swap into place (volume).
+    pub apply_ms: u64,
     pub duration_ms: u64,
     pub restored_bytes: u64,
     pub scratch: String,
@@ -71,10 +75,11 @@ pub const PREFIX: &str = "verify-";
 pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Outcome> {
     let clock = Instant::now();
     let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
-    let (checks, restore_ms, restored_bytes, scratch) = match &plan.source {
+    let d = match &plan.source {
         SourcePlan::Postgres(_) => drill_postgres(plan, storage.clone(), &entry, opts).await?,
         SourcePlan::Volume(_) => drill_volume(plan, storage.clone(), &entry, opts).await?,
     };
+    let checks = d.checks;
     let failed = checks.iter().filter(|c| !c.ok).count() as u64;
     let now = jiff::Timestamp::now();
     let summary = Summary {
@@ -84,10 +89,12 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         outcome: if failed == 0 { "passed" } else { "failed" }.into(),
         checks_passed: checks.len() as u64 - failed,
         checks_failed: failed,
-        restore_ms,
+        restore_ms: d.restore_ms,
+        download_ms: d.download_ms,
+        apply_ms: d.apply_ms,
         duration_ms: clock.elapsed().as_millis() as u64,
-        restored_bytes,
-        scratch,
+        restored_bytes: d.restored_bytes,
+        scratch: d.scratch,
     };
     let outcome = Outcome { summary, checks };
     record(plan, storage.as_ref(), &entry.id, &outcome, now).await?;
@@ -166,7 +173,32 @@ pub async fn summaries(storage: &dyn Storage, job: &str, id: &str) -> Result<Vec
     Ok(out)
 }
 
-type DrillResult = (Vec<Check>, u64, u64, String);
+struct DrillResult {
+    checks: Vec<Check>,
+    restore_ms: u64,
+    download_ms: u64,
+    apply_ms: u64,
+    restored_bytes: u64,
+    scratch: String,
+}
+
+impl DrillResult {
+    fn new(
+        checks: Vec<Check>,
+        restore_ms: u64,
+        r: Option<&crate::restore::Report>,
+        scratch: String,
+    ) -> Self {
+        DrillResult {
+            checks,
+            restore_ms,
+            download_ms: r.map(|r| r.download_ms).unwrap_or(0),
+            apply_ms: r.map(|r| r.restore_ms).unwrap_or(0),
+            restored_bytes: r.map(|r| r.restored_bytes).unwrap_or(0),
+            scratch,
+        }
+    }
+}
 
 async fn drill_volume(
     plan: &JobPlan,
@@ -199,10 +231,10 @@ async fn drill_volume(
                 ok: false,
             });
             let _ = crate::target::volume::make_writable(dir.path());
-            return Ok((
+            return Ok(DrillResult::new(
                 checks,
                 clock.elapsed().as_millis() as u64,
-                0,
+                None,
                 "temp dir".into(),
             ));
         }
@@ -248,7 +280,12 @@ async fn drill_volume(
         });
     }
     let _ = crate::target::volume::make_writable(dir.path());
-    Ok((checks, restore_ms, report.restored_bytes, "temp dir".into()))
+    Ok(DrillResult::new(
+        checks,
+        restore_ms,
+        Some(&report),
+        "temp dir".into(),
+    ))
 }
 
 async fn drill_postgres(
@@ -317,8 +354,11 @@ async fn drill_postgres(
     let result = async {
         let report = crate::restore::run(plan, storage.clone(), &ropts).await?;
         let restore_ms = clock.elapsed().as_millis() as u64;
-        let checks = run_checks(plan, storage.as_ref(), entry, &target, opts).await?;
-        Ok::<_, Error>((checks, restore_ms, report.restored_bytes))
+        let mut checks = run_checks(plan, storage.as_ref(), entry, &target, opts).await?;
+        if let Some(c) = amcheck(&target).await {
+            checks.push(c);
+        }
+        Ok::<_, Error>((checks, restore_ms, report))
     }
     .await;
     // Tear down: the database on a configured server, or the whole scratch cluster.
@@ -334,13 +374,58 @@ async fn drill_postgres(
         }
     }
     drop(cluster);
-    let (checks, restore_ms, bytes) = result.map_err(|e| {
+    let (checks, restore_ms, report) = result.map_err(|e| {
         e.context(format!(
             "drill of job {} snapshot {} could not run",
             plan.name, entry.id
         ))
     })?;
-    Ok((checks, restore_ms, bytes, scratch_desc))
+    Ok(DrillResult::new(
+        checks,
+        restore_ms,
+        Some(&report),
+        scratch_desc,
+    ))
+}
+
+/// `pg_amcheck` of the restored database (heap and B-tree indexes, every heap tuple found
+/// in its indexes), when installed.
+async fn amcheck(target: &Conn) -> Option<Check> {
+    let bin = pg::installed("pg_amcheck")
+        .into_values()
+        .next_back()?
+        .bin("pg_amcheck");
+    let out = tokio::process::Command::new(&bin)
+        .args(["--install-missing", "--heapallindexed", "--no-password"])
+        .arg(target.url.conninfo())
+        .envs(target.env().ok()?)
+        .kill_on_drop(true)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    // Exit 2 means corruption was found; any other failure means the check could not run,
+    // which is logged and not counted as a finding.
+    if !out.status.success() && out.status.code() != Some(2) {
+        tracing::warn!(
+            "pg_amcheck could not run ({}): {}",
+            out.status,
+            crate::source::postgres::summarize(&text)
+        );
+        return None;
+    }
+    Some(Check {
+        name: "pg_amcheck --heapallindexed".into(),
+        expected: "no corruption".into(),
+        actual: if out.status.success() {
+            "no corruption".into()
+        } else {
+            crate::source::postgres::summarize(&text)
+        },
+        ok: out.status.success(),
+    })
 }
 
 fn target_url(c: &Conn) -> String {

@@ -109,8 +109,14 @@ fn a_drill_of_a_good_snapshot_passes_and_is_recorded() {
     assert_eq!(o["summary"]["outcome"], "passed");
     assert!(o["summary"]["restore_ms"].as_u64().unwrap() > 0);
     let checks = o["checks"].as_array().unwrap();
-    // one row count per table, plus the two statements
-    assert_eq!(checks.len(), pg.fingerprint("app").len() + 2, "{o}");
+    // one row count per table, the two statements, and pg_amcheck
+    assert_eq!(checks.len(), pg.fingerprint("app").len() + 3, "{o}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().starts_with("pg_amcheck")),
+        "{o}"
+    );
     assert!(checks.iter().all(|c| c["ok"] == true), "{o}");
     assert!(
         checks
@@ -263,4 +269,44 @@ fn a_volume_drill_passes_and_fails_when_content_differs() {
     assert_empty(&tmp);
     // the source volume was never touched
     assert_eq!(std::fs::read_to_string(vol.join("a.txt")).unwrap(), "alpha");
+}
+
+#[test]
+fn latest_plus_random_also_proves_an_older_snapshot() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    let mut job = std::fs::read_to_string(sb.jobs().join("app.toml")).unwrap();
+    job.push_str("\n[verify]\nsample = \"latest+random\"\n");
+    sb.write_job("app", &job);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    pg.sql("app", "DELETE FROM bulk WHERE id % 2 = 0");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "verify", "app"]);
+    expect_code(&out, 0);
+    let o: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(
+        o["summary"]["snapshot"], o["sampled"]["summary"]["snapshot"],
+        "{o}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["--json", "list", "app"]).stdout).unwrap();
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["verified"] == true),
+        "{list}"
+    );
+    let drills = sb
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l["action"] == "verify")
+        .count();
+    assert_eq!(drills, 2);
+    // an unknown sampling mode is a configuration error
+    sb.write_job("app", &job.replace("latest+random", "sometimes"));
+    let text = expect_code(&sb.run(&["verify", "app"]), 2);
+    assert!(text.contains("verify.sample"), "{text}");
 }
