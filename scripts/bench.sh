@@ -101,6 +101,13 @@ measure "backstop backup (s3, moto)" "$bs" --jobs "$work/jobs" -q backup s3
 measure "backstop restore (file://)" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restored_file"
 measure "backstop restore (s3, moto)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_s3"
 
+# Restore drill (scratch cluster) and how a restore splits: reading the stored bytes,
+# decrypting and decompressing them, pg_restore.
+measure "backstop verify (drill, file://)" "$bs" --jobs "$work/jobs" -q verify file
+snapdir=$(ls -d "$work/store/file/"*/ | head -n1)
+measure "read the stored dump (cat)" bash -c "cat '$snapdir/dump.zst.age' > /dev/null"
+measure "decrypt + decompress (age|zstd)" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$snapdir/dump.zst.age' | zstd -q -d > /dev/null"
+
 # Row counts: from the dump stream (what backstop does) versus a second scan.
 age -d -i "$work/key.txt" "$work/oneliner.age" | zstd -q -d > "$work/dump.raw"
 measure "row counts from the dump stream" bash -c "'$root/target/release/examples/count_rows' < '$work/dump.raw'"
@@ -126,5 +133,9 @@ for line in open(sys.argv[1]):
     if r["action"] == "restore" and r["result"] == "ok":
         d = r["details"]
         print(f"restore {r['job']}: download+check+decrypt {d['download_ms']/1000:.1f} s, pg_restore {d['restore_ms']/1000:.1f} s")
+    if r["action"] == "verify" and r["result"] == "ok":
+        d = r["details"]
+        print(f"drill {r['job']}: restore {d['restore_ms']/1000:.1f} s (download+check+decrypt {d['download_ms']/1000:.1f} s, "
+              f"pg_restore {d['apply_ms']/1000:.1f} s), checks {d['checks_passed']}, whole drill {d['duration_ms']/1000:.1f} s")
 PY
 [ "$same" = "$back" ] && echo "restored pgbench_accounts matches the source" || { echo "restored data differs!" >&2; exit 1; }
