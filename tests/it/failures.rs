@@ -76,65 +76,20 @@ fn pids_with(needles: &[&str]) -> Vec<i32> {
     out
 }
 
-#[test]
-fn pg_dump_killed_mid_stream_leaves_no_snapshot_and_no_multipart_upload() {
-    let pg = Pg::start();
-    let s3 = S3::start();
-    let sb = Sandbox::new();
-    load_bulk(&pg, "app", 120);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let check = rt.block_on(s3.storage("offsite", "backups", 5, false));
-    sb.s3_job(
-        "app",
-        &pg.url("app"),
-        &s3,
-        "offsite",
-        "part_size_mib = 5\nparts_in_flight = 1",
-    );
-    let child = sb
-        .cmd(&["backup", "app"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // wait until the upload is under way, then kill pg_dump
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "no multipart upload started");
-        if !rt
-            .block_on(backstop::storage::s3::pending_uploads(&check))
-            .unwrap()
-            .is_empty()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let pids = pids_with(&["pg_dump", &format!(":{}/app", pg.port)]);
-    assert!(!pids.is_empty(), "pg_dump not found");
-    for p in pids {
-        // SAFETY: plain kill(2) of a child process we found.
-        unsafe { libc::kill(p, libc::SIGKILL) };
-    }
-    let out = child.wait_with_output().unwrap();
-    let text = expect_code(&out, 1);
-    assert!(text.contains("pg_dump"), "{text}");
-    assert_no_snapshots(&sb, "app");
-    assert!(
-        rt.block_on(backstop::storage::s3::pending_uploads(&check))
-            .unwrap()
-            .is_empty(),
-        "multipart upload not aborted"
-    );
-    let objs = rt
-        .block_on(backstop::storage::Storage::list(&check, ""))
-        .unwrap();
-    assert!(objs.is_empty(), "{objs:?}");
+/// A 120 MiB database, an S3 job with 5 MiB parts, and a backup started in the background
+/// that has begun its multipart upload when this returns.
+struct MidUpload {
+    pg: Pg,
+    s3: S3,
+    sb: Sandbox,
+    rt: tokio::runtime::Runtime,
+    check: backstop::storage::s3::S3Storage,
+    child: std::process::Child,
 }
 
-#[test]
-fn s3_server_stopped_mid_upload_fails_cleanly() {
+fn backup_mid_upload() -> MidUpload {
     let pg = Pg::start();
-    let mut s3 = S3::start();
+    let s3 = S3::start();
     let sb = Sandbox::new();
     load_bulk(&pg, "app", 120);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -160,6 +115,58 @@ fn s3_server_stopped_mid_upload_fails_cleanly() {
         assert!(Instant::now() < deadline, "no multipart upload started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    MidUpload {
+        pg,
+        s3,
+        sb,
+        rt,
+        check,
+        child,
+    }
+}
+
+#[test]
+fn pg_dump_killed_mid_stream_leaves_no_snapshot_and_no_multipart_upload() {
+    let MidUpload {
+        pg,
+        s3: _s3,
+        sb,
+        rt,
+        check,
+        child,
+    } = backup_mid_upload();
+    let pids = pids_with(&["pg_dump", &format!(":{}/app", pg.port)]);
+    assert!(!pids.is_empty(), "pg_dump not found");
+    for p in pids {
+        // SAFETY: plain kill(2) of a child process we found.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = expect_code(&out, 1);
+    assert!(text.contains("pg_dump"), "{text}");
+    assert_no_snapshots(&sb, "app");
+    assert!(
+        rt.block_on(backstop::storage::s3::pending_uploads(&check))
+            .unwrap()
+            .is_empty(),
+        "multipart upload not aborted"
+    );
+    let objs = rt
+        .block_on(backstop::storage::Storage::list(&check, ""))
+        .unwrap();
+    assert!(objs.is_empty(), "{objs:?}");
+}
+
+#[test]
+fn s3_server_stopped_mid_upload_fails_cleanly() {
+    let MidUpload {
+        pg,
+        mut s3,
+        sb,
+        rt: _rt,
+        check: _check,
+        child,
+    } = backup_mid_upload();
     s3.kill();
     let started = Instant::now();
     let out = child.wait_with_output().unwrap();
@@ -346,33 +353,14 @@ fn a_second_run_of_the_same_job_gets_exit_5() {
 
 #[test]
 fn sigterm_mid_upload_aborts_and_cleans_up() {
-    let pg = Pg::start();
-    let s3 = S3::start();
-    let sb = Sandbox::new();
-    load_bulk(&pg, "app", 120);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let check = rt.block_on(s3.storage("offsite", "backups", 5, false));
-    sb.s3_job(
-        "app",
-        &pg.url("app"),
-        &s3,
-        "offsite",
-        "part_size_mib = 5\nparts_in_flight = 1",
-    );
-    let child = sb
-        .cmd(&["backup", "app"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while rt
-        .block_on(backstop::storage::s3::pending_uploads(&check))
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "no multipart upload started");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let MidUpload {
+        pg,
+        s3: _s3,
+        sb,
+        rt,
+        check,
+        child,
+    } = backup_mid_upload();
     // SAFETY: plain kill(2) of our child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let out = child.wait_with_output().unwrap();
