@@ -184,6 +184,19 @@ fn entry(name: &str, role: &str, format: &str, st: &Stats) -> ObjectEntry {
     }
 }
 
+/// Store the encrypted facts object (content facts never go into the manifest).
+async fn put_facts(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    id: &str,
+    facts: &impl Serialize,
+) -> Result<ObjectEntry> {
+    let key = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
+    let body = serde_json::to_vec(facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
+    let st = put_small(plan, storage, &key, body).await?;
+    Ok(entry(snapshot::FACTS_OBJECT, "facts", "json", &st))
+}
+
 /// Encrypt a small object and store it whole.
 async fn put_small(
     plan: &JobPlan,
@@ -297,10 +310,7 @@ async fn backup_postgres(
             }
         }
     };
-    let fkey = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
-    let body = serde_json::to_vec(&facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
-    let st = put_small(plan, storage.as_ref(), &fkey, body).await?;
-    objects.push(entry(snapshot::FACTS_OBJECT, "facts", "json", &st));
+    objects.push(put_facts(plan, storage.as_ref(), id, &facts).await?);
 
     let source = SourceInfo {
         kind: "postgres".into(),
@@ -391,10 +401,7 @@ async fn backup_volume(
         ));
     }
     let mut objects = vec![entry(snapshot::DUMP_OBJECT, "dump", "tar", &stats)];
-    let fkey = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
-    let body = serde_json::to_vec(&facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
-    let st = put_small(plan, storage.as_ref(), &fkey, body).await?;
-    objects.push(entry(snapshot::FACTS_OBJECT, "facts", "json", &st));
+    objects.push(put_facts(plan, storage.as_ref(), id, &facts).await?);
     let source = SourceInfo {
         kind: "volume".into(),
         path: Some(vol.path.display().to_string()),
