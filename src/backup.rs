@@ -164,6 +164,9 @@ async fn commit(storage: &dyn Storage, m: &Manifest) -> Result<()> {
 /// invisible anyway, and Object Lock may forbid the delete).
 async fn remove_leftovers(storage: &dyn Storage, job: &str, id: &str) {
     let prefix = snapshot::snapshot_prefix(job, id);
+    if let Err(e) = storage.abort_incomplete(&prefix).await {
+        tracing::warn!("could not abort unfinished uploads below {prefix}: {e}");
+    }
     if let Ok(objs) = storage.list(&prefix).await {
         for o in objs {
             if let Err(e) = storage.delete(&o.key).await {

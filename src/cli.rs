@@ -34,7 +34,7 @@ pub struct Global {
     pub quiet: bool,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Take one snapshot now
     Backup {
@@ -78,6 +78,22 @@ pub enum Command {
         /// Directory for the verified, decrypted copy before pg_restore (default: $TMPDIR)
         #[arg(long, value_name = "DIR")]
         staging: Option<PathBuf>,
+    },
+    /// Snapshot each job, then run COMMAND only if every snapshot is durable; exits with
+    /// the command's exit code
+    Guard {
+        /// The jobs to snapshot first
+        #[arg(id = "guard_jobs", required = true, value_name = "JOB")]
+        jobs: Vec<String>,
+        /// Why (default: "guard: COMMAND")
+        #[arg(long)]
+        reason: Option<String>,
+        /// Pin the snapshots against retention for this long
+        #[arg(long, value_name = "DURATION", default_value = "14d")]
+        keep_for: String,
+        /// The command and its arguments, after `--`
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
     },
     /// Restore drill: restore a snapshot into a scratch place, check the data, record the result
     Verify {

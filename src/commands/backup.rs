@@ -41,7 +41,7 @@ pub async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &str) -> 
     Ok(())
 }
 
-async fn run(
+pub(super) async fn run(
     g: &Global,
     job: &str,
     trigger: Trigger,
@@ -59,10 +59,10 @@ async fn run(
         quiet: g.quiet || g.json,
     };
     let res = backup::run(&plan, storage, &opts).await;
-    let action = if trigger == Trigger::Snapshot {
-        "snapshot"
-    } else {
-        "backup"
+    let action = match trigger {
+        Trigger::Snapshot => "snapshot",
+        Trigger::Guard => "guard",
+        _ => "backup",
     };
     crate::audit::append(crate::audit::Record {
         action,

@@ -3,6 +3,7 @@
 //! action in the audit log. Errors are printed here, once, as one paragraph.
 
 mod backup;
+mod guard;
 mod list;
 mod restore;
 mod verify;
@@ -44,7 +45,7 @@ pub async fn run(cli: Cli) -> i32 {
     // Give cancellation cleanups (multipart aborts) time to finish.
     crate::cleanup::wait(Duration::from_secs(15)).await;
     match outcome {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             let _ = std::io::stdout().flush();
             if g.json {
@@ -72,9 +73,26 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<()> {
+/// Run the command; `Ok(code)` is the exit code of a successful run (`guard` passes its
+/// command's code through).
+async fn dispatch(cli: Cli) -> Result<i32> {
     let g = &cli.global;
-    match cli.command {
+    if let Command::Guard {
+        jobs,
+        reason,
+        keep_for,
+        command,
+    } = &cli.command
+    {
+        return guard::guard(g, jobs, reason.clone(), keep_for, command).await;
+    }
+    dispatch_plain(&cli).await.map(|()| 0)
+}
+
+async fn dispatch_plain(cli: &Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command.clone() {
+        Command::Guard { .. } => unreachable!("handled by dispatch"),
         Command::Backup { job, reason } => backup::backup(g, &job, reason).await,
         Command::Snapshot {
             job,

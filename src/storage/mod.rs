@@ -81,6 +81,13 @@ pub trait Storage: Send + Sync {
     /// Remove an object; removing a missing object is not an error.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Abort unfinished uploads below `prefix` (S3 multipart uploads whose id a cancelled
+    /// run never learned). Backends without such state do nothing.
+    async fn abort_incomplete(&self, prefix: &str) -> Result<()> {
+        let _ = prefix;
+        Ok(())
+    }
+
     /// Store a small object whole.
     async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
         let (tx, rx) = mpsc::channel(2);

@@ -535,6 +535,24 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
+    async fn abort_incomplete(&self, prefix: &str) -> Result<()> {
+        let full = self.full_key(prefix);
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
+        for u in out.uploads() {
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
+                abort(&self.client, &self.bucket, k, id).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         self.client

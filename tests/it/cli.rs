@@ -53,3 +53,51 @@ fn shipped_example_jobs_parse() {
     }
     assert!(n >= 2, "expected example jobs in {}", dir.display());
 }
+
+#[test]
+fn guard_runs_the_command_only_after_durable_snapshots_and_passes_its_exit_code() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    pg.sql("postgres", "CREATE DATABASE other");
+    sb.file_job("app", &pg.url("app"), "");
+    sb.file_job("other", &pg.url("other"), "");
+    let marker = sb.path().join("ran");
+    let script = format!("touch '{}'; exit 7", marker.display());
+    let out = sb.run(&["guard", "app", "other", "--", "sh", "-c", &script]);
+    expect_code(&out, 7);
+    assert!(marker.exists());
+    let list: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["--json", "list"]).stdout).unwrap();
+    let rows = list.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(
+        rows.iter()
+            .all(|r| r["trigger"] == "guard" && r["pinned_until"].is_string()),
+        "{list}"
+    );
+    assert!(
+        rows[0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("guard: sh -c"),
+        "{list}"
+    );
+    let audit = sb.audit_lines();
+    let last = audit.last().unwrap();
+    assert_eq!(last["action"], "guard");
+    assert_eq!(last["details"]["exit_code"], 7);
+
+    // a snapshot that fails: the command is not run
+    std::fs::remove_file(&marker).unwrap();
+    sb.file_job("broken", &pg.url("no_such_db"), "");
+    let text = expect_code(
+        &sb.run(&["guard", "app", "broken", "--", "sh", "-c", &script]),
+        1,
+    );
+    assert!(text.contains("was not run"), "{text}");
+    assert!(
+        !marker.exists(),
+        "the command ran although a snapshot failed"
+    );
+}
