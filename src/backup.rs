@@ -247,33 +247,25 @@ async fn backup_postgres(
     }
 
     // The dump: pg_dump -> observer -> zstd -> age -> chunks -> storage, concurrently.
-    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
-    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
-    let chunk = storage.chunk_size_for(Some(info.size_bytes));
-    let comp = plan.compression;
-    let recipients = plan.encryption.parsed.clone();
-    let counters = Arc::new(Counters::default());
-    let _reporter = progress::start(
-        &format!("backup {}", plan.name),
-        counters.clone(),
-        opts.quiet,
-    );
     let (proc, stdout) = DumpProcess::start(&tools, &conn)?;
-    let producer = tokio::task::spawn_blocking(
-        move || -> Result<(Stats, std::result::Result<DumpFacts, String>)> {
+    let (stats, facts) = stream_dump(
+        plan,
+        storage.clone(),
+        id,
+        Some(info.size_bytes),
+        opts.quiet,
+        move |w| {
             let mut observer = DumpObserver::new();
-            let writer = ChunkWriter::new(tx, chunk);
             match pipeline::encode(
                 stdout,
                 |b| observer.feed(b),
-                comp,
-                &recipients,
-                writer,
-                Some(counters),
+                w.comp,
+                &w.recipients,
+                w.writer,
+                Some(w.counters),
             ) {
                 Err(e) => {
-                    let stderr = proc.kill();
-                    let _ = stderr;
+                    let _ = proc.kill();
                     Err(e)
                 }
                 Ok((writer, stats)) => {
@@ -285,8 +277,8 @@ async fn backup_postgres(
                 }
             }
         },
-    );
-    let (stats, facts) = join_upload(storage.put_stream(&key, rx), producer).await?;
+    )
+    .await?;
     objects.push(entry(
         snapshot::DUMP_OBJECT,
         "dump",
@@ -432,35 +424,51 @@ async fn read_volume(
             .await
             .ok()
             .flatten();
-    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
-    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
-    let chunk = storage.chunk_size_for(expected);
-    let comp = plan.compression;
-    let recipients = plan.encryption.parsed.clone();
-    let counters = Arc::new(Counters::default());
-    let _reporter = progress::start(
-        &format!("backup {}", plan.name),
-        counters.clone(),
-        opts.quiet,
-    );
     tracing::info!(
         "job {}: reading {} into {}",
         plan.name,
         root.display(),
         storage.describe()
     );
-    let producer = tokio::task::spawn_blocking(move || -> Result<(Stats, VolumeFacts)> {
-        let enc = pipeline::EncodeWriter::new(
-            comp,
-            &recipients,
-            ChunkWriter::new(tx, chunk),
-            Some(counters),
-        )?;
+    stream_dump(plan, storage, id, expected, opts.quiet, move |w| {
+        let enc = pipeline::EncodeWriter::new(w.comp, &w.recipients, w.writer, Some(w.counters))?;
         let (enc, facts) = crate::source::volume::write_tree(&root, enc)?;
         let (writer, stats) = enc.finish()?;
         writer.finish()?;
         Ok((stats, facts))
-    });
+    })
+    .await
+}
+
+/// What a dump producer gets: where to write, and how.
+struct DumpSink {
+    writer: ChunkWriter,
+    comp: crate::job::CompressionPlan,
+    recipients: Vec<age::x25519::Recipient>,
+    counters: Arc<Counters>,
+}
+
+/// Stream the dump object: `produce` runs on a worker thread writing into chunks sized
+/// for about `expected` bytes, while the storage uploads them; progress is shown meanwhile.
+async fn stream_dump<T: Send + 'static>(
+    plan: &JobPlan,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    expected: Option<u64>,
+    quiet: bool,
+    produce: impl FnOnce(DumpSink) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
+    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
+    let counters = Arc::new(Counters::default());
+    let _reporter = progress::start(&format!("backup {}", plan.name), counters.clone(), quiet);
+    let sink = DumpSink {
+        writer: ChunkWriter::new(tx, storage.chunk_size_for(expected)),
+        comp: plan.compression,
+        recipients: plan.encryption.parsed.clone(),
+        counters,
+    };
+    let producer = tokio::task::spawn_blocking(move || produce(sink));
     join_upload(storage.put_stream(&key, rx), producer).await
 }
 
