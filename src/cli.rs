@@ -32,6 +32,15 @@ pub struct Global {
     /// Only errors on stderr; no progress
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// When another run holds the job's lock, wait for it instead of exiting 5
+    #[arg(long, global = true)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum TriggerArg {
+    Manual,
+    Schedule,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -42,6 +51,9 @@ pub enum Command {
         /// Why this snapshot is taken (recorded in the manifest)
         #[arg(long)]
         reason: Option<String>,
+        /// What started it, as recorded in the manifest (timers and the daemon say "schedule")
+        #[arg(long, value_enum, default_value = "manual", hide = true)]
+        trigger: TriggerArg,
     },
     /// Take a snapshot before a risky action; prints the snapshot id last and exits 0 only
     /// once it is durable
@@ -94,6 +106,39 @@ pub enum Command {
         /// The command and its arguments, after `--`
         #[arg(last = true, required = true, value_name = "COMMAND")]
         command: Vec<String>,
+    },
+    /// Apply each job's [retention]: print the plan with a reason per snapshot, then delete
+    /// what no rule keeps (never the newest, the newest verified, pinned or locked ones)
+    Prune {
+        /// One job (default: every job)
+        job: Option<String>,
+        /// Show the plan; delete nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete without asking (needed off a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run every job's schedule and verify.schedule until SIGTERM
+    Daemon {
+        /// How many runs may go at once, over all jobs
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        max_concurrent: usize,
+        /// A run missed while the daemon was down is made up at start if it was due within this long
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        catch_up: String,
+        /// On SIGTERM, how long running work may take to finish before it is cancelled
+        #[arg(long, value_name = "DURATION", default_value = "5m")]
+        grace: String,
+    },
+    /// Write a systemd .service and .timer per job (and per verify schedule)
+    Systemd {
+        /// Directory to write the units to (default: print them)
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// RandomizedDelaySec of each timer
+        #[arg(long, value_name = "DURATION", default_value = "60s")]
+        randomized_delay: String,
     },
     /// Restore drill: restore a snapshot into a scratch place, check the data, record the result
     Verify {

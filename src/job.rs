@@ -127,7 +127,7 @@ pub struct JobPlan {
     pub storage: StoragePlan,
     pub encryption: EncryptionPlan,
     pub compression: CompressionPlan,
-    pub retention: Option<RawRetention>,
+    pub retention: Option<crate::retention::Policy>,
     pub verify: Option<RawVerify>,
     pub notify: Option<RawNotify>,
 }
@@ -499,7 +499,12 @@ impl Checker<'_> {
             storage,
             encryption,
             compression,
-            retention: raw.retention,
+            retention: match &raw.retention {
+                Some(r) => Some(crate::retention::Policy::from_raw(r).map_err(|e| {
+                    Error::config(format!("job file {}: {e}", self.file.display()))
+                })?),
+                None => None,
+            },
             verify: raw.verify,
             notify: raw.notify,
         })

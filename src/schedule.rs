@@ -1,6 +1,12 @@
 //! Cron schedules: 5-field expressions (a 6-field form with seconds first is accepted too)
 //! and the `@hourly`/`@daily`/`@weekly`/`@monthly`/`@yearly` nicknames, evaluated in a job's
 //! IANA time zone.
+//!
+//! Daylight-saving changes (table-tested below): a time skipped by spring-forward runs at
+//! the first instant after the gap (02:30 New York on 2027-03-14 runs at 03:00 EDT), never
+//! not at all; a time repeated by fall-back runs once, at its first occurrence (01:30 on
+//! 2026-11-01 runs at 01:30 EDT only); an hourly schedule runs every real hour, so in the
+//! repeated hour it runs twice.
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
@@ -55,6 +61,110 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn next_n(expr: &str, tz: &str, from: &str, n: usize) -> Vec<String> {
+        let s = Schedule::parse(expr, tz).unwrap();
+        let mut t: jiff::Timestamp = from.parse().unwrap();
+        (0..n)
+            .map(|_| {
+                t = s.next_after(t).unwrap();
+                t.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn next_fire_times_table() {
+        let cases: &[(&str, &str, &str, &[&str])] = &[
+            (
+                "0 */6 * * *",
+                "UTC",
+                "2026-11-25T05:59:59Z",
+                &["2026-11-25T06:00:00Z", "2026-11-25T12:00:00Z"],
+            ),
+            (
+                "@hourly",
+                "UTC",
+                "2026-11-25T05:00:00Z",
+                &["2026-11-25T06:00:00Z"],
+            ),
+            (
+                "@weekly",
+                "UTC",
+                "2026-11-25T00:00:00Z",
+                &["2026-11-29T00:00:00Z"],
+            ),
+            (
+                "@monthly",
+                "Asia/Kolkata",
+                "2026-11-25T00:00:00Z",
+                &["2026-11-30T18:30:00Z"],
+            ),
+            (
+                "30 4 * * 1-5",
+                "Europe/Berlin",
+                "2026-11-27T12:00:00Z",
+                &["2026-11-30T03:30:00Z"],
+            ),
+            (
+                "*/20 * * * * *",
+                "UTC",
+                "2026-11-25T00:00:05Z",
+                &["2026-11-25T00:00:20Z", "2026-11-25T00:00:40Z"],
+            ),
+            // Spring forward in New York, 2027-03-14: 02:30 does not exist; it runs at 03:00 EDT.
+            (
+                "30 2 * * *",
+                "America/New_York",
+                "2027-03-13T00:00:00Z",
+                &[
+                    "2027-03-13T07:30:00Z",
+                    "2027-03-14T07:00:00Z",
+                    "2027-03-15T06:30:00Z",
+                ],
+            ),
+            // Fall back in New York, 2026-11-01: 01:30 happens twice; it runs once.
+            (
+                "30 1 * * *",
+                "America/New_York",
+                "2026-10-31T00:00:00Z",
+                &[
+                    "2026-10-31T05:30:00Z",
+                    "2026-11-01T05:30:00Z",
+                    "2026-11-02T06:30:00Z",
+                ],
+            ),
+            // Hourly through Berlin's fall back (2026-10-25): every real hour, 02:00 twice.
+            (
+                "0 * * * *",
+                "Europe/Berlin",
+                "2026-10-24T23:30:00Z",
+                &[
+                    "2026-10-25T00:00:00Z",
+                    "2026-10-25T01:00:00Z",
+                    "2026-10-25T02:00:00Z",
+                ],
+            ),
+            // Hourly through Berlin's spring forward (2027-03-28): 02:00 does not exist.
+            (
+                "0 * * * *",
+                "Europe/Berlin",
+                "2027-03-27T23:30:00Z",
+                &[
+                    "2027-03-28T00:00:00Z",
+                    "2027-03-28T01:00:00Z",
+                    "2027-03-28T02:00:00Z",
+                ],
+            ),
+        ];
+        for (expr, tz, from, want) in cases {
+            assert_eq!(
+                next_n(expr, tz, from, want.len()),
+                *want,
+                "{expr} in {tz} after {from}"
+            );
+        }
+    }
 
     #[test]
     fn five_fields_and_nicknames() {

@@ -7,8 +7,8 @@ use crate::error::{Error, Result};
 use crate::progress::human_bytes;
 use crate::snapshot::{Manifest, Trigger};
 
-pub async fn backup(g: &Global, job: &str, reason: Option<String>) -> Result<()> {
-    let m = run(g, job, Trigger::Manual, reason, None).await?;
+pub async fn backup(g: &Global, job: &str, trigger: Trigger, reason: Option<String>) -> Result<()> {
+    let m = run(g, job, trigger, reason, None).await?;
     if g.json {
         super::print_json(&m);
     } else {
@@ -50,19 +50,22 @@ pub(super) async fn run(
 ) -> Result<Manifest> {
     let dir = crate::job::jobs_dir(g.jobs.as_deref());
     let plan = crate::job::load(&dir, job)?;
-    let _lock = crate::lock::job_lock(&plan.name)?;
     let storage = crate::storage::open(&plan.storage).await?;
+    let action = match trigger {
+        Trigger::Snapshot => "snapshot",
+        Trigger::Guard => "guard",
+        _ => "backup",
+    };
+    let lock = crate::lock::run_lock(&plan.name, storage.clone(), action, g.wait).await?;
     let opts = Options {
         trigger,
         reason: reason.clone(),
         pinned_until,
         quiet: g.quiet || g.json,
     };
-    let res = backup::run(&plan, storage, &opts).await;
-    let action = match trigger {
-        Trigger::Snapshot => "snapshot",
-        Trigger::Guard => "guard",
-        _ => "backup",
+    let res = tokio::select! {
+        r = backup::run(&plan, storage.clone(), &opts) => r,
+        e = lock.lease.lost() => Err(e),
     };
     crate::audit::append(crate::audit::Record {
         action,

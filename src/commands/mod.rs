@@ -5,6 +5,7 @@
 mod backup;
 mod guard;
 mod list;
+mod prune;
 mod restore;
 mod verify;
 
@@ -37,10 +38,16 @@ pub fn init_logging(g: &Global) {
 /// Run a command to completion or until SIGINT/SIGTERM; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
     let g = cli.global.clone();
+    // The daemon handles its own signals (finish, then stop runs cleanly).
+    let daemon = matches!(cli.command, Command::Daemon { .. });
     let work = dispatch(cli);
-    let outcome = tokio::select! {
-        r = work => r,
-        s = shutdown_signal() => Err(Error::failed(format!("interrupted by {s}; the run was stopped and its partial objects cleaned up"))),
+    let outcome = if daemon {
+        work.await
+    } else {
+        tokio::select! {
+            r = work => r,
+            s = shutdown_signal() => Err(Error::failed(format!("interrupted by {s}; the run was stopped and its partial objects cleaned up"))),
+        }
     };
     // Give cancellation cleanups (multipart aborts) time to finish.
     crate::cleanup::wait(Duration::from_secs(15)).await;
@@ -93,13 +100,45 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command.clone() {
         Command::Guard { .. } => unreachable!("handled by dispatch"),
-        Command::Backup { job, reason } => backup::backup(g, &job, reason).await,
+        Command::Backup {
+            job,
+            reason,
+            trigger,
+        } => {
+            let trigger = match trigger {
+                crate::cli::TriggerArg::Manual => crate::snapshot::Trigger::Manual,
+                crate::cli::TriggerArg::Schedule => crate::snapshot::Trigger::Schedule,
+            };
+            backup::backup(g, &job, trigger, reason).await
+        }
         Command::Snapshot {
             job,
             reason,
             keep_for,
         } => backup::snapshot(g, &job, reason, &keep_for).await,
         Command::List { job } => list::list(g, job.as_deref()).await,
+        Command::Prune { job, dry_run, yes } => prune::prune(g, job.as_deref(), dry_run, yes).await,
+        Command::Daemon {
+            max_concurrent,
+            catch_up,
+            grace,
+        } => {
+            let opts = crate::daemon::Options {
+                jobs_dir: crate::job::jobs_dir(g.jobs.as_deref()),
+                max_concurrent,
+                catch_up: duration_flag("--catch-up", &catch_up)?,
+                grace: duration_flag("--grace", &grace)?,
+            };
+            crate::daemon::run(opts).await
+        }
+        Command::Systemd {
+            out,
+            randomized_delay,
+        } => {
+            let dir = crate::job::jobs_dir(g.jobs.as_deref());
+            let delay = duration_flag("--randomized-delay", &randomized_delay)?;
+            crate::systemd::generate(&dir, out.as_deref(), delay)
+        }
         Command::Restore {
             job,
             snapshot,
@@ -145,6 +184,10 @@ pub fn print_json(v: &impl serde::Serialize) {
 /// Print a line on stdout (a closed pipe is not an error).
 pub fn print_line(s: &str) {
     let _ = writeln!(std::io::stdout().lock(), "{s}");
+}
+
+fn duration_flag(flag: &str, v: &str) -> Result<Duration> {
+    parse_duration(v).map_err(|e| Error::config(format!("{flag} {e}")))
 }
 
 /// "14d", "36h", "2w", "90m" -> Duration.

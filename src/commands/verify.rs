@@ -13,8 +13,8 @@ use crate::verify::{Options, Outcome};
 pub async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
     let dir = crate::job::jobs_dir(g.jobs.as_deref());
     let plan = crate::job::load(&dir, job)?;
-    let _lock = crate::lock::job_lock(&plan.name)?;
     let storage = crate::storage::open(&plan.storage).await?;
+    let _lock = crate::lock::run_lock(&plan.name, storage.clone(), "verify", g.wait).await?;
     let first = drill(&plan, storage.clone(), &opts).await?;
     let random_sample = opts.snapshot.is_none()
         && plan.verify.as_ref().and_then(|v| v.sample.as_deref()) == Some("latest+random");

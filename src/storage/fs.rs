@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
 use super::{Chunk, ChunkRx, ObjectInfo, Reader, Storage, check_key};
@@ -144,6 +145,26 @@ impl Storage for FileStorage {
         Ok(total)
     }
 
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        if self.head(key).await?.is_some() {
+            return Ok(false);
+        }
+        match self.put_bytes(key, data).await {
+            Ok(_) => Ok(true),
+            // Lost a race: the hard link found the name taken.
+            Err(_) if self.head(key).await?.is_some() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn clean_incomplete(&self, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || clean_temp_files(&root, &prefix, before))
+            .await
+            .map_err(|e| Error::failed(format!("cleanup task failed: {e}")))?
+    }
+
     async fn get(&self, key: &str) -> Result<Option<Reader>> {
         let p = self.path(key)?;
         match tokio::fs::File::open(&p).await {
@@ -191,6 +212,48 @@ impl Storage for FileStorage {
         }
         Ok(())
     }
+}
+
+/// Remove the temp files (`.NAME.tmp-RANDOM`) of puts that a killed process left below
+/// `prefix`, when they were last written before `before`.
+fn clean_temp_files(root: &Path, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
+    let start_dir = match prefix.rfind('/') {
+        Some(i) => root.join(&prefix[..i]),
+        None => root.to_path_buf(),
+    };
+    let cutoff = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(before.as_second().max(0) as u64);
+    let mut removed = Vec::new();
+    let mut stack = vec![start_dir];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in rd.flatten() {
+            let path = entry.path();
+            let Ok(ft) = entry.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if ft.is_file() && name.starts_with('.') && name.contains(".tmp-") && old {
+                std::fs::remove_file(&path)
+                    .map_err(|e| Error::failed(format!("cannot remove {}: {e}", path.display())))?;
+                removed.push(
+                    path.strip_prefix(root)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {

@@ -88,6 +88,26 @@ pub trait Storage: Send + Sync {
         Ok(())
     }
 
+    /// Remove unfinished uploads below `prefix` that started before `before` (S3
+    /// multipart uploads; the file backend's temp files) and say what was removed. Used
+    /// by `prune` for leftovers of killed runs.
+    async fn clean_incomplete(&self, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
+        let _ = (prefix, before);
+        Ok(Vec::new())
+    }
+
+    /// Store a small object only if nothing exists at `key`: `Ok(false)` when something
+    /// does (S3: a conditional put with `If-None-Match: *`; file: a hard link, which
+    /// fails on an existing name). Used for leases.
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool>;
+
+    /// Until when the storage refuses to delete `key` (S3 Object Lock retention), if it
+    /// does. Backends without such locks answer `None`.
+    async fn locked_until(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        let _ = key;
+        Ok(None)
+    }
+
     /// Store a small object whole.
     async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
         let (tx, rx) = mpsc::channel(2);
@@ -261,6 +281,9 @@ pub mod faulty {
         }
         async fn delete(&self, key: &str) -> Result<()> {
             self.inner.delete(key).await
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+            self.inner.put_if_absent(key, data).await
         }
     }
 }

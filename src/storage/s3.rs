@@ -553,6 +553,78 @@ impl Storage for S3Storage {
         Ok(())
     }
 
+    async fn clean_incomplete(&self, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
+        let full = self.full_key(prefix);
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
+        let mut removed = Vec::new();
+        for u in out.uploads() {
+            let started = u.initiated().map(|t| t.secs()).unwrap_or(i64::MAX);
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                && started < before.as_second()
+            {
+                abort(&self.client, &self.bucket, k, id).await?;
+                removed.push(format!(
+                    "multipart upload of {k} started {}",
+                    fmt_secs(started)
+                ));
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        check_key(key)?;
+        let res = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .if_none_match("*")
+            .content_length(data.len() as i64)
+            .content_md5(content_md5(&data))
+            .body(ByteStream::from(data))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            // 412: the key exists; 409: a concurrent conditional put is in progress.
+            Err(e)
+                if matches!(
+                    e.raw_response().map(|r| r.status().as_u16()),
+                    Some(412 | 409)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("PutObject (If-None-Match)", key, e)),
+        }
+    }
+
+    async fn locked_until(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        check_key(key)?;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_retain_until_date()
+                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.err("HeadObject", key, e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         check_key(key)?;
         self.client
@@ -564,6 +636,12 @@ impl Storage for S3Storage {
             .map_err(|e| self.err("DeleteObject", key, e))?;
         Ok(())
     }
+}
+
+fn fmt_secs(s: i64) -> String {
+    jiff::Timestamp::from_second(s)
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|_| "at an unknown time".into())
 }
 
 /// Multipart uploads in progress below the prefix (for tests and `doctor`).

@@ -6,5 +6,6 @@ mod conformance;
 mod failures;
 mod roundtrip;
 mod support;
+mod systemd;
 mod verify;
 mod volume;
