@@ -59,7 +59,7 @@ fn unreachable_database_is_a_clear_error() {
 }
 
 /// pids of processes whose command line contains all of `needles`.
-fn pids_with(needles: &[&str]) -> Vec<i32> {
+pub(crate) fn pids_with(needles: &[&str]) -> Vec<i32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
@@ -78,16 +78,16 @@ fn pids_with(needles: &[&str]) -> Vec<i32> {
 
 /// A 120 MiB database, an S3 job with 5 MiB parts, and a backup started in the background
 /// that has begun its multipart upload when this returns.
-struct MidUpload {
-    pg: Pg,
-    s3: S3,
-    sb: Sandbox,
-    rt: tokio::runtime::Runtime,
-    check: backstop::storage::s3::S3Storage,
-    child: std::process::Child,
+pub(crate) struct MidUpload {
+    pub(crate) pg: Pg,
+    pub(crate) s3: S3,
+    pub(crate) sb: Sandbox,
+    pub(crate) rt: tokio::runtime::Runtime,
+    pub(crate) check: backstop::storage::s3::S3Storage,
+    pub(crate) child: std::process::Child,
 }
 
-fn backup_mid_upload() -> MidUpload {
+pub(crate) fn backup_mid_upload() -> MidUpload {
     let pg = Pg::start();
     let s3 = S3::start();
     let sb = Sandbox::new();

@@ -4,6 +4,8 @@
 mod cli;
 mod conformance;
 mod failures;
+mod lease;
+mod prune;
 mod roundtrip;
 mod support;
 mod systemd;

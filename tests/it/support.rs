@@ -516,6 +516,30 @@ pub fn load_bulk(pg: &Pg, db: &str, mib: usize) {
 }
 
 impl Sandbox {
+    /// Add lines (top-level keys or whole sections) to job `name`'s file.
+    pub fn append_job(&self, name: &str, top: &str, tail: &str) {
+        let path = self.jobs().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{top}\n{text}\n{tail}\n")).unwrap();
+    }
+
+    /// Snapshot ids of `job`, newest first, with their triggers.
+    pub fn snapshots(&self, job: &str) -> Vec<(String, String)> {
+        let out = self.run(&["--json", "list", job]);
+        expect_code(&out, 0);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["snapshot"].as_str().unwrap().to_string(),
+                    r["trigger"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
     /// A volume job on `path` into `file://` storage.
     pub fn volume_job(&self, name: &str, path: &Path, extra: &str) {
         self.write_job(
