@@ -57,17 +57,24 @@ struct Entry {
     next: Option<Timestamp>,
 }
 
+/// A job's checked plan and the text it came from (handed to its runs).
+#[derive(Clone)]
+struct Loaded {
+    plan: JobPlan,
+    text: String,
+}
+
 /// Load every job; `old` supplies the plan of a job whose file no longer loads.
 fn load_plans(
     dir: &std::path::Path,
-    old: &BTreeMap<String, JobPlan>,
+    old: &BTreeMap<String, Loaded>,
     strict: bool,
-) -> Result<BTreeMap<String, JobPlan>> {
+) -> Result<BTreeMap<String, Loaded>> {
     let mut plans = BTreeMap::new();
     for name in crate::job::job_names(dir)? {
-        match crate::job::load(dir, &name) {
-            Ok(p) => {
-                plans.insert(name, p);
+        match crate::job::load_with_text(dir, &name) {
+            Ok((plan, text)) => {
+                plans.insert(name, Loaded { plan, text });
             }
             Err(e) if strict => return Err(e),
             Err(e) => match old.get(&name) {
@@ -85,9 +92,9 @@ fn load_plans(
     Ok(plans)
 }
 
-fn entries(plans: &BTreeMap<String, JobPlan>, now: Timestamp) -> Vec<Entry> {
+fn entries(plans: &BTreeMap<String, Loaded>, now: Timestamp) -> Vec<Entry> {
     let mut out = Vec::new();
-    for p in plans.values() {
+    for p in plans.values().map(|l| &l.plan) {
         let verify = p.verify.as_ref().and_then(|v| v.schedule.clone());
         for (kind, expr) in [(Kind::Backup, p.schedule.clone()), (Kind::Verify, verify)] {
             let Some(expr) = expr else { continue };
@@ -153,10 +160,12 @@ async fn ran_since(plan: &JobPlan, kind: Kind, due: Timestamp) -> bool {
 type Children = Arc<Mutex<BTreeSet<i32>>>;
 
 /// Run one scheduled action as child processes; returns a line for the log.
+#[allow(clippy::too_many_arguments)]
 async fn run_one(
     exe: PathBuf,
     dir: PathBuf,
     job: String,
+    text: String,
     kind: Kind,
     prune_after: bool,
     permits: Arc<tokio::sync::Semaphore>,
@@ -165,6 +174,20 @@ async fn run_one(
     let Ok(_permit) = permits.acquire_owned().await else {
         return (job, kind, Err("the daemon is stopping".into()));
     };
+    // The run gets the plan this daemon loaded, even if the file has changed since.
+    let pinned = crate::audit::state_dir()
+        .join("daemon")
+        .join(format!("{job}.toml"));
+    let stash = std::fs::create_dir_all(pinned.parent().unwrap_or(&pinned))
+        .and_then(|()| std::fs::write(&pinned, &text));
+    if let Err(e) = stash {
+        return (
+            job,
+            kind,
+            Err(format!("cannot write {}: {e}", pinned.display())),
+        );
+    }
+    let env = (format!("BACKSTOP_DAEMON_PLAN_{job}"), pinned);
     let args: Vec<String> = match kind {
         Kind::Backup => vec![
             "backup".into(),
@@ -174,12 +197,13 @@ async fn run_one(
         ],
         Kind::Verify => vec!["verify".into(), job.clone()],
     };
-    let res = child(&exe, &dir, &args, &children).await;
+    let res = child(&exe, &dir, &args, &env, &children).await;
     let res = match res {
         Ok(()) if prune_after => child(
             &exe,
             &dir,
             &["prune".into(), job.clone(), "--yes".into()],
+            &env,
             &children,
         )
         .await
@@ -193,10 +217,11 @@ async fn child(
     exe: &std::path::Path,
     dir: &std::path::Path,
     args: &[String],
+    env: &(String, PathBuf),
     children: &Children,
 ) -> std::result::Result<(), String> {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("--jobs").arg(dir).args(args);
+    cmd.arg("--jobs").arg(dir).args(args).env(&env.0, &env.1);
     // Its own process group: a terminal's Ctrl-C reaches the daemon only, which then
     // decides when the runs stop.
     cmd.process_group(0);
@@ -281,8 +306,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let now = Timestamp::now();
     for e in &sched {
         if let Some(due) = last_due(&e.schedule, now, opts.catch_up)
-            && let Some(p) = plans.get(&e.job)
-            && !ran_since(p, e.kind, due).await
+            && let Some(l) = plans.get(&e.job)
+            && !ran_since(&l.plan, e.kind, due).await
         {
             tracing::info!(
                 "job {}: the {} due at {due} was missed; running it now",
@@ -302,15 +327,23 @@ pub async fn run(opts: Options) -> Result<()> {
                 continue;
             }
             queued.remove(i);
-            let Some(p) = plans.get(&job) else { continue };
-            let prune_after =
-                kind == Kind::Backup && p.retention.as_ref().is_some_and(|r| r.has_rules());
+            let Some(loaded) = plans.get(&job) else {
+                continue;
+            };
+            let prune_after = kind == Kind::Backup
+                && loaded
+                    .plan
+                    .retention
+                    .as_ref()
+                    .is_some_and(|r| r.has_rules());
+            let text = loaded.text.clone();
             tracing::info!("job {job}: starting scheduled {}", kind.word());
             running.insert(job.clone());
             tasks.spawn(run_one(
                 exe.clone(),
                 dir.clone(),
                 job,
+                text,
                 kind,
                 prune_after,
                 permits.clone(),
@@ -320,7 +353,14 @@ pub async fn run(opts: Options) -> Result<()> {
         let now = Timestamp::now();
         let next = sched.iter().filter_map(|e| e.next).min();
         let wait = next
-            .map(|t| t.duration_since(now).unsigned_abs())
+            .map(|t| {
+                let d = t.duration_since(now);
+                if d.is_negative() {
+                    Duration::ZERO
+                } else {
+                    d.unsigned_abs()
+                }
+            })
             .unwrap_or(Duration::from_secs(60))
             .min(Duration::from_secs(60));
         tokio::select! {

@@ -300,6 +300,13 @@ pub fn load(dir: &Path, name: &str) -> Result<JobPlan> {
         )));
     }
     let file = dir.join(format!("{name}.toml"));
+    // The daemon hands its runs the text it last loaded successfully, so that a job file
+    // broken after its last reload does not break scheduled runs.
+    if let Ok(pinned) = std::env::var(format!("BACKSTOP_DAEMON_PLAN_{name}"))
+        && let Ok(text) = std::fs::read_to_string(&pinned)
+    {
+        return parse(name, &file, &text, &|k| std::env::var(k).ok());
+    }
     if !file.is_file() {
         let known = job_names(dir).unwrap_or_default();
         let list = if known.is_empty() {
@@ -315,6 +322,16 @@ pub fn load(dir: &Path, name: &str) -> Result<JobPlan> {
     let text = std::fs::read_to_string(&file)
         .map_err(|e| Error::config(format!("cannot read job file {}: {e}", file.display())))?;
     parse(name, &file, &text, &|k| std::env::var(k).ok())
+}
+
+/// Load job `name` and return the text it was loaded from too.
+pub fn load_with_text(dir: &Path, name: &str) -> Result<(JobPlan, String)> {
+    let plan = load(dir, name)?;
+    let text = std::fs::read_to_string(&plan.file)
+        .map_err(|e| Error::config(format!("cannot read job file {}: {e}", plan.file.display())))?;
+    // Parse what was read, so plan and text agree even if the file changed in between.
+    let plan = parse(name, &plan.file, &text, &|k| std::env::var(k).ok())?;
+    Ok((plan, text))
 }
 
 /// Load every job in `dir`.
