@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what backstop's tests and demo need on a fresh Debian machine:
-# PostgreSQL server + client, the age and zstd CLIs, and moto[server] (an S3 server)
+# PostgreSQL server + client, the age and zstd CLIs, systemd-analyze, and moto[server] (an S3 server)
 # in a virtualenv of the project's own (.venv-s3). Starts nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +14,7 @@ command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v age >/dev/null || need_apt+=(age)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v runuser >/dev/null || need_apt+=(util-linux)
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # the systemd unit tests
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -140,6 +140,10 @@ pub enum Command {
         #[arg(long, value_name = "DURATION", default_value = "60s")]
         randomized_delay: String,
     },
+    /// Pre-tool hook for AI coding agents (Claude Code PreToolUse, Cursor
+    /// beforeShellExecution/beforeMCPExecution): reads one tool call as JSON on stdin,
+    /// snapshots the affected jobs before a risky call, answers allow/ask/deny on stdout
+    Hook,
     /// Restore drill: restore a snapshot into a scratch place, check the data, record the result
     Verify {
         job: String,

@@ -28,6 +28,7 @@ pub struct RawJob {
     pub retention: Option<RawRetention>,
     pub verify: Option<RawVerify>,
     pub notify: Option<RawNotify>,
+    pub hook: Option<RawHook>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +105,14 @@ pub struct RawVerify {
     pub max_age: Option<String>,
 }
 
+/// Agent-hook keys; used by `backstop hook`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    /// Answer "ask" (a human approves) instead of "allow" once the snapshot is taken.
+    pub confirm: Option<bool>,
+}
+
 /// Notification keys; used by the notifier.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -130,6 +139,8 @@ pub struct JobPlan {
     pub retention: Option<crate::retention::Policy>,
     pub verify: Option<RawVerify>,
     pub notify: Option<RawNotify>,
+    /// `hook.confirm`: risky agent calls touching this job need a human's approval.
+    pub hook_confirm: bool,
 }
 
 impl JobPlan {
@@ -524,6 +535,7 @@ impl Checker<'_> {
             },
             verify: raw.verify,
             notify: raw.notify,
+            hook_confirm: raw.hook.and_then(|h| h.confirm).unwrap_or(false),
         })
     }
 

@@ -52,7 +52,7 @@ pub(super) async fn run(
     let plan = crate::job::load(&dir, job)?;
     let storage = crate::storage::open(&plan.storage).await?;
     let action = match trigger {
-        Trigger::Snapshot => "snapshot",
+        Trigger::Snapshot | Trigger::Hook => "snapshot",
         Trigger::Guard => "guard",
         _ => "backup",
     };

@@ -93,13 +93,27 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     {
         return guard::guard(g, jobs, reason.clone(), keep_for, command).await;
     }
+    if let Command::Hook = &cli.command {
+        return crate::hook::run(g).await;
+    }
     dispatch_plain(&cli).await.map(|()| 0)
+}
+
+/// Take one snapshot of `job` under its locks and audit it (used by `hook`).
+pub async fn backup_run(
+    g: &Global,
+    job: &str,
+    trigger: crate::snapshot::Trigger,
+    reason: Option<String>,
+    pinned_until: Option<jiff::Timestamp>,
+) -> Result<crate::snapshot::Manifest> {
+    backup::run(g, job, trigger, reason, pinned_until).await
 }
 
 async fn dispatch_plain(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command.clone() {
-        Command::Guard { .. } => unreachable!("handled by dispatch"),
+        Command::Guard { .. } | Command::Hook => unreachable!("handled by dispatch"),
         Command::Backup {
             job,
             reason,

@@ -5,6 +5,7 @@ mod cli;
 mod conformance;
 mod daemon;
 mod failures;
+mod hook;
 mod lease;
 mod prune;
 mod roundtrip;

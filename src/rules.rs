@@ -1,0 +1,1187 @@
+//! The risk rules of `backstop hook`: a shell command (or an MCP tool call's arguments)
+//! is parsed — pipes, `&&`/`||`/`;`, `sh -c`/`bash -c`, `$(...)`, wrappers like `sudo`
+//! and `env`, heredocs and `-c` strings fed to `psql` — and each simple command, and the
+//! SQL it carries, is checked against a built-in rule set plus the rules of `hook.toml`.
+//! Pure functions: no I/O, so a harmless call is decided in microseconds.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A rule that matched: its id and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: String,
+    pub what: String,
+    /// Paths the command removes (for matching volume jobs).
+    pub paths: Vec<PathBuf>,
+}
+
+/// Extra rules from `hook.toml` in the jobs directory.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extra {
+    /// How long the snapshots of one risky call may take (default "10m").
+    pub timeout: Option<String>,
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<ExtraRule>,
+}
+
+/// `[[rule]]`: a program (and optionally words among its arguments), or a text anywhere.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraRule {
+    pub name: String,
+    /// Program name, e.g. "mytool" (matched on the file name).
+    pub command: Option<String>,
+    /// Words that must all appear among the arguments, e.g. ["cluster", "delete"].
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Text that makes any call risky wherever it appears (case-insensitive).
+    pub contains: Option<String>,
+}
+
+/// What the classifier knows of the world: volume paths (for `rm`) and the cwd.
+pub struct Context<'a> {
+    pub cwd: Option<&'a Path>,
+    pub volume_paths: &'a [PathBuf],
+    pub extra: &'a Extra,
+}
+
+// ---------------------------------------------------------------------------------------
+// Shell parsing
+
+/// A simple command: its words (quotes removed) and any heredoc bodies fed to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Simple {
+    pub words: Vec<String>,
+    pub heredocs: Vec<String>,
+}
+
+/// A pipeline: simple commands joined by `|`.
+pub type Pipeline = Vec<Simple>;
+
+/// Split a command line into pipelines of simple commands. Also returns the command
+/// strings found in `$(...)` and backticks, to be checked on their own.
+pub fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
+    let chars: Vec<char> = src.chars().collect();
+    let mut i = 0;
+    let mut pipelines = Vec::new();
+    let mut pipeline: Pipeline = Vec::new();
+    let mut cur = Simple::default();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut nested = Vec::new();
+    let mut pending_heredocs: Vec<(String, bool)> = Vec::new();
+    let end_word = |cur: &mut Simple, word: &mut String, in_word: &mut bool| {
+        if *in_word {
+            cur.words.push(std::mem::take(word));
+            *in_word = false;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' if i + 1 < chars.len() => {
+                if chars[i + 1] != '\n' {
+                    word.push(chars[i + 1]);
+                    in_word = true;
+                }
+                i += 2;
+                continue;
+            }
+            '\'' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '\'' {
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '"' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' && i + 1 < chars.len() && "\"\\$`".contains(chars[i + 1]) {
+                        i += 1;
+                    } else if chars[i] == '$' && chars.get(i + 1) == Some(&'(') {
+                        let (inner, next) = balanced(&chars, i + 2);
+                        nested.push(inner.clone());
+                        word.push_str(&format!("$({inner})"));
+                        i = next;
+                        continue;
+                    }
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '$' if chars.get(i + 1) == Some(&'(') => {
+                let (inner, next) = balanced(&chars, i + 2);
+                nested.push(inner.clone());
+                word.push_str(&format!("$({inner})"));
+                in_word = true;
+                i = next;
+                continue;
+            }
+            '`' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < chars.len() && chars[j] != '`' {
+                    j += 1;
+                }
+                nested.push(chars[start..j.min(chars.len())].iter().collect());
+                in_word = true;
+                i = j + 1;
+                continue;
+            }
+            '#' if !in_word => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            ' ' | '\t' => end_word(&mut cur, &mut word, &mut in_word),
+            '<' if chars.get(i + 1) == Some(&'<') && chars.get(i + 2) != Some(&'<') => {
+                end_word(&mut cur, &mut word, &mut in_word);
+                let mut j = i + 2;
+                let strip = chars.get(j) == Some(&'-');
+                if strip {
+                    j += 1;
+                }
+                while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+                    j += 1;
+                }
+                let mut delim = String::new();
+                while j < chars.len() && !" \t\n;|&<>".contains(chars[j]) {
+                    if chars[j] != '\'' && chars[j] != '"' {
+                        delim.push(chars[j]);
+                    }
+                    j += 1;
+                }
+                pending_heredocs.push((delim, strip));
+                i = j;
+                continue;
+            }
+            '\n' | ';' | '&' | '|' => {
+                end_word(&mut cur, &mut word, &mut in_word);
+                // Heredoc bodies start on the line after their operator.
+                if c == '\n' && !pending_heredocs.is_empty() {
+                    let mut j = i + 1;
+                    for (delim, strip) in std::mem::take(&mut pending_heredocs) {
+                        let mut body = String::new();
+                        loop {
+                            let start = j;
+                            while j < chars.len() && chars[j] != '\n' {
+                                j += 1;
+                            }
+                            let line: String = chars[start..j].iter().collect();
+                            j = (j + 1).min(chars.len() + 1);
+                            let cmp = if strip {
+                                line.trim_start_matches('\t')
+                            } else {
+                                &line
+                            };
+                            if cmp == delim || start >= chars.len() {
+                                break;
+                            }
+                            body.push_str(&line);
+                            body.push('\n');
+                        }
+                        cur.heredocs.push(body);
+                    }
+                    i = j.min(chars.len());
+                    // The command the heredoc belonged to ends here.
+                    flush(&mut cur, &mut pipeline, &mut pipelines, false);
+                    continue;
+                }
+                let pipe = c == '|' && chars.get(i + 1) != Some(&'|');
+                flush(&mut cur, &mut pipeline, &mut pipelines, pipe);
+                if (c == '|' || c == '&') && chars.get(i + 1) == Some(&c) {
+                    i += 1;
+                }
+            }
+            '(' | ')' | '{' | '}' if !in_word => {
+                end_word(&mut cur, &mut word, &mut in_word);
+            }
+            _ => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+        i += 1;
+    }
+    end_word(&mut cur, &mut word, &mut in_word);
+    flush(&mut cur, &mut pipeline, &mut pipelines, false);
+    (pipelines, nested)
+}
+
+fn flush(cur: &mut Simple, pipeline: &mut Pipeline, pipelines: &mut Vec<Pipeline>, pipe: bool) {
+    if !cur.words.is_empty() || !cur.heredocs.is_empty() {
+        pipeline.push(std::mem::take(cur));
+    }
+    if !pipe && !pipeline.is_empty() {
+        pipelines.push(std::mem::take(pipeline));
+    }
+}
+
+/// The text up to the `)` that closes a `$(` opened before `start`.
+fn balanced(chars: &[char], start: usize) -> (String, usize) {
+    let mut depth = 1;
+    let mut j = start;
+    while j < chars.len() {
+        match chars[j] {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    (chars[start..j.min(chars.len())].iter().collect(), j + 1)
+}
+
+// ---------------------------------------------------------------------------------------
+// SQL
+
+/// SQL statements that destroy data, each as a short description.
+pub fn risky_sql(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in split_sql(sql) {
+        let words: Vec<String> = sql_words(&stmt);
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        let has = |k: &str| w.contains(&k);
+        let first = w.first().copied().unwrap_or("");
+        // WITH ... DELETE/UPDATE: look at the main verb.
+        let verb = if first == "WITH" {
+            w.iter()
+                .copied()
+                .find(|x| ["DELETE", "UPDATE", "DROP", "TRUNCATE"].contains(x))
+                .unwrap_or("")
+        } else {
+            first
+        };
+        let shown: String = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown: String = shown.chars().take(120).collect();
+        match verb {
+            "DROP" => out.push(format!("SQL DROP: {shown}")),
+            "TRUNCATE" => out.push(format!("SQL TRUNCATE: {shown}")),
+            "DELETE" if !has("WHERE") || where_always_true(&w) => {
+                out.push(format!("SQL DELETE without WHERE: {shown}"))
+            }
+            "UPDATE" if !has("WHERE") || where_always_true(&w) => {
+                out.push(format!("SQL UPDATE without WHERE: {shown}"))
+            }
+            "ALTER" if has("DROP") => out.push(format!("SQL ALTER ... DROP: {shown}")),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn where_always_true(w: &[&str]) -> bool {
+    w.iter().position(|x| *x == "WHERE").is_some_and(|i| {
+        let rest = &w[i + 1..];
+        rest.first() == Some(&"TRUE") && rest.len() == 1
+            || rest.len() >= 3 && rest[0] == rest[2] && rest[1] == "="
+    })
+}
+
+/// Statements, split on `;` outside quotes, dollar quotes and comments.
+fn split_sql(sql: &str) -> Vec<String> {
+    let b: Vec<char> = sql.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == '-' && b.get(i + 1) == Some(&'-') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && b.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == '*' && b[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            cur.push(' ');
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += 1;
+            }
+            i += 1;
+            cur.push(' ');
+            continue;
+        }
+        if c == '$' {
+            // $tag$ ... $tag$
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
+                j += 1;
+            }
+            if j < b.len() && b[j] == '$' {
+                let tag: String = b[i..=j].iter().collect();
+                let rest: String = b[j + 1..].iter().collect();
+                match rest.find(&tag) {
+                    Some(k) => {
+                        i = j + 1 + rest[..k].chars().count() + tag.chars().count();
+                        cur.push(' ');
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if c == ';' {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    out.push(cur);
+    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+}
+
+fn sql_words(stmt: &str) -> Vec<String> {
+    stmt.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '='))
+        .filter(|w| !w.is_empty())
+        .flat_map(|w| {
+            // "1=1" -> "1", "=", "1"
+            let mut parts = Vec::new();
+            let mut cur = String::new();
+            for ch in w.chars() {
+                if ch == '=' {
+                    if !cur.is_empty() {
+                        parts.push(std::mem::take(&mut cur));
+                    }
+                    parts.push("=".to_string());
+                } else {
+                    cur.push(ch);
+                }
+            }
+            if !cur.is_empty() {
+                parts.push(cur);
+            }
+            parts
+        })
+        .map(|w| w.to_ascii_uppercase())
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Commands
+
+const SQL_CLIENTS: &[&str] = &[
+    "psql",
+    "pgcli",
+    "mysql",
+    "mariadb",
+    "sqlite3",
+    "cockroach",
+    "clickhouse-client",
+];
+const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash", "ksh", "fish"];
+/// Wrappers whose arguments are another command.
+const WRAPPERS: &[&str] = &[
+    "sudo", "doas", "env", "nohup", "time", "nice", "ionice", "exec", "command", "xargs",
+    "timeout", "watch", "stdbuf", "setsid", "chroot", "runuser", "su",
+];
+
+fn base(w: &str) -> &str {
+    w.rsplit('/').next().unwrap_or(w)
+}
+
+/// Classify a whole shell command line.
+pub fn classify_shell(src: &str, ctx: &Context) -> Vec<Hit> {
+    let mut hits = Vec::new();
+    classify_shell_into(src, ctx, &mut hits, 0);
+    for r in &ctx.extra.rules {
+        if let Some(t) = &r.contains
+            && src.to_lowercase().contains(&t.to_lowercase())
+        {
+            hits.push(hit(&format!("hook.toml: {}", r.name), t));
+        }
+    }
+    dedup(hits)
+}
+
+fn dedup(mut hits: Vec<Hit>) -> Vec<Hit> {
+    let mut seen = std::collections::BTreeSet::new();
+    hits.retain(|h| seen.insert((h.rule.clone(), h.what.clone())));
+    hits
+}
+
+fn hit(rule: &str, what: &str) -> Hit {
+    Hit {
+        rule: rule.to_string(),
+        what: what.chars().take(200).collect(),
+        paths: Vec::new(),
+    }
+}
+
+fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usize) {
+    if depth > 8 {
+        return;
+    }
+    let (pipelines, nested) = parse_shell(src);
+    for n in nested {
+        classify_shell_into(&n, ctx, hits, depth + 1);
+    }
+    // `cd DIR` changes where later relative paths point.
+    let mut cwd: Option<PathBuf> = ctx.cwd.map(Path::to_path_buf);
+    for p in &pipelines {
+        // A SQL client anywhere in a pipeline: every literal fed into it may be SQL.
+        let sql_pipe = p.iter().any(|s| {
+            s.words
+                .first()
+                .is_some_and(|w| SQL_CLIENTS.contains(&base(w)))
+        });
+        for s in p {
+            if s.words.first().map(String::as_str) == Some("cd") {
+                let to = s.words.get(1).map(String::as_str).unwrap_or("~/");
+                cwd = Some(resolve(to, cwd.as_deref()));
+                continue;
+            }
+            let here = Context {
+                cwd: cwd.as_deref(),
+                volume_paths: ctx.volume_paths,
+                extra: ctx.extra,
+            };
+            classify_simple(s, &here, hits, depth, sql_pipe);
+        }
+    }
+}
+
+fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize, sql_pipe: bool) {
+    let mut words: Vec<&str> = s.words.iter().map(String::as_str).collect();
+    // Strip leading VAR=value assignments and wrappers (with their options).
+    loop {
+        while words.first().is_some_and(|w| is_assignment(w)) {
+            words.remove(0);
+        }
+        let Some(first) = words.first().copied() else {
+            break;
+        };
+        if WRAPPERS.contains(&base(first)) {
+            words.remove(0);
+            // Options of the wrapper (sudo -u x, timeout 10, nice -n 5).
+            while let Some(w) = words.first().copied() {
+                if w.starts_with('-') {
+                    words.remove(0);
+                    if ["-u", "-g", "-n", "-s", "-k", "-c", "-p"].contains(&w) && !words.is_empty()
+                    {
+                        words.remove(0);
+                    }
+                } else if w
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == '.' || c == 's' || c == 'm')
+                    && !w.is_empty()
+                    && w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                {
+                    words.remove(0); // timeout 10s CMD
+                } else if is_assignment(w) {
+                    words.remove(0);
+                } else {
+                    break;
+                }
+            }
+            continue;
+        }
+        break;
+    }
+    let Some(first) = words.first().copied() else {
+        for h in &s.heredocs {
+            if sql_pipe {
+                sql_hits(h, hits);
+            }
+        }
+        return;
+    };
+    let prog = base(first);
+    let args = &words[1..];
+    let joined = words.join(" ");
+
+    // Shells with -c, eval, ssh and exec-into-container: the command string is checked too.
+    if SHELLS.contains(&prog) {
+        if let Some(i) = args.iter().position(|a| {
+            *a == "-c" || (a.starts_with('-') && a.ends_with('c') && !a.starts_with("--"))
+        }) && let Some(cmd) = args.get(i + 1)
+        {
+            classify_shell_into(cmd, ctx, hits, depth + 1);
+        }
+        for h in &s.heredocs {
+            classify_shell_into(h, ctx, hits, depth + 1);
+        }
+    }
+    if prog == "eval" {
+        classify_shell_into(&args.join(" "), ctx, hits, depth + 1);
+    }
+    if prog == "ssh" {
+        // ssh [opts] host CMD...: the remote command is the words after the host.
+        let mut i = 0;
+        while i < args.len() && args[i].starts_with('-') {
+            i += if ["-p", "-i", "-l", "-o", "-J", "-F"].contains(&args[i]) {
+                2
+            } else {
+                1
+            };
+        }
+        if args.len() > i + 1 {
+            classify_shell_into(&args[i + 1..].join(" "), ctx, hits, depth + 1);
+        }
+    }
+    if (prog == "docker" || prog == "podman" || prog == "kubectl") && args.contains(&"exec") {
+        // docker exec [opts] CONTAINER CMD..., kubectl exec POD -- CMD...
+        let rest: Vec<&str> = match args.iter().position(|a| *a == "--") {
+            Some(i) => args[i + 1..].to_vec(),
+            None => {
+                let e = args.iter().position(|a| *a == "exec").unwrap_or(0);
+                let mut i = e + 1;
+                while i < args.len() && args[i].starts_with('-') {
+                    i += if ["-u", "-e", "-w", "--user", "--env", "--workdir"].contains(&args[i]) {
+                        2
+                    } else {
+                        1
+                    };
+                }
+                args.get(i + 1..).map(<[&str]>::to_vec).unwrap_or_default()
+            }
+        };
+        if !rest.is_empty() {
+            let inner = Simple {
+                words: rest.iter().map(|s| s.to_string()).collect(),
+                heredocs: s.heredocs.clone(),
+            };
+            classify_simple(&inner, ctx, hits, depth + 1, sql_pipe);
+        }
+    }
+
+    // SQL clients: -c/--command strings, heredocs, and literals piped in.
+    if SQL_CLIENTS.contains(&prog) {
+        let mut i = 0;
+        while i < args.len() {
+            let a = args[i];
+            if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
+                && i + 1 < args.len()
+            {
+                sql_hits(args[i + 1], hits);
+                i += 1;
+            } else if let Some(v) = a
+                .strip_prefix("--command=")
+                .or_else(|| a.strip_prefix("--execute="))
+            {
+                sql_hits(v, hits);
+            } else if prog == "sqlite3" && i > 0 && !a.starts_with('-') {
+                sql_hits(a, hits);
+            }
+            i += 1;
+        }
+        for h in &s.heredocs {
+            sql_hits(h, hits);
+        }
+    } else if sql_pipe {
+        // echo "DROP TABLE x" | psql
+        if ["echo", "printf", "cat"].contains(&prog) {
+            for a in args {
+                sql_hits(a, hits);
+            }
+        }
+        for h in &s.heredocs {
+            sql_hits(h, hits);
+        }
+    }
+
+    let has = |w: &str| args.contains(&w);
+    let sub = |i: usize| {
+        args.iter()
+            .filter(|a| !a.starts_with('-'))
+            .nth(i)
+            .copied()
+            .unwrap_or("")
+    };
+    match prog {
+        "dropdb" => hits.push(hit("dropdb", &joined)),
+        "pg_ctl" | "pg_ctlcluster"
+            if has("stop")
+                && (args
+                    .windows(2)
+                    .any(|w| w[0] == "-m" && w[1].starts_with('i'))
+                    || args.iter().any(|a| {
+                        *a == "-mi"
+                            || *a == "-mimmediate"
+                            || *a == "--mode=immediate"
+                            || *a == "--mode=i"
+                    })) =>
+        {
+            hits.push(hit("pg_ctl stop -m immediate", &joined))
+        }
+        "rm" | "rmdir" | "shred" | "srm" => {
+            let recursive = prog != "rm"
+                || args.iter().any(|a| {
+                    *a == "--recursive"
+                        || (a.starts_with('-')
+                            && !a.starts_with("--")
+                            && (a.contains('r') || a.contains('R')))
+                });
+            if recursive {
+                let targets: Vec<PathBuf> = args
+                    .iter()
+                    .filter(|a| !a.starts_with('-'))
+                    .map(|a| resolve(a, ctx.cwd))
+                    .collect();
+                let at_or_above: Vec<PathBuf> = targets
+                    .iter()
+                    .filter(|t| ctx.volume_paths.iter().any(|v| v.starts_with(t.as_path())))
+                    .cloned()
+                    .collect();
+                if !at_or_above.is_empty() {
+                    hits.push(Hit {
+                        rule: "rm -r of a volume job's path".into(),
+                        what: joined.chars().take(200).collect(),
+                        paths: at_or_above,
+                    });
+                }
+            }
+        }
+        "find" if has("-delete") => {
+            let targets: Vec<PathBuf> = args
+                .iter()
+                .take_while(|a| !a.starts_with('-'))
+                .map(|a| resolve(a, ctx.cwd))
+                .collect();
+            let at_or_above: Vec<PathBuf> = targets
+                .into_iter()
+                .filter(|t| {
+                    ctx.volume_paths
+                        .iter()
+                        .any(|v| v.starts_with(t) || t.starts_with(v))
+                })
+                .collect();
+            if !at_or_above.is_empty() {
+                hits.push(Hit {
+                    rule: "find -delete in a volume job's path".into(),
+                    what: joined.chars().take(200).collect(),
+                    paths: at_or_above,
+                });
+            }
+        }
+        "docker" | "podman" => {
+            let volume_rm = sub(0) == "volume" && ["rm", "remove", "prune"].contains(&sub(1));
+            let compose_down_v = (sub(0) == "compose" && sub(1) == "down" || sub(0) == "down")
+                && (has("-v") || has("--volumes"));
+            let system_prune_v = sub(0) == "system" && sub(1) == "prune" && has("--volumes");
+            if volume_rm || compose_down_v || system_prune_v {
+                hits.push(hit("docker volume removal", &joined));
+            }
+        }
+        "docker-compose" if sub(0) == "down" && (has("-v") || has("--volumes")) => {
+            hits.push(hit("docker volume removal", &joined))
+        }
+        "kubectl" | "oc" if args.contains(&"delete") => {
+            // kubectl [-n NS] delete KIND[/NAME] ...
+            let after: Vec<&str> = args
+                .iter()
+                .skip_while(|a| **a != "delete")
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .copied()
+                .collect();
+            let sub = |i: usize| after.get(i).copied().unwrap_or("");
+            let kinds = [
+                "pvc",
+                "pv",
+                "persistentvolumeclaim",
+                "persistentvolumeclaims",
+                "persistentvolume",
+                "persistentvolumes",
+                "namespace",
+                "namespaces",
+                "ns",
+                "statefulset",
+                "statefulsets",
+                "sts",
+            ];
+            let kind = sub(0).split(['/', ',']).next().unwrap_or("");
+            let any = sub(0)
+                .split(',')
+                .any(|k| kinds.contains(&k.split('/').next().unwrap_or("")));
+            if kinds.contains(&kind) || any {
+                hits.push(hit("kubectl delete of storage or a namespace", &joined));
+            }
+        }
+        "terraform" | "tofu" | "terragrunt"
+            if sub(0) == "destroy"
+                || (sub(0) == "apply" && (has("-destroy") || has("--destroy"))) =>
+        {
+            hits.push(hit("terraform destroy", &joined))
+        }
+        "pulumi" if sub(0) == "destroy" => hits.push(hit("pulumi destroy", &joined)),
+        "railway"
+            if (sub(0) == "volume" && ["delete", "rm", "remove"].contains(&sub(1)))
+                || sub(0) == "down"
+                || sub(0) == "delete" =>
+        {
+            hits.push(hit("railway delete", &joined))
+        }
+        "fly" | "flyctl"
+            if (["volumes", "volume", "vol"].contains(&sub(0))
+                && ["destroy", "delete", "rm"].contains(&sub(1)))
+                || (["apps", "app", "postgres", "pg", "mpg"].contains(&sub(0))
+                    && ["destroy", "delete"].contains(&sub(1)))
+                || sub(0) == "destroy" =>
+        {
+            hits.push(hit("fly destroy", &joined))
+        }
+        "heroku" if ["pg:reset", "addons:destroy", "apps:destroy", "destroy"].contains(&sub(0)) => {
+            hits.push(hit("heroku destroy", &joined))
+        }
+        "aws" => {
+            let (svc, op) = (sub(0), sub(1));
+            let risky = match svc {
+                "rds" => op.starts_with("delete-db"),
+                "ec2" => ["delete-volume", "delete-snapshot"].contains(&op),
+                "s3" => op == "rb" || (op == "rm" && has("--recursive")),
+                "s3api" => ["delete-bucket", "delete-objects"].contains(&op),
+                "dynamodb" => op == "delete-table",
+                "efs" => op == "delete-file-system",
+                "backup" => op.starts_with("delete-"),
+                _ => false,
+            };
+            if risky {
+                hits.push(hit("cloud delete of data", &joined));
+            }
+        }
+        "gcloud"
+            if args.contains(&"delete")
+                && args.iter().any(|a| {
+                    [
+                        "sql",
+                        "disks",
+                        "snapshots",
+                        "filestore",
+                        "spanner",
+                        "buckets",
+                        "instances",
+                    ]
+                    .contains(a)
+                }) =>
+        {
+            hits.push(hit("cloud delete of data", &joined))
+        }
+        "gsutil" if sub(0) == "rb" || (sub(0) == "rm" && has("-r")) => {
+            hits.push(hit("cloud delete of data", &joined))
+        }
+        "az" if args.contains(&"delete")
+            && args.iter().any(|a| {
+                [
+                    "postgres", "mysql", "sql", "disk", "snapshot", "storage", "cosmosdb",
+                ]
+                .contains(a)
+            }) =>
+        {
+            hits.push(hit("cloud delete of data", &joined))
+        }
+        "doctl"
+            if args.contains(&"delete")
+                && args.iter().any(|a| {
+                    ["databases", "database", "volume", "volumes", "snapshot"].contains(a)
+                }) =>
+        {
+            hits.push(hit("cloud delete of data", &joined))
+        }
+        "supabase" if sub(0) == "db" && sub(1) == "reset" => {
+            hits.push(hit("supabase db reset", &joined))
+        }
+        "neonctl" | "neon" if args.contains(&"delete") => {
+            hits.push(hit("cloud delete of data", &joined))
+        }
+        "curl" | "wget" | "http" | "https" | "xh" | "httpie" => {
+            if let Some(h) = http_delete(args) {
+                hits.push(hit(&h, &joined));
+            }
+        }
+        "backstop" => {
+            let yes = has("--yes") || has("-y");
+            if yes && args.contains(&"prune") {
+                hits.push(hit("backstop prune --yes", &joined));
+            }
+            if yes && args.contains(&"restore") {
+                hits.push(hit("backstop restore --yes", &joined));
+            }
+        }
+        _ => {}
+    }
+    for r in &ctx.extra.rules {
+        if let Some(c) = &r.command
+            && base(c) == prog
+            && r.args.iter().all(|a| args.contains(&a.as_str()))
+        {
+            hits.push(hit(&format!("hook.toml: {}", r.name), &joined));
+        }
+    }
+}
+
+fn is_assignment(w: &str) -> bool {
+    w.split_once('=').is_some_and(|(k, _)| {
+        !k.is_empty()
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+    })
+}
+
+fn resolve(p: &str, cwd: Option<&Path>) -> PathBuf {
+    // A glob removes everything below its literal prefix.
+    let literal = match p.find(['*', '?', '[']) {
+        Some(i) => &p[..i],
+        None => p,
+    };
+    let literal = if literal.is_empty() { "." } else { literal };
+    let path = if let Some(rest) = literal.strip_prefix("~/") {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| PathBuf::from(literal))
+    } else {
+        PathBuf::from(literal)
+    };
+    let abs = if path.is_absolute() {
+        path
+    } else {
+        cwd.map(|c| c.join(&path)).unwrap_or(path)
+    };
+    normalize(&abs)
+}
+
+/// Remove `.` and `..` without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// An HTTP call that deletes data: a GraphQL delete mutation, or DELETE of a data resource.
+fn http_delete(args: &[&str]) -> Option<String> {
+    let text = args.join(" ");
+    if let Some(m) = graphql_delete(&text) {
+        return Some(format!("GraphQL delete mutation {m}"));
+    }
+    let method_delete = args.windows(2).any(|w| {
+        (w[0] == "-X" || w[0] == "--request" || w[0] == "--method")
+            && w[1].eq_ignore_ascii_case("DELETE")
+    }) || args
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case("-XDELETE") || *a == "DELETE");
+    let lower = text.to_lowercase();
+    let data_resource = [
+        "volume", "database", "/db", "snapshot", "backup", "bucket", "cluster", "disk",
+    ]
+    .iter()
+    .any(|k| lower.contains(k));
+    (method_delete && data_resource).then(|| "HTTP DELETE of a data resource".to_string())
+}
+
+/// A GraphQL mutation whose name deletes something data-bearing (`volumeDelete`,
+/// `deleteDatabase`, `projectDelete`, ...).
+pub fn graphql_delete(text: &str) -> Option<String> {
+    let lower = text.to_lowercase();
+    if !lower.contains("mutation") && !lower.contains("delete") {
+        return None;
+    }
+    let nouns = [
+        "volume",
+        "database",
+        "db",
+        "service",
+        "project",
+        "environment",
+        "snapshot",
+        "backup",
+        "bucket",
+        "cluster",
+        "disk",
+        "plugin",
+        "instance",
+        "branch",
+    ];
+    for ident in text.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        let l = ident.to_lowercase();
+        if l.len() < 8 || !(l.contains("delete") || l.contains("destroy") || l.contains("drop")) {
+            continue;
+        }
+        if nouns.iter().any(|n| l.contains(n)) {
+            return Some(ident.to_string());
+        }
+    }
+    None
+}
+
+fn sql_hits(sql: &str, hits: &mut Vec<Hit>) {
+    for what in risky_sql(sql) {
+        let rule = what.split(':').next().unwrap_or("SQL").to_string();
+        hits.push(hit(&rule, &what));
+    }
+}
+
+/// Classify an MCP tool call: every string in its arguments is checked as SQL, as a
+/// GraphQL document, and (for shell-like tools) as a command.
+pub fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context) -> Vec<Hit> {
+    let mut strings = Vec::new();
+    collect_strings(input, &mut strings);
+    let mut hits = Vec::new();
+    let shellish = ["bash", "shell", "exec", "run", "command", "terminal"]
+        .iter()
+        .any(|k| tool.to_lowercase().contains(k));
+    for s in &strings {
+        sql_hits(s, &mut hits);
+        if let Some(m) = graphql_delete(s) {
+            hits.push(hit("GraphQL delete mutation", &format!("{m} in {tool}")));
+        }
+        if shellish {
+            hits.extend(classify_shell(s, ctx));
+        }
+    }
+    let lower_tool = tool.to_lowercase();
+    if ["delete", "destroy", "drop", "remove"]
+        .iter()
+        .any(|v| lower_tool.contains(v))
+        && [
+            "volume", "database", "db", "snapshot", "backup", "bucket", "project", "service",
+            "table", "branch",
+        ]
+        .iter()
+        .any(|n| lower_tool.contains(n))
+    {
+        hits.push(hit("MCP delete tool", tool));
+    }
+    for r in &ctx.extra.rules {
+        if let Some(t) = &r.contains {
+            let t = t.to_lowercase();
+            if strings.iter().any(|s| s.to_lowercase().contains(&t)) || lower_tool.contains(&t) {
+                hits.push(hit(&format!("hook.toml: {}", r.name), &t));
+            }
+        }
+    }
+    dedup(hits)
+}
+
+fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) => {
+            out.push(s.clone());
+            // Arguments given as a JSON string (Cursor's beforeMCPExecution).
+            if let Ok(inner) = serde_json::from_str::<serde_json::Value>(s)
+                && (inner.is_object() || inner.is_array())
+            {
+                collect_strings(&inner, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx<'a>(vols: &'a [PathBuf], extra: &'a Extra) -> Context<'a> {
+        Context {
+            cwd: Some(Path::new("/home/dev/project")),
+            volume_paths: vols,
+            extra,
+        }
+    }
+
+    fn rules_of(cmd: &str) -> Vec<String> {
+        let vols = vec![PathBuf::from("/var/lib/app-data")];
+        let extra = Extra {
+            timeout: None,
+            rules: vec![ExtraRule {
+                name: "wipe tool".into(),
+                command: Some("mytool".into()),
+                args: vec!["wipe".into()],
+                contains: None,
+            }],
+        };
+        classify_shell(cmd, &ctx(&vols, &extra))
+            .into_iter()
+            .map(|h| h.rule)
+            .collect()
+    }
+
+    #[test]
+    fn risky_commands_and_where_they_hide() {
+        let risky = [
+            ("psql -c 'DROP TABLE bookings'", "SQL DROP"),
+            ("psql app -c \"truncate events\"", "SQL TRUNCATE"),
+            (
+                "psql --command='DELETE FROM users'",
+                "SQL DELETE without WHERE",
+            ),
+            (
+                "psql -c 'UPDATE users SET admin = true'",
+                "SQL UPDATE without WHERE",
+            ),
+            (
+                "psql -c 'DELETE FROM users WHERE 1=1'",
+                "SQL DELETE without WHERE",
+            ),
+            (
+                "psql -c 'ALTER TABLE users DROP COLUMN email'",
+                "SQL ALTER ... DROP",
+            ),
+            ("echo 'drop database app;' | psql -h db", "SQL DROP"),
+            (
+                "psql -h db app <<EOF\nBEGIN;\nDROP TABLE x;\nCOMMIT;\nEOF",
+                "SQL DROP",
+            ),
+            ("cat <<'SQL' | psql\ntruncate t;\nSQL", "SQL TRUNCATE"),
+            (
+                "bash -c \"psql -c 'drop schema public cascade'\"",
+                "SQL DROP",
+            ),
+            ("sh -c 'cd /tmp && dropdb app'", "dropdb"),
+            ("sudo -u postgres dropdb app", "dropdb"),
+            ("env PGHOST=db dropdb app", "dropdb"),
+            ("ls && dropdb app", "dropdb"),
+            ("true; dropdb app", "dropdb"),
+            ("x=$(dropdb app)", "dropdb"),
+            (
+                "pg_ctl stop -D /data -m immediate",
+                "pg_ctl stop -m immediate",
+            ),
+            ("rm -rf /var/lib/app-data", "rm -r of a volume job's path"),
+            ("rm -r /var/lib/", "rm -r of a volume job's path"),
+            ("sudo rm -fr /var/lib/*", "rm -r of a volume job's path"),
+            (
+                "cd / && rm -rf var/lib/app-data",
+                "rm -r of a volume job's path",
+            ),
+            ("docker volume rm app_data", "docker volume removal"),
+            ("docker volume prune -f", "docker volume removal"),
+            ("docker compose down -v", "docker volume removal"),
+            (
+                "kubectl delete pvc data-app-0",
+                "kubectl delete of storage or a namespace",
+            ),
+            (
+                "kubectl -n prod delete namespace prod",
+                "kubectl delete of storage or a namespace",
+            ),
+            (
+                "kubectl delete statefulset/db",
+                "kubectl delete of storage or a namespace",
+            ),
+            ("terraform destroy -auto-approve", "terraform destroy"),
+            ("terraform apply -destroy", "terraform destroy"),
+            ("railway volume delete vol_123", "railway delete"),
+            ("railway down -y", "railway delete"),
+            ("fly volumes destroy vol_abc -y", "fly destroy"),
+            (
+                "heroku pg:reset DATABASE_URL --confirm app",
+                "heroku destroy",
+            ),
+            (
+                "aws rds delete-db-instance --db-instance-identifier prod",
+                "cloud delete of data",
+            ),
+            (
+                "aws ec2 delete-volume --volume-id vol-1",
+                "cloud delete of data",
+            ),
+            ("aws s3 rb s3://backups --force", "cloud delete of data"),
+            (
+                "aws s3 rm s3://backups/ --recursive",
+                "cloud delete of data",
+            ),
+            (
+                "curl -X POST https://backboard.railway.app/graphql/v2 -d '{\"query\":\"mutation { volumeDelete(volumeId: \\\"v1\\\") }\"}'",
+                "GraphQL delete mutation volumeDelete",
+            ),
+            (
+                "curl -X DELETE https://api.example.com/v1/databases/prod",
+                "HTTP DELETE of a data resource",
+            ),
+            ("backstop prune app --yes", "backstop prune --yes"),
+            (
+                "backstop --jobs /etc/backstop/jobs restore app --yes",
+                "backstop restore --yes",
+            ),
+            ("mytool wipe --all", "hook.toml: wipe tool"),
+            ("ssh db1 'dropdb app'", "dropdb"),
+            (
+                "docker exec -it pg psql -U postgres -c 'DROP DATABASE app'",
+                "SQL DROP",
+            ),
+        ];
+        for (cmd, want) in risky {
+            let got = rules_of(cmd);
+            assert!(
+                got.iter().any(|r| r == want),
+                "{cmd:?}: want {want:?}, got {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn harmless_commands_pass() {
+        for cmd in [
+            "ls -la",
+            "cargo test",
+            "psql -c 'SELECT count(*) FROM users'",
+            "psql -c 'DELETE FROM sessions WHERE expires < now()'",
+            "psql -c \"UPDATE users SET name = 'x' WHERE id = 1\"",
+            "echo 'drop table x'",
+            "grep -r DROP src/",
+            "rm -rf target/",
+            "rm -rf /var/lib/app-data-other",
+            "rm /var/lib/app-data/cache.tmp",
+            "docker volume ls",
+            "docker compose down",
+            "kubectl delete pod web-1",
+            "terraform plan",
+            "aws s3 ls s3://backups",
+            "git commit -m 'drop the old table'",
+            "backstop prune app --dry-run",
+            "mytool status",
+            "psql -c \"SELECT 'DROP TABLE x'\"",
+        ] {
+            let got = rules_of(cmd);
+            assert!(got.is_empty(), "{cmd:?} is harmless, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn mcp_arguments() {
+        let vols = vec![];
+        let extra = Extra::default();
+        let c = ctx(&vols, &extra);
+        let v = serde_json::json!({"sql": "TRUNCATE orders"});
+        assert!(!classify_json("mcp__postgres__query", &v, &c).is_empty());
+        let v = serde_json::json!({"query": "SELECT 1"});
+        assert!(classify_json("mcp__postgres__query", &v, &c).is_empty());
+        let v = serde_json::json!("{\"query\": \"mutation { volumeDelete(id: 1) }\"}");
+        assert!(!classify_json("graphql", &v, &c).is_empty());
+        assert!(
+            !classify_json("mcp__railway__volume_delete", &serde_json::json!({}), &c).is_empty()
+        );
+    }
+}
