@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use crate::alarm::Baseline;
 use crate::error::{Error, Result, ResultExt};
 use crate::job::{JobPlan, PostgresSource, SourcePlan, VolumeSource};
 use crate::pg::{self, Conn};
@@ -47,6 +48,10 @@ pub struct Facts {
     pub counts_unavailable: Option<String>,
 }
 
+/// What a source's backup produced: the manifest's source part, the stored objects,
+/// warnings, and the figures the shrink alarm compares.
+type Sourced = (SourceInfo, Vec<ObjectEntry>, Vec<String>, Baseline);
+
 /// Take one snapshot of `plan` into `storage`.
 pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Manifest> {
     let started = jiff::Timestamp::now();
@@ -63,7 +68,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
         SourcePlan::Volume(v) => backup_volume(plan, v, storage.clone(), &id, opts).await,
     };
-    let (source, objects, warnings) = match result {
+    let (source, objects, mut warnings, mut baseline) = match result {
         Ok(v) => v,
         Err(e) => {
             guard.storage = None;
@@ -74,6 +79,24 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
             )));
         }
     };
+    // The shrink alarm: compare with the previous snapshot's figures kept on this host.
+    baseline.job = plan.name.clone();
+    baseline.snapshot = id.clone();
+    baseline.time = jiff::Timestamp::now().to_string();
+    let previous = crate::alarm::load(&plan.name);
+    let findings = previous
+        .as_ref()
+        .map(|p| crate::alarm::compare(p, &baseline, plan.alarm.shrink_percent))
+        .unwrap_or_default();
+    if !findings.is_empty() {
+        // Names stay off the plaintext manifest: they are content facts.
+        warnings.push(format!(
+            "shrink alarm: {} finding(s) beyond {}% against snapshot {} (details in this host's log and audit log)",
+            findings.len(),
+            plan.alarm.shrink_percent,
+            previous.as_ref().map(|p| p.snapshot.as_str()).unwrap_or("?")
+        ));
+    }
     let finished = jiff::Timestamp::now();
     let manifest = Manifest {
         format_version: snapshot::FORMAT_VERSION,
@@ -100,6 +123,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         stored_bytes: objects.iter().map(|o| o.stored_bytes).sum(),
         objects,
         warnings,
+        anomalous: !findings.is_empty(),
     };
     let committed = commit(storage.as_ref(), &manifest).await;
     guard.storage = None;
@@ -110,7 +134,75 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
             plan.name
         )));
     }
+    crate::alarm::save(&baseline);
+    if let Some(prev) = previous.filter(|_| !findings.is_empty()) {
+        raise_alarm(plan, storage.as_ref(), &manifest, &prev, &findings).await;
+    }
     Ok(manifest)
+}
+
+/// Say it loudly, keep the previous snapshot from rotating away, and audit it.
+async fn raise_alarm(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    m: &Manifest,
+    prev: &Baseline,
+    findings: &[String],
+) {
+    eprintln!(
+        "backstop: WARNING: shrink alarm for job {}: snapshot {} is much smaller than {}:",
+        plan.name, m.snapshot, prev.snapshot
+    );
+    for f in findings {
+        eprintln!("backstop: WARNING:   {f}");
+    }
+    let until = jiff::Timestamp::now()
+        + jiff::SignedDuration::from_secs(plan.alarm.pin_for.as_secs() as i64);
+    let reason = format!(
+        "shrink alarm: snapshot {} lost data against this one",
+        m.snapshot
+    );
+    let exists = storage
+        .head(&snapshot::object_key(
+            &plan.name,
+            &prev.snapshot,
+            snapshot::MANIFEST,
+        ))
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let pinned = if exists {
+        match crate::prune::pin(storage, &plan.name, &prev.snapshot, until, &reason).await {
+            Ok(()) => {
+                eprintln!(
+                    "backstop: WARNING:   the previous snapshot {} is pinned until {until} so retention keeps it",
+                    prev.snapshot
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!(
+                    "backstop: WARNING:   could not pin the previous snapshot {}: {}",
+                    prev.snapshot,
+                    e.message()
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    crate::audit::append(crate::audit::Record {
+        action: "alarm",
+        job: Some(&plan.name),
+        snapshot: Some(&m.snapshot),
+        outcome: Ok(()),
+        details: serde_json::json!({
+            "kind": "shrink", "previous": prev.snapshot, "findings": findings,
+            "previous_pinned_until": pinned.then(|| until.to_string()),
+        }),
+    });
 }
 
 struct LeftoverGuard {
@@ -223,7 +315,7 @@ async fn backup_postgres(
     storage: Arc<dyn Storage>,
     id: &str,
     opts: &Options,
-) -> Result<(SourceInfo, Vec<ObjectEntry>, Vec<String>)> {
+) -> Result<Sourced> {
     let conn = Conn::new(src.url.clone(), src.password_file.clone());
     let info = pg::server_info(&conn)
         .await
@@ -320,7 +412,21 @@ async fn backup_postgres(
         ctype: Some(info.ctype.clone()),
         path: None,
     };
-    Ok((source, objects, Vec::new()))
+    let baseline = Baseline {
+        tables: facts
+            .dump
+            .as_ref()
+            .map(|d| {
+                d.tables
+                    .iter()
+                    .map(|t| (format!("{}.{}", t.schema, t.table), t.rows))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        bytes: stats.plaintext_bytes,
+        ..Baseline::default()
+    };
+    Ok((source, objects, Vec::new(), baseline))
 }
 
 /// Run a `pre`/`post` command; a non-zero exit is an error with its output.
@@ -353,7 +459,7 @@ async fn backup_volume(
     storage: Arc<dyn Storage>,
     id: &str,
     opts: &Options,
-) -> Result<(SourceInfo, Vec<ObjectEntry>, Vec<String>)> {
+) -> Result<Sourced> {
     if !vol.pre.is_empty() {
         if let Err(e) = run_hook(&plan.name, "pre", &vol.pre).await {
             // post undoes what pre may have half done (a frozen filesystem, a stopped service).
@@ -402,7 +508,12 @@ async fn backup_volume(
         path: Some(vol.path.display().to_string()),
         ..Default::default()
     };
-    Ok((source, objects, warnings))
+    let baseline = Baseline {
+        files: facts.files,
+        bytes: facts.bytes,
+        ..Baseline::default()
+    };
+    Ok((source, objects, warnings, baseline))
 }
 
 /// Stream the tree through the pipeline into the dump object.

@@ -29,6 +29,7 @@ pub struct RawJob {
     pub verify: Option<RawVerify>,
     pub notify: Option<RawNotify>,
     pub hook: Option<RawHook>,
+    pub alarm: Option<RawAlarm>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +106,23 @@ pub struct RawVerify {
     pub max_age: Option<String>,
 }
 
+/// Shrink-alarm keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlarm {
+    pub shrink_percent: Option<u32>,
+    pub pin_for: Option<String>,
+}
+
+/// The checked shrink alarm settings.
+#[derive(Debug, Clone)]
+pub struct AlarmPlan {
+    /// A table (or the total) losing more than this percentage raises the alarm.
+    pub shrink_percent: u32,
+    /// How long the previous snapshot is pinned when it does.
+    pub pin_for: std::time::Duration,
+}
+
 /// Agent-hook keys; used by `backstop hook`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +159,7 @@ pub struct JobPlan {
     pub notify: Option<RawNotify>,
     /// `hook.confirm`: risky agent calls touching this job need a human's approval.
     pub hook_confirm: bool,
+    pub alarm: AlarmPlan,
 }
 
 impl JobPlan {
@@ -536,6 +555,30 @@ impl Checker<'_> {
             verify: raw.verify,
             notify: raw.notify,
             hook_confirm: raw.hook.and_then(|h| h.confirm).unwrap_or(false),
+            alarm: self.alarm(raw.alarm.unwrap_or_default())?,
+        })
+    }
+
+    fn alarm(&self, a: RawAlarm) -> Result<AlarmPlan> {
+        let shrink_percent = a.shrink_percent.unwrap_or(50);
+        if !(1..=100).contains(&shrink_percent) {
+            return Err(Error::config(format!(
+                "job file {}: `alarm.shrink_percent` = {shrink_percent} is out of range; use 1 to 100 (default 50)",
+                self.file.display()
+            )));
+        }
+        let pin_for = match &a.pin_for {
+            Some(v) => crate::commands::parse_duration(v).map_err(|e| {
+                Error::config(format!(
+                    "job file {}: `alarm.pin_for` {e}",
+                    self.file.display()
+                ))
+            })?,
+            None => std::time::Duration::from_secs(30 * 86_400),
+        };
+        Ok(AlarmPlan {
+            shrink_percent,
+            pin_for,
         })
     }
 

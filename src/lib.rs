@@ -2,6 +2,7 @@
 //! S3-compatible or file storage, and one-command restores. The library holds everything;
 //! the binary is a thin shell around `commands::run`.
 
+pub mod alarm;
 pub mod audit;
 pub mod backup;
 pub mod cleanup;

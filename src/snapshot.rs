@@ -130,6 +130,9 @@ pub struct Manifest {
     /// Conditions worth a look, without content facts ("3 files changed during read").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// The shrink alarm fired: much less data than the previous snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anomalous: bool,
 }
 
 impl Manifest {

@@ -19,6 +19,9 @@ struct Row {
     reason: Option<String>,
     pinned_until: Option<String>,
     verified: bool,
+    /// The shrink alarm fired for it.
+    anomalous: bool,
+    warnings: Vec<String>,
     /// The last drill of this snapshot: time, outcome and restore duration.
     last_drill: Option<Drill>,
 }
@@ -59,6 +62,8 @@ pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 reason: m.reason,
                 pinned_until: m.pinned_until,
                 verified,
+                anomalous: m.anomalous,
+                warnings: m.warnings,
                 last_drill,
             });
         }
@@ -90,7 +95,15 @@ pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
             human_bytes(r.stored_bytes),
             r.trigger,
             if r.verified { "yes" } else { "-" },
-            r.reason.unwrap_or_default()
+            format!(
+                "{}{}",
+                if r.anomalous {
+                    "ANOMALOUS (shrink alarm) "
+                } else {
+                    ""
+                },
+                r.reason.unwrap_or_default()
+            )
         ));
     }
     Ok(())

@@ -222,3 +222,49 @@ fn prune_on_s3_skips_what_object_lock_still_holds() {
         );
     }
 }
+
+#[test]
+fn a_truncated_table_raises_the_shrink_alarm_and_the_previous_snapshot_survives_prune() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 2);
+    sb.file_job("app", &pg.url("app"), "");
+    sb.append_job("app", "", "[retention]\nkeep_last = 1\n");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let good = sb.snapshots("app")[0].0.clone();
+    // A normal change: no alarm.
+    pg.sql("app", "DELETE FROM bulk WHERE id % 10 = 0");
+    let text = expect_code(&sb.run(&["backup", "app"]), 0);
+    assert!(!text.contains("shrink alarm"), "{text}");
+    let second = sb.snapshots("app")[0].0.clone();
+    // The accident.
+    pg.sql("app", "TRUNCATE bulk");
+    let text = expect_code(&sb.run(&["backup", "app"]), 0);
+    assert!(text.contains("WARNING: shrink alarm for job app"), "{text}");
+    assert!(text.contains("table public.bulk shrank from"), "{text}");
+    let out = sb.run(&["--json", "list", "app"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["anomalous"], true, "{v}");
+    // No table names in the plaintext manifest.
+    assert!(!v[0]["warnings"].to_string().contains("bulk"), "{v}");
+    assert_eq!(v[1]["snapshot"], second.as_str());
+    assert_eq!(v[1]["anomalous"], false);
+    // The snapshot before the accident is pinned; prune keeps it (keep_last = 1 alone
+    // would delete it) and deletes the older, unpinned one.
+    let r = prune_json(&sb, &["app", "--yes"], 0);
+    let why = decision(&r, &second)["reasons"].to_string();
+    assert!(
+        why.contains("pinned until") && why.contains("shrink alarm"),
+        "{why}"
+    );
+    assert_eq!(
+        r["deleted"].as_array().unwrap(),
+        &vec![serde_json::json!(good)]
+    );
+    let alarm = sb
+        .audit_lines()
+        .into_iter()
+        .find(|l| l["action"] == "alarm")
+        .expect("alarm in the audit log");
+    assert_eq!(alarm["details"]["previous"], second.as_str());
+}
