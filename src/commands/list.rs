@@ -88,22 +88,19 @@ pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
             .collect::<String>()
             .replace('T', " ");
         super::print_line(&format!(
-            "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} {}",
+            "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} {}{}",
             r.job,
             r.snapshot,
             time,
             human_bytes(r.stored_bytes),
             r.trigger,
             if r.verified { "yes" } else { "-" },
-            format!(
-                "{}{}",
-                if r.anomalous {
-                    "ANOMALOUS (shrink alarm) "
-                } else {
-                    ""
-                },
-                r.reason.unwrap_or_default()
-            )
+            if r.anomalous {
+                "ANOMALOUS (shrink alarm) "
+            } else {
+                ""
+            },
+            r.reason.unwrap_or_default()
         ));
     }
     Ok(())
