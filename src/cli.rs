@@ -144,6 +144,9 @@ pub enum Command {
     /// beforeShellExecution/beforeMCPExecution): reads one tool call as JSON on stdin,
     /// snapshots the affected jobs before a risky call, answers allow/ask/deny on stdout
     Hook,
+    /// Check connectivity, tool versions, keys, bucket lock, clock, the newest snapshot,
+    /// and whether these credentials can delete backups
+    Doctor { job: Option<String> },
     /// Restore drill: restore a snapshot into a scratch place, check the data, record the result
     Verify {
         job: String,

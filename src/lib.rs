@@ -9,6 +9,7 @@ pub mod cleanup;
 pub mod cli;
 pub mod commands;
 pub mod daemon;
+pub mod doctor;
 pub mod error;
 pub mod hook;
 pub mod job;

@@ -93,10 +93,41 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     {
         return guard::guard(g, jobs, reason.clone(), keep_for, command).await;
     }
+    if let Command::Doctor { job } = &cli.command {
+        return doctor(g, job.as_deref()).await;
+    }
     if let Command::Hook = &cli.command {
         return crate::hook::run(g).await;
     }
     dispatch_plain(&cli).await.map(|()| 0)
+}
+
+/// `doctor [JOB]`: a table (or `--json`), exit 1 when any check failed.
+async fn doctor(g: &Global, job: Option<&str>) -> Result<i32> {
+    use crate::doctor::Status;
+    let dir = crate::job::jobs_dir(g.jobs.as_deref());
+    let checks = crate::doctor::run(&dir, job).await?;
+    if g.json {
+        print_json(&checks);
+    } else {
+        for c in &checks {
+            let word = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "WARN",
+                Status::Error => "ERROR",
+            };
+            print_line(&format!(
+                "{:<12} {:<18} {:<5} {}",
+                c.job, c.check, word, c.detail
+            ));
+        }
+    }
+    let errors = checks.iter().filter(|c| c.status == Status::Error).count();
+    let warnings = checks.iter().filter(|c| c.status == Status::Warn).count();
+    if !g.quiet && !g.json {
+        eprintln!("backstop doctor: {errors} error(s), {warnings} warning(s)");
+    }
+    Ok(if errors > 0 { 1 } else { 0 })
 }
 
 /// Take one snapshot of `job` under its locks and audit it (used by `hook`).
@@ -113,7 +144,9 @@ pub async fn backup_run(
 async fn dispatch_plain(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command.clone() {
-        Command::Guard { .. } | Command::Hook => unreachable!("handled by dispatch"),
+        Command::Guard { .. } | Command::Hook | Command::Doctor { .. } => {
+            unreachable!("handled by dispatch")
+        }
         Command::Backup {
             job,
             reason,

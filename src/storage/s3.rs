@@ -638,6 +638,112 @@ impl Storage for S3Storage {
     }
 }
 
+impl S3Storage {
+    /// Delete every version of `key` (and its delete markers): what an attacker holding
+    /// these credentials could do. Fails where Object Lock protects a version.
+    pub async fn delete_all_versions(&self, key: &str) -> Result<usize> {
+        let full = self.full_key(key);
+        let out = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectVersions", key, e))?;
+        let mut ids: Vec<Option<String>> = out
+            .versions()
+            .iter()
+            .filter(|v| v.key() == Some(full.as_str()))
+            .map(|v| v.version_id().map(str::to_string))
+            .collect();
+        ids.extend(
+            out.delete_markers()
+                .iter()
+                .filter(|m| m.key() == Some(full.as_str()))
+                .map(|m| m.version_id().map(str::to_string)),
+        );
+        if ids.is_empty() {
+            ids.push(None); // an unversioned bucket lists nothing here
+        }
+        let n = ids.len();
+        for id in ids {
+            let mut req = self.client.delete_object().bucket(&self.bucket).key(&full);
+            if let Some(v) = id.filter(|v| v != "null") {
+                req = req.version_id(v);
+            }
+            req.send()
+                .await
+                .map_err(|e| self.err("DeleteObject (version)", key, e))?;
+        }
+        Ok(n)
+    }
+
+    /// The bucket's versioning status and Object Lock default ("COMPLIANCE 30 days").
+    pub async fn bucket_settings(&self) -> Result<(Option<String>, Option<String>)> {
+        // Some servers answer GetBucketVersioning in a shape the SDK cannot read (moto
+        // uses the wrong root element); the lock configuration below is what matters.
+        let versioning = match self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(v) => v.status().map(|s| s.as_str().to_string()),
+            Err(e) => {
+                tracing::debug!("GetBucketVersioning: {}", DisplayErrorContext(e));
+                Some("unknown (the server's answer could not be read)".into())
+            }
+        };
+        let lock = match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(o) => o.object_lock_configuration().map(|c| {
+                let enabled = c
+                    .object_lock_enabled()
+                    .map(|e| e.as_str().to_string())
+                    .unwrap_or_default();
+                match c.rule().and_then(|r| r.default_retention()) {
+                    Some(d) => format!(
+                        "{enabled}, default {} {}",
+                        d.mode().map(|m| m.as_str()).unwrap_or("?"),
+                        d.days()
+                            .map(|n| format!("{n} days"))
+                            .or(d.years().map(|n| format!("{n} years")))
+                            .unwrap_or_default()
+                    ),
+                    None => format!("{enabled}, no default retention"),
+                }
+            }),
+            Err(_) => None,
+        };
+        Ok((versioning, lock))
+    }
+
+    /// When the storage says `key` was last written (its clock, to the second).
+    pub async fn last_modified(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .last_modified()
+                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) => Err(self.err("HeadObject", key, e)),
+        }
+    }
+}
+
 fn fmt_secs(s: i64) -> String {
     jiff::Timestamp::from_second(s)
         .map(|t| t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string())

@@ -4,6 +4,7 @@
 mod cli;
 mod conformance;
 mod daemon;
+mod doctor;
 mod failures;
 mod hook;
 mod lease;
