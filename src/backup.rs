@@ -125,7 +125,11 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         warnings,
         anomalous: !findings.is_empty(),
     };
-    let committed = commit(storage.as_ref(), &manifest).await;
+    let read_back = matches!(
+        opts.trigger,
+        Trigger::Snapshot | Trigger::Guard | Trigger::Hook
+    );
+    let committed = commit(storage.as_ref(), &manifest, read_back).await;
     guard.storage = None;
     if let Err(e) = committed {
         remove_leftovers(storage.as_ref(), &plan.name, &id).await;
@@ -223,9 +227,38 @@ impl Drop for LeftoverGuard {
 }
 
 /// Check every object by size, then write the manifest and read it back.
-async fn commit(storage: &dyn Storage, m: &Manifest) -> Result<()> {
+async fn commit(storage: &dyn Storage, m: &Manifest, read_back: bool) -> Result<()> {
     for o in &m.objects {
         let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
+        if read_back {
+            // Snapshots before a risky action: read every byte back and check its SHA-256.
+            let Some(mut r) = storage.get(&key).await? else {
+                return Err(Error::failed(format!(
+                    "stored object {key} is missing after upload"
+                )));
+            };
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = tokio::io::AsyncReadExt::read(&mut r, &mut buf)
+                    .await
+                    .map_err(|e| Error::failed(format!("reading {key} back: {e}")))?;
+                if k == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut h, &buf[..k]);
+                n += k as u64;
+            }
+            let sum = hex::encode(sha2::Digest::finalize(h));
+            if n != o.stored_bytes || sum != o.sha256 {
+                return Err(Error::failed(format!(
+                    "stored object {key} read back as {n} bytes with SHA-256 {sum}, expected {} bytes with {}",
+                    o.stored_bytes, o.sha256
+                )));
+            }
+            continue;
+        }
         match storage.head(&key).await? {
             Some(size) if size == o.stored_bytes => {}
             Some(size) => {

@@ -286,4 +286,48 @@ pub mod faulty {
             self.inner.put_if_absent(key, data).await
         }
     }
+
+    /// Stores faithfully, but reads back data objects (not manifests) with one byte
+    /// flipped: what a read-back check must catch.
+    pub struct FlipOnRead<S> {
+        pub inner: S,
+    }
+
+    #[async_trait]
+    impl<S: Storage> Storage for FlipOnRead<S> {
+        fn describe(&self) -> String {
+            format!("flip-on-read({})", self.inner.describe())
+        }
+        fn chunk_size(&self) -> usize {
+            self.inner.chunk_size()
+        }
+        async fn put_stream(&self, key: &str, rx: ChunkRx) -> Result<u64> {
+            self.inner.put_stream(key, rx).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<Reader>> {
+            if key.ends_with(crate::snapshot::MANIFEST) {
+                return self.inner.get(key).await;
+            }
+            let Some(mut data) = self.inner.get_bytes(key).await? else {
+                return Ok(None);
+            };
+            let mid = data.len() / 2;
+            if let Some(b) = data.get_mut(mid) {
+                *b ^= 0x01;
+            }
+            Ok(Some(Box::new(std::io::Cursor::new(data))))
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+            self.inner.put_if_absent(key, data).await
+        }
+    }
 }

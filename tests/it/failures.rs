@@ -384,3 +384,37 @@ fn sigterm_mid_upload_aborts_and_cleans_up() {
         "pg_dump left running"
     );
 }
+
+#[test]
+fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
+    use backstop::backup::{Options, run};
+    use backstop::snapshot::Trigger;
+    use backstop::storage::{Storage, faulty::FlipOnRead, fs::FileStorage};
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    let plan = backstop::job::load(&sb.jobs(), "app").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FlipOnRead {
+        inner: FileStorage::new(sb.store()),
+    });
+    let opts = |trigger| Options {
+        trigger,
+        reason: Some("test".into()),
+        pinned_until: None,
+        quiet: true,
+    };
+    // A scheduled backup checks sizes (HEAD) only: the damage on read goes unseen here.
+    rt.block_on(run(&plan, storage.clone(), &opts(Trigger::Manual)))
+        .unwrap();
+    // A snapshot before a risky action reads everything back: the flipped byte fails it,
+    // and no manifest is written.
+    for trigger in [Trigger::Snapshot, Trigger::Guard, Trigger::Hook] {
+        let err = rt
+            .block_on(run(&plan, storage.clone(), &opts(trigger)))
+            .unwrap_err();
+        assert!(err.message().contains("read back as"), "{err}");
+    }
+    assert_eq!(sb.snapshots("app").len(), 1);
+}
