@@ -136,8 +136,8 @@ async fn inspect(psql: &Path, conn: &Conn) -> Result<TargetState> {
 }
 
 /// Ask on the terminal; `Ok(true)` only for the exact database name.
-fn confirm(prompt: &str, expected: &str) -> bool {
-    eprint!("{prompt}\nType the database name ({expected}) to go on: ");
+fn confirm(prompt: &str, what: &str, expected: &str) -> bool {
+    eprint!("{prompt}\nType the {what} ({expected}) to go on: ");
     let mut line = String::new();
     if std::io::stdin().read_line(&mut line).is_err() {
         return false;
@@ -342,8 +342,13 @@ async fn gate(
             "Restore snapshot {} of job {} over it? {what}; the current content will be kept aside until the new one is in place.",
             entry.id, plan.name
         );
-        let expected = expected.to_string();
-        let ok = tokio::task::spawn_blocking(move || confirm(&prompt, &expected))
+        // A production job: type the job's name; otherwise the target's name.
+        let (noun, expected) = if plan.is_production() {
+            ("production job's name", plan.name.clone())
+        } else {
+            ("target's name", expected.to_string())
+        };
+        let ok = tokio::task::spawn_blocking(move || confirm(&prompt, noun, &expected))
             .await
             .unwrap_or(false);
         if !ok {

@@ -268,3 +268,49 @@ fn a_truncated_table_raises_the_shrink_alarm_and_the_previous_snapshot_survives_
         .expect("alarm in the audit log");
     assert_eq!(alarm["details"]["previous"], second.as_str());
 }
+
+/// Run `backstop ARGS` under a pseudo-terminal (util-linux `script`), typing `input`.
+fn on_terminal(sb: &Sandbox, args: &[&str], input: &str) -> std::process::Output {
+    use std::io::Write;
+    let exe = env!("CARGO_BIN_EXE_backstop");
+    let cmd = format!("{exe} --jobs {} {}", sb.jobs().display(), args.join(" "));
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .envs(sb.env.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux is needed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_production_prune_on_a_terminal_needs_the_job_name_typed() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    sb.append_job(
+        "app",
+        "environment = \"production\"",
+        "[retention]\nkeep_last = 1\n",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = on_terminal(&sb, &["prune", "app"], "yes\n");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("Type \"app\" to go on"), "{text}");
+    assert!(text.contains("not confirmed"), "{text}");
+    assert_eq!(sb.snapshots("app").len(), 2);
+    let out = on_terminal(&sb, &["prune", "app"], "app\n");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("deleted"), "{text}");
+    assert_eq!(sb.snapshots("app").len(), 1);
+}
