@@ -605,7 +605,12 @@ async fn stream_dump<T: Send + 'static>(
     let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
     let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
     let counters = Arc::new(Counters::default());
-    let _reporter = progress::start(&format!("backup {}", plan.name), counters.clone(), quiet);
+    let _reporter = progress::start(
+        &format!("backup {}", plan.name),
+        counters.clone(),
+        expected,
+        quiet,
+    );
     let sink = DumpSink {
         writer: ChunkWriter::new(tx, storage.chunk_size_for(expected)),
         comp: plan.compression,

@@ -35,6 +35,29 @@ pub struct Global {
     /// When another run holds the job's lock, wait for it instead of exiting 5
     #[arg(long, global = true)]
     pub wait: bool,
+    /// After each run, write Prometheus text metrics of every job here (atomically)
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "BACKSTOP_METRICS_FILE"
+    )]
+    pub metrics_file: Option<PathBuf>,
+    /// Log format on stderr: human-readable text, or one JSON object per line
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "BACKSTOP_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -130,6 +153,9 @@ pub enum Command {
         /// On SIGTERM, how long running work may take to finish before it is cancelled
         #[arg(long, value_name = "DURATION", default_value = "5m")]
         grace: String,
+        /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address)
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Write a systemd .service and .timer per job (and per verify schedule)
     Systemd {
@@ -144,6 +170,13 @@ pub enum Command {
     /// beforeShellExecution/beforeMCPExecution): reads one tool call as JSON on stdin,
     /// snapshots the affected jobs before a risky call, answers allow/ask/deny on stdout
     Hook,
+    /// Per job: last snapshot, last failure, last verified restore, next run, anomalies and
+    /// health (OK, STALE, UNVERIFIED, FAILING); exit 1 unless every job is OK
+    Status { job: Option<String> },
+    /// Shell completions for SHELL (bash, zsh, fish, elvish, powershell) on stdout
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff) on stdout
+    Man,
     /// Check connectivity, tool versions, keys, bucket lock, clock, the newest snapshot,
     /// and whether these credentials can delete backups
     Doctor { job: Option<String> },

@@ -32,6 +32,9 @@ pub struct Options {
     pub max_concurrent: usize,
     pub catch_up: Duration,
     pub grace: Duration,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Environment for runs (the daemon's own --metrics-file and --log-format).
+    pub child_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -159,6 +162,14 @@ async fn ran_since(plan: &JobPlan, kind: Kind, due: Timestamp) -> bool {
 
 type Children = Arc<Mutex<BTreeSet<i32>>>;
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Run one scheduled action as child processes; returns a line for the log.
 #[allow(clippy::too_many_arguments)]
 async fn run_one(
@@ -170,6 +181,7 @@ async fn run_one(
     prune_after: bool,
     permits: Arc<tokio::sync::Semaphore>,
     children: Children,
+    child_env: Arc<Vec<(String, String)>>,
 ) -> (String, Kind, std::result::Result<(), String>) {
     let Ok(_permit) = permits.acquire_owned().await else {
         return (job, kind, Err("the daemon is stopping".into()));
@@ -187,7 +199,11 @@ async fn run_one(
             Err(format!("cannot write {}: {e}", pinned.display())),
         );
     }
-    let env = (format!("BACKSTOP_DAEMON_PLAN_{job}"), pinned);
+    let mut env: Vec<(String, std::ffi::OsString)> = vec![(
+        format!("BACKSTOP_DAEMON_PLAN_{job}"),
+        pinned.into_os_string(),
+    )];
+    env.extend(child_env.iter().map(|(k, v)| (k.clone(), v.into())));
     let args: Vec<String> = match kind {
         Kind::Backup => vec![
             "backup".into(),
@@ -217,11 +233,14 @@ async fn child(
     exe: &std::path::Path,
     dir: &std::path::Path,
     args: &[String],
-    env: &(String, PathBuf),
+    env: &[(String, std::ffi::OsString)],
     children: &Children,
 ) -> std::result::Result<(), String> {
     let mut cmd = tokio::process::Command::new(exe);
-    cmd.arg("--jobs").arg(dir).args(args).env(&env.0, &env.1);
+    cmd.arg("--jobs")
+        .arg(dir)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)));
     // Its own process group: a terminal's Ctrl-C reaches the daemon only, which then
     // decides when the runs stop.
     cmd.process_group(0);
@@ -279,6 +298,22 @@ pub async fn run(opts: Options) -> Result<()> {
         sig(SignalKind::terminate())?,
         sig(SignalKind::interrupt())?,
     );
+    let _metrics = match opts.metrics_listen {
+        Some(addr) => {
+            // Bind now, so a taken port is an error at start rather than a log line.
+            let probe = std::net::TcpListener::bind(addr)
+                .map_err(|e| Error::failed(format!("--metrics-listen {addr}: {e}")))?;
+            drop(probe);
+            tracing::info!("serving metrics at http://{addr}/metrics");
+            Some(AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = crate::metrics::serve(addr).await {
+                    tracing::error!("metrics server on {addr}: {e}");
+                }
+            })))
+        }
+        None => None,
+    };
+    let child_env = Arc::new(opts.child_env.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_concurrent));
     let children: Children = Arc::default();
     let mut running: BTreeSet<String> = BTreeSet::new();
@@ -348,6 +383,7 @@ pub async fn run(opts: Options) -> Result<()> {
                 prune_after,
                 permits.clone(),
                 children.clone(),
+                child_env.clone(),
             ));
         }
         let now = Timestamp::now();

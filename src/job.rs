@@ -30,6 +30,7 @@ pub struct RawJob {
     pub notify: Option<RawNotify>,
     pub hook: Option<RawHook>,
     pub alarm: Option<RawAlarm>,
+    pub status: Option<RawStatus>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -106,6 +107,14 @@ pub struct RawVerify {
     pub max_age: Option<String>,
 }
 
+/// `[status]` keys.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    /// How old the newest snapshot may be before `status` says STALE.
+    pub max_age: Option<String>,
+}
+
 /// Shrink-alarm keys.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,6 +132,18 @@ pub struct AlarmPlan {
     pub pin_for: std::time::Duration,
 }
 
+/// The checked `[notify]`: URLs expanded, format and timeout parsed.
+#[derive(Debug, Clone)]
+pub struct NotifyPlan {
+    pub webhook: Option<String>,
+    pub healthcheck: Option<String>,
+    pub on_success: bool,
+    pub on_anomaly: bool,
+    /// "json", "slack" or "ntfy".
+    pub format: String,
+    pub timeout: std::time::Duration,
+}
+
 /// Agent-hook keys; used by `backstop hook`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -135,9 +156,16 @@ pub struct RawHook {
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawNotify {
-    pub webhook: Option<String>,
-    pub healthcheck: Option<String>,
+    pub webhook: Option<Spanned<String>>,
+    pub healthcheck: Option<Spanned<String>>,
+    /// Also POST the webhook on success (default false: failures and anomalies only).
     pub on_success: Option<bool>,
+    /// POST the webhook when the shrink alarm fires (default true).
+    pub on_anomaly: Option<bool>,
+    /// Webhook body: "json" (default), "slack" or "ntfy".
+    pub format: Option<String>,
+    /// Per-attempt timeout (default "10s"); three attempts with backoff.
+    pub timeout: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -156,10 +184,12 @@ pub struct JobPlan {
     pub compression: CompressionPlan,
     pub retention: Option<crate::retention::Policy>,
     pub verify: Option<RawVerify>,
-    pub notify: Option<RawNotify>,
+    pub notify: Option<NotifyPlan>,
     /// `hook.confirm`: risky agent calls touching this job need a human's approval.
     pub hook_confirm: bool,
     pub alarm: AlarmPlan,
+    /// `status.max_age`.
+    pub status_max_age: Option<std::time::Duration>,
 }
 
 impl JobPlan {
@@ -536,6 +566,10 @@ impl Checker<'_> {
                 self.file.display()
             )));
         }
+        let notify = match &raw.notify {
+            Some(n) => Some(self.notify(n)?),
+            None => None,
+        };
         Ok(JobPlan {
             name: self.name.to_string(),
             file: self.file.to_path_buf(),
@@ -553,9 +587,65 @@ impl Checker<'_> {
                 None => None,
             },
             verify: raw.verify,
-            notify: raw.notify,
+            notify,
             hook_confirm: raw.hook.and_then(|h| h.confirm).unwrap_or(false),
             alarm: self.alarm(raw.alarm.unwrap_or_default())?,
+            status_max_age: match raw.status.and_then(|s| s.max_age) {
+                Some(v) => Some(crate::commands::parse_duration(&v).map_err(|e| {
+                    Error::config(format!(
+                        "job file {}: `status.max_age` {e}",
+                        self.file.display()
+                    ))
+                })?),
+                None => None,
+            },
+        })
+    }
+
+    fn notify(&self, n: &RawNotify) -> Result<NotifyPlan> {
+        let format = n.format.clone().unwrap_or_else(|| "json".into());
+        if !["json", "slack", "ntfy"].contains(&format.as_str()) {
+            return Err(Error::config(format!(
+                "job file {}: `notify.format` = {format:?} is not a format; valid: \"json\", \"slack\", \"ntfy\"",
+                self.file.display()
+            )));
+        }
+        let timeout = match &n.timeout {
+            Some(t) => crate::commands::parse_duration(t).map_err(|e| {
+                Error::config(format!(
+                    "job file {}: `notify.timeout` {e}",
+                    self.file.display()
+                ))
+            })?,
+            None => std::time::Duration::from_secs(10),
+        };
+        let mut urls = Vec::new();
+        for (key, url) in [
+            ("notify.webhook", &n.webhook),
+            ("notify.healthcheck", &n.healthcheck),
+        ] {
+            urls.push(match url {
+                Some(u) => {
+                    let v = self.expand(u, key)?;
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        return self.err(
+                            u.span(),
+                            key,
+                            format!("= {v:?} is not an http:// or https:// URL"),
+                        );
+                    }
+                    Some(v)
+                }
+                None => None,
+            });
+        }
+        Ok(NotifyPlan {
+            healthcheck: urls.pop().flatten(),
+            webhook: urls.pop().flatten(),
+            on_success: n.on_success.unwrap_or(false),
+            on_anomaly: n.on_anomaly.unwrap_or(true),
+            format,
+            timeout,
         })
     }
 

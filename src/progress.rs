@@ -44,8 +44,11 @@ impl Drop for Reporter {
     }
 }
 
-/// Start reporting `what` (e.g. "backup app"); `quiet` shows nothing.
-pub fn start(what: &str, counters: Arc<Counters>, quiet: bool) -> Reporter {
+/// Start reporting `what` (e.g. "backup app"); `quiet` shows nothing. `total` is the
+/// expected size of what is read, when known: the bar then shows progress and an ETA.
+/// On a terminal: an indicatif bar on stderr. Otherwise: one structured log line every
+/// `$BACKSTOP_PROGRESS_INTERVAL` (default 10s), no escape codes.
+pub fn start(what: &str, counters: Arc<Counters>, total: Option<u64>, quiet: bool) -> Reporter {
     if quiet {
         return Reporter {
             task: None,
@@ -54,17 +57,48 @@ pub fn start(what: &str, counters: Arc<Counters>, quiet: bool) -> Reporter {
     }
     let start = Instant::now();
     if std::io::stderr().is_terminal() {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed_precise}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        );
+        let bar = match total {
+            Some(t) if t > 0 => {
+                let b = indicatif::ProgressBar::new(t);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix} [{bar:28}] {bytes} of ~{total_bytes} {binary_bytes_per_sec} {msg} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            }
+            _ => {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} {prefix} {msg} [{elapsed_precise}]",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                );
+                b
+            }
+        };
         bar.set_prefix(what.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
         let b = bar.clone();
+        let sized = total.is_some_and(|t| t > 0);
         let task = tokio::spawn(async move {
             loop {
-                b.set_message(line(&counters, start));
+                if sized {
+                    let read = counters.read();
+                    // The expected size is an estimate: never let the bar look finished early.
+                    b.set_length(b.length().unwrap_or(0).max(read + read / 50 + 1));
+                    b.set_position(read);
+                    b.set_message(format!(
+                        "stored {} ratio {:.2}",
+                        human_bytes(counters.stored()),
+                        ratio(&counters)
+                    ));
+                } else {
+                    b.set_message(line(&counters, start));
+                }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
@@ -74,15 +108,38 @@ pub fn start(what: &str, counters: Arc<Counters>, quiet: bool) -> Reporter {
         };
     }
     let what = what.to_string();
+    let every = std::env::var("BACKSTOP_PROGRESS_INTERVAL")
+        .ok()
+        .and_then(|v| crate::commands::parse_duration(&v).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(Duration::from_secs(10));
     let task = tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(10)).await;
-            tracing::info!("{what}: {}", line(&counters, start));
+            tokio::time::sleep(every).await;
+            let secs = start.elapsed().as_secs_f64().max(0.001);
+            tracing::info!(
+                task = what.as_str(),
+                read_bytes = counters.read(),
+                stored_bytes = counters.stored(),
+                read_bytes_per_second = (counters.read() as f64 / secs) as u64,
+                expected_bytes = total,
+                "{what}: {}",
+                line(&counters, start)
+            );
         }
     });
     Reporter {
         task: Some(task),
         bar: None,
+    }
+}
+
+fn ratio(c: &Counters) -> f64 {
+    let stored = c.stored();
+    if stored > 0 {
+        c.read() as f64 / stored as f64
+    } else {
+        0.0
     }
 }
 

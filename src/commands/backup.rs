@@ -57,16 +57,42 @@ pub(super) async fn run(
         _ => "backup",
     };
     let lock = crate::lock::run_lock(&plan.name, storage.clone(), action, g.wait).await?;
+    let started = std::time::Instant::now();
     let opts = Options {
         trigger,
         reason: reason.clone(),
         pinned_until,
         quiet: g.quiet || g.json,
     };
+    crate::notify::started(&plan).await;
     let res = tokio::select! {
         r = backup::run(&plan, storage.clone(), &opts) => r,
         e = lock.lease.lost() => Err(e),
     };
+    crate::jobstate::update(&plan.name, |st| match &res {
+        Ok(m) => {
+            st.anomalous = m.anomalous;
+            st.backup_ok = Some(crate::jobstate::Run {
+                time: m.finished.clone(),
+                snapshot: Some(m.snapshot.clone()),
+                duration_ms: m.duration_ms,
+                plaintext_bytes: m.plaintext_bytes,
+                stored_bytes: m.stored_bytes,
+                error: None,
+            });
+            st.snapshots = st.snapshots.map(|n| n + 1);
+        }
+        Err(e) => {
+            st.backup_failed = Some(crate::jobstate::Run {
+                time: jiff::Timestamp::now().to_string(),
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: Some(e.message().to_string()),
+                ..Default::default()
+            })
+        }
+    });
+    crate::metrics::after_run();
+    crate::notify::after_backup(&plan, trigger, &res).await;
     crate::audit::append(crate::audit::Record {
         action,
         job: Some(&plan.name),

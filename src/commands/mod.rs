@@ -27,17 +27,22 @@ pub fn init_logging(g: &Global) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSTOP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("backstop={level},warn")));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = match g.log_format {
+        crate::cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        crate::cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 /// Run a command to completion or until SIGINT/SIGTERM; returns the exit code.
 pub async fn run(cli: Cli) -> i32 {
     let g = cli.global.clone();
+    crate::metrics::configure(g.metrics_file.clone());
     // The daemon handles its own signals (finish, then stop runs cleanly).
     let daemon = matches!(cli.command, Command::Daemon { .. });
     let work = dispatch(cli);
@@ -96,10 +101,90 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     if let Command::Doctor { job } = &cli.command {
         return doctor(g, job.as_deref()).await;
     }
+    if let Command::Status { job } = &cli.command {
+        return status(g, job.as_deref()).await;
+    }
     if let Command::Hook = &cli.command {
         return crate::hook::run(g).await;
     }
     dispatch_plain(&cli).await.map(|()| 0)
+}
+
+/// `status [JOB]`: a table (or `--json`); exit 1 unless every job is OK.
+async fn status(g: &Global, job: Option<&str>) -> Result<i32> {
+    use crate::status::Health;
+    let dir = crate::job::jobs_dir(g.jobs.as_deref());
+    let plans = match job {
+        Some(j) => vec![crate::job::load(&dir, j)?],
+        None => crate::job::load_all(&dir)?,
+    };
+    let now = crate::jobstate::now();
+    let mut all = Vec::new();
+    for p in &plans {
+        all.push(crate::status::of(p, now).await);
+    }
+    crate::metrics::after_run();
+    if g.json {
+        print_json(&all);
+    } else {
+        let age = |s: i64| crate::doctor::human_age(jiff::SignedDuration::from_secs(s));
+        print_line(&format!(
+            "{:<12} {:<10} {:<26} {:<20} {:<22} {:<20}",
+            "JOB", "HEALTH", "LAST SNAPSHOT", "LAST FAILURE", "LAST VERIFIED", "NEXT RUN (UTC)"
+        ));
+        for s in &all {
+            let snap = s
+                .last_snapshot
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "{} ago, {}, {:.0}s",
+                        age(l.age_seconds),
+                        crate::progress::human_bytes(l.stored_bytes),
+                        l.duration_ms as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let fail = s
+                .last_failure
+                .as_ref()
+                .map(|f| format!("{} ago", age(f.age_seconds)))
+                .unwrap_or_else(|| "-".into());
+            let ver = s
+                .last_verified
+                .as_ref()
+                .map(|v| {
+                    format!(
+                        "{} ago, restore {:.0}s",
+                        age(v.age_seconds),
+                        v.restore_ms as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let next: String = s
+                .next_run
+                .as_deref()
+                .map(|t| t.chars().take(16).collect::<String>().replace('T', " "))
+                .unwrap_or_else(|| "-".into());
+            print_line(&format!(
+                "{:<12} {:<10} {:<26} {:<20} {:<22} {:<20}",
+                s.job,
+                s.health.to_string(),
+                snap,
+                fail,
+                ver,
+                next
+            ));
+            for r in &s.reasons {
+                print_line(&format!("{:<12} - {r}", ""));
+            }
+        }
+    }
+    Ok(if all.iter().all(|s| s.health == Health::Ok) {
+        0
+    } else {
+        1
+    })
 }
 
 /// `doctor [JOB]`: a table (or `--json`), exit 1 when any check failed.
@@ -144,8 +229,24 @@ pub async fn backup_run(
 async fn dispatch_plain(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command.clone() {
-        Command::Guard { .. } | Command::Hook | Command::Doctor { .. } => {
+        Command::Guard { .. } | Command::Hook | Command::Doctor { .. } | Command::Status { .. } => {
             unreachable!("handled by dispatch")
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "backstop", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(crate::cli::Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Error::failed(format!("cannot write the man page: {e}")))
+                }
+                _ => Ok(()),
+            }
         }
         Command::Backup {
             job,
@@ -169,12 +270,35 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             max_concurrent,
             catch_up,
             grace,
+            metrics_listen,
         } => {
+            if let Some(a) = metrics_listen
+                && !a.ip().is_loopback()
+            {
+                return Err(Error::config(format!(
+                    "--metrics-listen {a} is not a loopback address; use e.g. 127.0.0.1:9184 (put a proxy in front to expose it)"
+                )));
+            }
             let opts = crate::daemon::Options {
                 jobs_dir: crate::job::jobs_dir(g.jobs.as_deref()),
                 max_concurrent,
                 catch_up: duration_flag("--catch-up", &catch_up)?,
                 grace: duration_flag("--grace", &grace)?,
+                metrics_listen,
+                child_env: {
+                    let mut env = vec![(
+                        "BACKSTOP_LOG_FORMAT".to_string(),
+                        match g.log_format {
+                            crate::cli::LogFormat::Json => "json",
+                            crate::cli::LogFormat::Text => "text",
+                        }
+                        .to_string(),
+                    )];
+                    if let Some(p) = &g.metrics_file {
+                        env.push(("BACKSTOP_METRICS_FILE".into(), p.display().to_string()));
+                    }
+                    env
+                },
             };
             crate::daemon::run(opts).await
         }

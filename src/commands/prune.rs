@@ -66,6 +66,13 @@ pub(super) async fn prune_one(
         r = work => r,
         e = lock.lease.lost() => Err(e),
     };
+    if let Ok(r) = &res
+        && !r.dry_run
+    {
+        let kept = (r.decisions.len() - r.deleted.len()) as u64;
+        crate::jobstate::update(&plan.name, |st| st.snapshots = Some(kept));
+        crate::metrics::after_run();
+    }
     crate::audit::append(crate::audit::Record {
         action: "prune",
         job: Some(&plan.name),

@@ -69,7 +69,31 @@ pub async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
 
 /// One drill, recorded in the audit log whatever its outcome.
 async fn drill(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Outcome> {
+    let started = jiff::Timestamp::now();
     let res = crate::verify::run(plan, storage, opts).await;
+    crate::jobstate::update(&plan.name, |st| match &res {
+        Ok(o) => {
+            st.verify_ok = Some(crate::jobstate::Run {
+                time: o.summary.time.clone(),
+                snapshot: Some(o.summary.snapshot.clone()),
+                duration_ms: o.summary.restore_ms,
+                plaintext_bytes: o.summary.restored_bytes,
+                ..Default::default()
+            })
+        }
+        Err(e) => {
+            st.verify_failed = Some(crate::jobstate::Run {
+                time: started.to_string(),
+                snapshot: opts.snapshot.clone(),
+                error: Some(e.message().to_string()),
+                ..Default::default()
+            })
+        }
+    });
+    crate::metrics::after_run();
+    if let Err(e) = &res {
+        crate::notify::verify_failed(plan, e.message()).await;
+    }
     crate::audit::append(crate::audit::Record {
         action: "verify",
         job: Some(&plan.name),

@@ -8,6 +8,7 @@ mod doctor;
 mod failures;
 mod hook;
 mod lease;
+mod observe;
 mod prune;
 mod roundtrip;
 mod support;
