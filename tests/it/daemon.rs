@@ -69,12 +69,29 @@ fn daemon_runs_schedules_prunes_reloads_and_stops() {
         "schedule = \"*/4 * * * * *\"",
         "[retention]\nkeep_last = 1\n",
     );
-    let (mut daemon, log) = start_daemon(&sb, &["--catch-up", "1s"]);
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut daemon, log) = start_daemon(&sb, &["--catch-up", "1s", "--metrics-listen", &listen]);
     wait_for(
         "two scheduled backups",
         &log,
         Duration::from_secs(90),
         || scheduled_backups(&sb) >= 2,
+    );
+    // The daemon serves the metrics its runs leave behind.
+    let body = {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&listen).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut s = String::new();
+        c.read_to_string(&mut s).unwrap();
+        s
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(
+        body.contains("backstop_last_success_timestamp_seconds{job=\"app\"}"),
+        "{body}"
     );
     wait_for("a prune", &log, Duration::from_secs(30), || {
         sb.audit_lines()
