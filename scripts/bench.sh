@@ -1,27 +1,48 @@
 #!/usr/bin/env bash
-# Measures backstop on a pgbench database in a throwaway cluster: backup into file:// and
-# into a local S3 server (moto), and restore, with wall time, CPU time, peak RSS and
-# bytes stored. Also the source limit (pg_dump -Fc --compress=0 > /dev/null) and the shell
-# one-liner (pg_dump | zstd | age > file) for comparison.
-#   scripts/bench.sh [--scale N] [--quick] [--dataset pgbench|text]
-# Default scale 100: a dump of about 1 GB. `pgbench` data is mostly blank padding and
-# compresses about 100:1; `text` fills a table with hex digests and JSON that compress
-# about 2:1, closer to real application data.
+# Benchmarks backstop against what users would use instead, side by side in one run on one
+# machine, each contender repeated (alternating order) and reported as the median:
+#   - the source limit:  pg_dump -Fc --compress=0 > /dev/null
+#   - the one-liner:     pg_dump -Fc --compress=0 | zstd -3 -T0 | age -r KEY | aws s3 cp - s3://...
+#   - restic:            pg_dump -Fc --compress=0 | restic backup --stdin   (S3 repository)
+#   - backstop backup    into S3 and into file://
+#   - the S3 server's raw upload rate for the same bytes (aws s3 cp of the one-liner's output)
+#   - restores: aws s3 cp - | age -d | zstd -d | pg_restore   versus   backstop restore
+# For each: wall time, CPU time (user+sys of every process), peak RSS (largest process),
+# bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
+# local moto server. Volumes: scripts/bench-volume.sh.
+#
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text]
+#   scripts/bench.sh --scaling "25 100 400"     # backstop only, three sizes: time and memory
+#
+# Default scale 100 (a dump of about 1 GB). `pgbench` rows are mostly blank padding and
+# compress about 100:1; `--dataset text` fills a table with digests and JSON (about 2:1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 scale=100
+runs=3
 dataset=pgbench
+scaling=
 while [ $# -gt 0 ]; do
   case "$1" in
     --dataset) dataset=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
-    --quick) scale=5; shift ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--dataset pgbench|text]" >&2; exit 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --quick) scale=5; runs=1; shift ;;
+    --scaling) scaling=$2; shift 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
+
 bash scripts/install-deps.sh >/dev/null
-cargo build --release --locked -q --bin backstop --example count_rows
+# The contenders' tools: restic from Debian, the aws CLI in the project's venv.
+if ! command -v restic >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get install -y -qq restic >/dev/null
+fi
+[ -x "$root/.venv-s3/bin/aws" ] || "$root/.venv-s3/bin/pip" install -q awscli
+aws="$root/.venv-s3/bin/aws"
+cargo build --release --locked -q --bin backstop
 bs="$root/target/release/backstop"
 bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
 work=$(mktemp -d /tmp/backstop-bench.XXXXXX)
@@ -39,103 +60,162 @@ trap cleanup EXIT
 
 bash scripts/pg-scratch.sh start "$work/pg" "$port"
 url="postgres://postgres@127.0.0.1:$port"
-"$bin/psql" -X -q -d "$url/postgres" -c "CREATE DATABASE bench"
-echo "loading $dataset data, scale $scale ..." >&2
-case "$dataset" in
-  pgbench) "$bin/pgbench" -i -q -s "$scale" "$url/bench" >/dev/null 2>&1 ;;
-  text)
-    "$bin/psql" -X -q -d "$url/bench" -c "CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, a text, b text, doc jsonb)"
-    "$bin/psql" -X -q -d "$url/bench" -c "INSERT INTO pgbench_accounts SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $scale * 65000) g"
-    ;;
-  *) echo "unknown dataset $dataset (pgbench, text)" >&2; exit 2 ;;
-esac
-"$bin/psql" -X -q -d "$url/bench" -c "VACUUM ANALYZE"
-dbsize=$("$bin/psql" -X -At -d "$url/bench" -c "SELECT pg_size_pretty(pg_database_size('bench'))")
+psql() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
 
-"$root/.venv-s3/bin/moto_server" -H 127.0.0.1 -p "$s3port" >/dev/null 2>&1 &
-moto_pid=$!
-for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$s3port) 2>/dev/null && break; sleep 0.1; done
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-python3 - "$s3port" <<'PY'
-import sys, urllib.request
-req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/bench", method="PUT")
-urllib.request.urlopen(req).read()
-PY
+load() { # load DB SCALE
+  psql -d "$url/postgres" -c "DROP DATABASE IF EXISTS $1" -c "CREATE DATABASE $1"
+  case "$dataset" in
+    pgbench) "$bin/pgbench" -i -q -s "$2" "$url/$1" >/dev/null 2>&1 ;;
+    text)
+      psql -d "$url/$1" -c "CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, a text, b text, doc jsonb)"
+      psql -d "$url/$1" -c "INSERT INTO pgbench_accounts SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $2 * 65000) g"
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text)" >&2; exit 2 ;;
+  esac
+  psql -d "$url/$1" -c "VACUUM ANALYZE"
+}
 
 age-keygen -o "$work/key.txt" 2>/dev/null
 recip=$(age-keygen -y "$work/key.txt")
+export BACKSTOP_STATE_DIR="$work/state"
+export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 mkdir -p "$work/jobs"
-for kind in file s3; do
-  if [ $kind = file ]; then storage="url = \"file://$work/store\""; else
-    storage="url = \"s3://bench/b\"
-endpoint = \"http://127.0.0.1:$s3port\"
-path_style = true"; fi
-  cat > "$work/jobs/$kind.toml" <<TOML
+job() { # job NAME STORAGE-LINES
+  cat > "$work/jobs/$1.toml" <<TOML
 [source]
 type = "postgres"
 url = "$url/bench"
 [storage]
-$storage
+$2
 [encryption]
 recipients = ["$recip"]
 identity_file = "$work/key.txt"
 [compression]
 level = 3
 TOML
-done
-export BACKSTOP_STATE_DIR="$work/state"
-
-# measure NAME CMD...: wall, user+sys CPU, peak RSS (largest single process)
-results=()
-measure() {
-  local name=$1; shift
-  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  read -r wall user sys rss < "$work/time"
-  results+=("$(awk -v n="$name" -v w="$wall" -v u="$user" -v s="$sys" -v r="$rss" 'BEGIN { printf "%-36s %8.1f s %8.1f s %8.0f MiB", n, w, u + s, r / 1024 }')")
 }
 
-measure "pg_dump -Fc --compress=0 >/dev/null" bash -c "'$bin/pg_dump' -Fc --compress=0 -d '$url/bench' > /dev/null"
-measure "one-liner pg_dump|zstd -3 -T0|age" bash -c "set -o pipefail; '$bin/pg_dump' -Fc --compress=0 -d '$url/bench' | zstd -q -3 -T0 | age -r $recip > '$work/oneliner.age'"
-measure "backstop backup (file://)" "$bs" --jobs "$work/jobs" -q backup file
-measure "backstop backup (s3, moto)" "$bs" --jobs "$work/jobs" -q backup s3
-measure "backstop restore (file://)" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restored_file"
-measure "backstop restore (s3, moto)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_s3"
+# measure NAME CMD...: appends "NAME wall cpu rss_kib" to $work/results
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %U %S %M" -o "$work/time" "$@" >/dev/null 2>"$work/err" || { echo "$name failed:" >&2; cat "$work/err" >&2; exit 1; }
+  read -r wall user sys rss < "$work/time"
+  printf '%s\t%s\t%s\t%s\n' "$name" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$rss" >> "$work/results"
+}
 
-# Restore drill (scratch cluster) and how a restore splits: reading the stored bytes,
-# decrypting and decompressing them, pg_restore.
-measure "backstop verify (drill, file://)" "$bs" --jobs "$work/jobs" -q verify file
-snapdir=$(ls -d "$work/store/file/"*/ | head -n1)
-measure "read the stored dump (cat)" bash -c "cat '$snapdir/dump.zst.age' > /dev/null"
-measure "decrypt + decompress (age|zstd)" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$snapdir/dump.zst.age' | zstd -q -d > /dev/null"
+if [ -n "$scaling" ]; then
+  # Scaling: backstop alone at several sizes, into file:// (the storage is not measured).
+  job file "url = \"file://$work/store\""
+  echo "size|dump bytes|wall s|cpu s|peak RSS MiB" > "$work/scaling"
+  for s in $scaling; do
+    echo "loading $dataset data, scale $s ..." >&2
+    load bench "$s"
+    rm -rf "$work/store" "$work/results"
+    measure "backstop backup (file://)" "$bs" --jobs "$work/jobs" -q backup file
+    plain=$("$bs" --jobs "$work/jobs" --json list file | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
+    IFS=$'\t' read -r _ wall cpu rss < "$work/results"
+    echo "$s|$plain|$wall|$cpu|$((rss / 1024))" >> "$work/scaling"
+  done
+  echo
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $dataset data; backstop backup into file://"
+  python3 - "$work/scaling" <<'PY'
+import sys
+rows = [l.strip().split("|") for l in open(sys.argv[1])][1:]
+print(f"{'scale':>6} {'dump':>10} {'wall':>8} {'s/GiB':>7} {'cpu':>8} {'peak RSS':>9}")
+for s, b, w, c, r in rows:
+    gib = int(b) / 2**30
+    print(f"{s:>6} {gib:>8.2f} GiB {float(w):>6.1f} s {float(w)/gib:>6.1f} {float(c):>6.1f} s {int(r):>5} MiB")
+PY
+  exit 0
+fi
 
-# Row counts: from the dump stream (what backstop does) versus a second scan.
-age -d -i "$work/key.txt" "$work/oneliner.age" | zstd -q -d > "$work/dump.raw"
-measure "row counts from the dump stream" bash -c "'$root/target/release/examples/count_rows' < '$work/dump.raw'"
-tables=$("$bin/psql" -X -At -d "$url/bench" -c "SELECT string_agg(format('SELECT count(*) FROM %I.%I', schemaname, tablename), ' UNION ALL ') FROM pg_tables WHERE schemaname = 'public'")
-measure "row counts by count(*) (second scan)" "$bin/psql" -X -q -d "$url/bench" -c "$tables"
-rm -f "$work/dump.raw"
+echo "loading $dataset data, scale $scale ..." >&2
+load bench "$scale"
+dbsize=$("$bin/psql" -X -At -d "$url/bench" -c "SELECT pg_size_pretty(pg_database_size('bench'))")
 
-plain=$("$bs" --jobs "$work/jobs" --json list file | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
-stored=$("$bs" --jobs "$work/jobs" --json list file | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
+"$root/.venv-s3/bin/moto_server" -H 127.0.0.1 -p "$s3port" >/dev/null 2>&1 &
+moto_pid=$!
+for _ in $(seq 100); do (echo > /dev/tcp/127.0.0.1/$s3port) 2>/dev/null && break; sleep 0.1; done
+ep="http://127.0.0.1:$s3port"
+"$aws" --endpoint-url "$ep" s3 mb s3://bench >/dev/null
+export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="s3:$ep/bench/restic"
+restic init -q >/dev/null
+job file "url = \"file://$work/store\""
+job s3 "url = \"s3://bench/backstop\"
+endpoint = \"$ep\"
+path_style = true"
+
+dump="'$bin/pg_dump' -Fc --compress=0 -d '$url/bench'"
+# Rounds: every contender once per round, the order rotated each round.
+contenders=(source oneliner restic backstop_s3 backstop_file)
+for ((r = 1; r <= runs; r++)); do
+  echo "round $r of $runs ..." >&2
+  n=${#contenders[@]}
+  for ((k = 0; k < n; k++)); do
+    c=${contenders[$(((k + r - 1) % n))]}
+    case $c in
+      source) measure "source limit: pg_dump -Fc >/dev/null" bash -c "$dump > /dev/null" ;;
+      oneliner) measure "one-liner: pg_dump|zstd|age|aws s3 cp" bash -c "set -o pipefail; $dump | zstd -q -3 -T0 | age -r $recip | '$aws' --endpoint-url $ep s3 cp - s3://bench/oneliner/dump-$r.age" ;;
+      restic) measure "restic backup --stdin (S3)" bash -c "set -o pipefail; $dump | restic backup -q --stdin --stdin-filename bench.pgdump" ;;
+      backstop_s3) measure "backstop backup (S3)" "$bs" --jobs "$work/jobs" -q backup s3 ;;
+      backstop_file) measure "backstop backup (file://)" "$bs" --jobs "$work/jobs" -q backup file ;;
+    esac
+  done
+done
+# The S3 server's own rate for the same bytes.
+"$aws" --endpoint-url "$ep" s3 cp s3://bench/oneliner/dump-1.age "$work/oneliner.age" >/dev/null
+for ((r = 1; r <= runs; r++)); do
+  measure "S3 server: aws s3 cp of the same bytes" "$aws" --endpoint-url "$ep" s3 cp "$work/oneliner.age" "s3://bench/raw/dump-$r.age"
+done
+# Restores into empty databases, alternating.
+for ((r = 1; r <= runs; r++)); do
+  echo "restore round $r of $runs ..." >&2
+  psql -d "$url/postgres" -c "CREATE DATABASE naive_$r"
+  naive() { measure "naive restore: aws s3 cp|age -d|zstd -d|pg_restore" bash -c "set -o pipefail; '$aws' --endpoint-url $ep s3 cp s3://bench/oneliner/dump-1.age - | age -d -i '$work/key.txt' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naive_$r'"; }
+  ours() { measure "backstop restore (S3)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_$r"; }
+  if [ $((r % 2)) -eq 1 ]; then naive; ours; else ours; naive; fi
+done
+
+stored=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
+plain=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
 oneliner=$(stat -c %s "$work/oneliner.age")
-same=$("$bin/psql" -X -At -d "$url/bench" -c "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a")
-back=$("$bin/psql" -X -At -d "$url/restored_s3" -c "SELECT md5(string_agg(a::text, ',' ORDER BY aid)) FROM pgbench_accounts a")
+restic_stored=$(restic stats -q --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])')
+check() { "$bin/psql" -X -At -d "$url/$1" -c "SELECT count(*), sum(abalance), md5(string_agg(aid::text, ',' ORDER BY aid)) FROM pgbench_accounts"; }
+src_sum=$(check bench)
+for ((r = 1; r <= runs; r++)); do
+  [ "$(check "restored_$r")" = "$src_sum" ] || { echo "backstop restore $r differs from the source!" >&2; exit 1; }
+  [ "$(check "naive_$r")" = "$src_sum" ] || { echo "naive restore $r differs from the source!" >&2; exit 1; }
+done
 
 echo
-echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $dataset data, scale $scale, database $dbsize"
-echo "dump (plaintext) $(numfmt --to=iec-i --suffix=B "$plain"), stored $(numfmt --to=iec-i --suffix=B "$stored") (one-liner: $(numfmt --to=iec-i --suffix=B "$oneliner"))"
-printf '%-36s %10s %10s %12s\n' "run" "wall" "cpu" "peak RSS"
-printf '%s\n' "${results[@]}"
-python3 - "$work/state/audit.log" <<'PY'
-import json, sys
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $dataset data, scale $scale, database $dbsize, dump $(numfmt --to=iec-i --suffix=B "$plain"); median of $runs"
+python3 - "$work/results" "$stored" "$oneliner" "$restic_stored" <<'PY'
+import sys, statistics, collections
+rows = collections.OrderedDict()
 for line in open(sys.argv[1]):
-    r = json.loads(line)
-    if r["action"] == "restore" and r["result"] == "ok":
-        d = r["details"]
-        print(f"restore {r['job']}: download+check+decrypt {d['download_ms']/1000:.1f} s, pg_restore {d['restore_ms']/1000:.1f} s")
-    if r["action"] == "verify" and r["result"] == "ok":
-        d = r["details"]
-        print(f"drill {r['job']}: restore {d['restore_ms']/1000:.1f} s (download+check+decrypt {d['download_ms']/1000:.1f} s, "
-              f"pg_restore {d['apply_ms']/1000:.1f} s), checks {d['checks_passed']}, whole drill {d['duration_ms']/1000:.1f} s")
+    name, wall, cpu, rss = line.rstrip("\n").split("\t")
+    rows.setdefault(name, []).append((float(wall), float(cpu), int(rss)))
+stored, oneliner, restic = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+med = {n: (statistics.median(w for w, _, _ in v), statistics.median(c for _, c, _ in v), max(r for _, _, r in v)) for n, v in rows.items()}
+src = med["source limit: pg_dump -Fc >/dev/null"][0]
+one = med["one-liner: pg_dump|zstd|age|aws s3 cp"][0]
+naive = med["naive restore: aws s3 cp|age -d|zstd -d|pg_restore"][0]
+size = {"one-liner: pg_dump|zstd|age|aws s3 cp": oneliner, "restic backup --stdin (S3)": restic,
+        "backstop backup (S3)": stored, "backstop backup (file://)": stored}
+mib = lambda b: f"{b / 2**20:.1f} MiB"
+print(f"{'run':<52} {'wall':>7} {'cpu':>7} {'peak RSS':>9} {'stored':>11} {'x 1-liner':>9} {'x source':>8}")
+for n, (w, c, r) in med.items():
+    ratio = f"{w / naive:.2f}x naive" if "restore" in n else f"{w / one:>8.2f}"
+    print(f"{n:<52} {w:>5.1f} s {c:>5.1f} s {r / 1024:>5.0f} MiB {mib(size[n]) if n in size else '':>11} {ratio:>9} {w / src:>8.2f}")
+b = med["backstop backup (S3)"]
+bf = med["backstop backup (file://)"]
+rs = med["backstop restore (S3)"]
+print()
+print("targets:")
+print(f"  backup (S3) <= 1.05x source limit: {b[0] / src:.2f}x  {'met' if b[0] <= 1.05 * src else 'MISSED'}  (file://: {bf[0] / src:.2f}x)")
+print(f"  backup (S3) <= 0.9x one-liner:     {b[0] / one:.2f}x  {'met' if b[0] <= 0.9 * one else 'MISSED'}")
+print(f"  peak RSS <= 128 MiB:               {max(b[2], bf[2], rs[2]) / 1024:.0f} MiB  {'met' if max(b[2], bf[2], rs[2]) <= 128 * 1024 else 'MISSED'}")
+print(f"  restore <= 0.9x naive pipe:        {rs[0] / naive:.2f}x  {'met' if rs[0] <= 0.9 * naive else 'MISSED'}")
+print(f"  stored within 2% of the one-liner: {100 * (stored - oneliner) / oneliner:+.2f}%  {'met' if stored <= 1.02 * oneliner else 'MISSED'}")
 PY
-[ "$same" = "$back" ] && echo "restored pgbench_accounts matches the source" || { echo "restored data differs!" >&2; exit 1; }
+echo "every restore (backstop and naive) matches the source: count, sum(abalance), md5 of ids"
