@@ -651,7 +651,9 @@ pub async fn fetch(
         let f = w
             .into_inner()
             .map_err(|e| Error::failed(format!("writing {}: {}", dest.display(), e.error())))?;
-        f.sync_all().ok();
+        // No fsync: a staging file lives only until pg_restore has read it; after a crash
+        // the restore starts over from storage.
+        drop(f);
         Ok(n)
     })
     .await
@@ -725,6 +727,22 @@ async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `-c maintenance_work_mem=...` sized from this host's memory (an eighth of it, shared by
+/// the parallel jobs, between 64 MiB and 1 GiB each), and `synchronous_commit=off`.
+fn restore_session_options(jobs: usize) -> String {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(4 << 20);
+    let per_job_mib = (total_kib / 1024 / 8 / jobs.max(1) as u64).clamp(64, 1024);
+    format!("-c maintenance_work_mem={per_job_mib}MB -c synchronous_commit=off")
+}
+
 async fn pg_restore(tools: &pg::Tools, conn: &Conn, dump: &Path, no_owner: bool) -> Result<()> {
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -742,6 +760,10 @@ async fn pg_restore(tools: &pg::Tools, conn: &Conn, dump: &Path, no_owner: bool)
     let out = cmd
         .arg(dump)
         .envs(conn.env()?)
+        // Session settings for the restore's connections: index builds sort in memory
+        // rather than on disk, and commits do not wait for the WAL flush (a crash mid-way
+        // leaves only the new database, which is dropped and restored again).
+        .env("PGOPTIONS", restore_session_options(jobs))
         .stdin(Stdio::null())
         .output()
         .await
