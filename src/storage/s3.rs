@@ -488,19 +488,10 @@ impl Storage for S3Storage {
     }
 
     async fn head(&self, key: &str) -> Result<Option<u64>> {
-        check_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(self.err("HeadObject", key, e)),
-        }
+        Ok(self
+            .head_object(key)
+            .await?
+            .map(|out| out.content_length().unwrap_or(0).max(0) as u64))
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -608,21 +599,10 @@ impl Storage for S3Storage {
     }
 
     async fn locked_until(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
-        check_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .object_lock_retain_until_date()
-                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
-            Err(e) => Err(self.err("HeadObject", key, e)),
-        }
+        Ok(self.head_object(key).await?.and_then(|out| {
+            out.object_lock_retain_until_date()
+                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())
+        }))
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -727,6 +707,18 @@ impl S3Storage {
 
     /// When the storage says `key` was last written (its clock, to the second).
     pub async fn last_modified(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+        Ok(self.head_object(key).await?.and_then(|out| {
+            out.last_modified()
+                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())
+        }))
+    }
+
+    /// HeadObject; `None` when the object does not exist.
+    async fn head_object(
+        &self,
+        key: &str,
+    ) -> Result<Option<aws_sdk_s3::operation::head_object::HeadObjectOutput>> {
+        check_key(key)?;
         match self
             .client
             .head_object()
@@ -735,9 +727,7 @@ impl S3Storage {
             .send()
             .await
         {
-            Ok(out) => Ok(out
-                .last_modified()
-                .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())),
+            Ok(out) => Ok(Some(out)),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.err("HeadObject", key, e)),
         }
