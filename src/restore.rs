@@ -50,6 +50,11 @@ pub struct Report {
     pub download_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
+    /// How the dump was applied: "staged" (checked in full, then `pg_restore --jobs`) or
+    /// "streamed" (one `pg_restore` fed while downloading, into the new database; checked
+    /// before the swap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
 }
 
 /// The identity file for restore: `--identity`, else `encryption.identity_file`, else
@@ -198,7 +203,8 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         gate(plan, &entry, what, &db, opts.yes).await?;
     }
 
-    // Stage and check every object before touching the target.
+    // Stage and check every object before touching the target. The small ones first: the
+    // facts say whether the dump is worth restoring in parallel.
     let staging = make_staging(opts.staging.as_deref())?;
     let dl_clock = Instant::now();
     let identities = Arc::new(identities);
@@ -210,14 +216,6 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
             entry.id
         ))
     })?;
-    restored_bytes += fetch(
-        storage.as_ref(),
-        &entry,
-        dump,
-        identities.clone(),
-        &dump_path,
-    )
-    .await?;
     let globals_path = match m.object("globals") {
         Some(g) => {
             let p = staging.path().join("globals.sql");
@@ -226,9 +224,21 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         }
         None => None,
     };
+    let mut streaming = false;
     if let Some(f) = m.object("facts") {
         let p = staging.path().join("facts.json");
         fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
+        streaming = stream_worthwhile(&p);
+    }
+    if !streaming {
+        restored_bytes += fetch(
+            storage.as_ref(),
+            &entry,
+            dump,
+            identities.clone(),
+            &dump_path,
+        )
+        .await?;
     }
     let download_ms = dl_clock.elapsed().as_millis() as u64;
 
@@ -251,13 +261,39 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         name: fresh.clone(),
     };
     let fresh_conn = conn.with_dbname(&fresh);
+    let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
     let outcome = async {
         let mut roles = false;
         if let Some(g) = &globals_path {
             apply_globals(&psql, &admin, g).await?;
             roles = true;
         }
-        pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+        if streaming {
+            // Restored while it downloads, into the new database only; the hash is proven
+            // before the swap below, and any fault drops the new database.
+            let key = snapshot::object_key(&m.job, &entry.id, &dump.name);
+            let reader = storage.get(&key).await?.ok_or_else(|| {
+                Error::failed(format!(
+                    "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
+                     (pick an older one with --snapshot ID)",
+                    storage.describe(),
+                    entry.id
+                ))
+            })?;
+            let n = pg_restore_streaming(
+                &tools,
+                &fresh_conn,
+                reader,
+                identities.clone(),
+                &key,
+                dump,
+                opts.no_owner,
+            )
+            .await?;
+            streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+        }
         Ok::<bool, Error>(roles)
     }
     .await;
@@ -272,6 +308,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
             )));
         }
     };
+    restored_bytes += streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
     // From here on the new database is the restored data: never dropped automatically.
     scratch.psql = None;
     let mut previous_kept_as = None;
@@ -322,6 +359,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         download_ms,
         restore_ms: rs_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
+        mode: Some(if streaming { "streamed" } else { "staged" }.into()),
     })
 }
 
@@ -559,6 +597,7 @@ async fn run_volume(
         download_ms,
         restore_ms: sw_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
+        mode: None,
     })
 }
 
@@ -725,6 +764,118 @@ async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// Whether to restore the dump while it downloads (one `pg_restore` job reading a pipe)
+/// rather than staging it for `pg_restore --jobs`: when one table holds most of the rows,
+/// parallel jobs have nothing to share and staging only adds the download time.
+/// `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides instead.
+fn stream_worthwhile(facts: &Path) -> bool {
+    match std::env::var("BACKSTOP_RESTORE_MODE").as_deref() {
+        Ok("stream") => return true,
+        Ok("stage") => return false,
+        _ => {}
+    }
+    let Some(f) = std::fs::read(facts)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::backup::Facts>(&b).ok())
+    else {
+        return false;
+    };
+    let Some(d) = f.dump else { return false };
+    let total: u64 = d.tables.iter().map(|t| t.rows).sum();
+    let biggest = d.tables.iter().map(|t| t.rows).max().unwrap_or(0);
+    total >= 100_000 && biggest * 10 >= total * 7
+}
+
+/// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
+/// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
+/// whatever pg_restore says about the broken stream.
+async fn pg_restore_streaming(
+    tools: &pg::Tools,
+    conn: &Conn,
+    reader: crate::storage::Reader,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    key: &str,
+    obj: &snapshot::ObjectEntry,
+    no_owner: bool,
+) -> Result<u64> {
+    let bin = tools.bin("pg_restore");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--exit-on-error", "--no-password", "--dbname"])
+        .arg(conn.url.conninfo());
+    if no_owner {
+        cmd.args(["--no-owner", "--no-acl"]);
+    }
+    cmd.envs(conn.env()?)
+        .env("PGOPTIONS", restore_session_options(1))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    let stdin = child.stdin.take();
+    let mut stderr = child.stderr.take();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut s);
+        }
+        s
+    });
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
+    let decoded = tokio::task::spawn_blocking(move || {
+        let Some(stdin) = stdin else {
+            return Err(Error::failed("pg_restore has no stdin".to_string()));
+        };
+        let w = std::io::BufWriter::with_capacity(pipeline::READ_BUF, stdin);
+        pipeline::decode(
+            bridge,
+            &identities,
+            &Expect {
+                name: &name,
+                stored_bytes: stored,
+                sha256: &sha,
+            },
+            w,
+        )
+        // The writer (pg_restore's stdin) is closed here: pg_restore sees the end.
+    })
+    .await
+    .map_err(|e| Error::failed(format!("download task failed: {e}")));
+    let decoded = match decoded {
+        Ok(r) => r,
+        Err(e) => Err(e),
+    };
+    if decoded.is_err() {
+        let _ = child.kill();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?
+        .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?;
+    let stderr = errs.join().unwrap_or_default();
+    let restore_failed = || {
+        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
+            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
+        } else {
+            ""
+        };
+        Error::failed(format!(
+            "{} failed ({status}): {}{hint}",
+            bin.display(),
+            crate::source::postgres::summarize(&stderr)
+        ))
+    };
+    match decoded {
+        // pg_restore stopped reading first: its own error is the one that matters.
+        Err(e) if !status.success() && e.message().contains("Broken pipe") => Err(restore_failed()),
+        Err(e) => Err(e),
+        Ok(_) if !status.success() => Err(restore_failed()),
+        Ok(n) => Ok(n),
+    }
 }
 
 /// `-c maintenance_work_mem=...` sized from this host's memory (an eighth of it, shared by

@@ -200,8 +200,22 @@ fn backed_up(pg: &Pg, sb: &Sandbox) -> std::path::PathBuf {
 
 #[test]
 fn damaged_objects_and_wrong_keys_never_touch_the_target() {
+    damaged_objects(None);
+}
+
+/// The same faults when the dump is restored while it downloads (into the new database,
+/// dropped on any fault) instead of staged first.
+#[test]
+fn damaged_objects_never_touch_the_target_when_restoring_while_downloading() {
+    damaged_objects(Some("stream"));
+}
+
+fn damaged_objects(mode: Option<&str>) {
     let pg = Pg::start();
-    let sb = Sandbox::new();
+    let mut sb = Sandbox::new();
+    if let Some(m) = mode {
+        sb.env.push(("BACKSTOP_RESTORE_MODE".into(), m.into()));
+    }
     let snap = backed_up(&pg, &sb);
     let dump = snap.join("dump.zst.age");
     let good = std::fs::read(&dump).unwrap();

@@ -243,3 +243,34 @@ fn roles_are_stored_and_restored_first_with_globals() {
     );
     assert_eq!(pg.sql("app", "SELECT sum(x) FROM t"), "3");
 }
+
+#[test]
+fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    // One table of about 130,000 rows: nothing for parallel jobs to share.
+    load_bulk(&pg, "app", 12);
+    pg.sql(
+        "app",
+        "CREATE TABLE small (x int); INSERT INTO small SELECT generate_series(1, 50)",
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "streamed", "{r}");
+    assert!(r["restored_bytes"].as_u64().unwrap() > 10 << 20, "{r}");
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+    assert_eq!(pg.plain_dump("copy"), pg.plain_dump("app"));
+    // Forced staging gives the same database.
+    let out = sb
+        .cmd(&["--json", "restore", "app", "--to", &pg.url("copy2")])
+        .env("BACKSTOP_RESTORE_MODE", "stage")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "staged", "{r}");
+    assert_eq!(pg.fingerprint("copy2"), pg.fingerprint("app"));
+}
