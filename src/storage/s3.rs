@@ -527,40 +527,18 @@ impl Storage for S3Storage {
     }
 
     async fn abort_incomplete(&self, prefix: &str) -> Result<()> {
-        let full = self.full_key(prefix);
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .send()
-            .await
-            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
-        for u in out.uploads() {
-            if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
-                abort(&self.client, &self.bucket, k, id).await?;
-            }
+        for (k, id, _) in self.uploads(prefix).await? {
+            abort(&self.client, &self.bucket, &k, &id).await?;
         }
         Ok(())
     }
 
     async fn clean_incomplete(&self, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
-        let full = self.full_key(prefix);
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .send()
-            .await
-            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
         let mut removed = Vec::new();
-        for u in out.uploads() {
-            let started = u.initiated().map(|t| t.secs()).unwrap_or(i64::MAX);
-            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
-                && started < before.as_second()
-            {
-                abort(&self.client, &self.bucket, k, id).await?;
+        for (k, id, started) in self.uploads(prefix).await? {
+            let started = started.unwrap_or(i64::MAX);
+            if started < before.as_second() {
+                abort(&self.client, &self.bucket, &k, &id).await?;
                 removed.push(format!(
                     "multipart upload of {k} started {}",
                     fmt_secs(started)
@@ -711,6 +689,29 @@ impl S3Storage {
             out.last_modified()
                 .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())
         }))
+    }
+
+    /// Unfinished multipart uploads below `prefix`: full key, upload id, start (Unix s).
+    async fn uploads(&self, prefix: &str) -> Result<Vec<(String, String, Option<i64>)>> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", prefix, e))?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some((
+                    u.key()?.to_string(),
+                    u.upload_id()?.to_string(),
+                    u.initiated().map(|t| t.secs()),
+                ))
+            })
+            .collect())
     }
 
     /// HeadObject; `None` when the object does not exist.
