@@ -29,6 +29,7 @@ pub mod rules;
 pub mod schedule;
 pub mod snapshot;
 pub mod source;
+pub mod split;
 pub mod status;
 pub mod storage;
 pub mod systemd;

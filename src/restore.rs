@@ -55,6 +55,9 @@ pub struct Report {
     /// before the swap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// A streamed restore's biggest table, loaded by several sessions at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_load: Option<crate::split::Report>,
 }
 
 /// The identity file for restore: `--identity`, else `encryption.identity_file`, else
@@ -225,10 +228,15 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         None => None,
     };
     let mut streaming = false;
+    let mut biggest = None;
     if let Some(f) = m.object("facts") {
         let p = staging.path().join("facts.json");
         fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
-        streaming = stream_worthwhile(&p);
+        let facts = read_dump_facts(&p);
+        streaming = stream_worthwhile(facts.as_ref());
+        biggest = facts
+            .and_then(|d| d.tables.into_iter().max_by_key(|t| t.rows))
+            .filter(|t| t.rows > 0);
     }
     if !streaming {
         restored_bytes += fetch(
@@ -262,6 +270,10 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     };
     let fresh_conn = conn.with_dbname(&fresh);
     let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
+    let mut parallel_load = None;
+    // Sessions for the biggest table in a streamed restore (needs pg_stat_progress_copy).
+    let sessions = load_sessions();
+    let split = biggest.filter(|_| sessions > 1 && state.server_major >= 14);
     let outcome = async {
         let mut roles = false;
         if let Some(g) = &globals_path {
@@ -280,7 +292,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
                     entry.id
                 ))
             })?;
-            let n = pg_restore_streaming(
+            let (n, report) = pg_restore_streaming(
                 &tools,
                 &fresh_conn,
                 reader,
@@ -288,9 +300,11 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
                 &key,
                 dump,
                 opts.no_owner,
+                split.map(|t| (psql.clone(), t.schema, t.table, sessions)),
             )
             .await?;
             streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+            parallel_load = report;
         } else {
             pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         }
@@ -360,6 +374,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         restore_ms: rs_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
         mode: Some(if streaming { "streamed" } else { "staged" }.into()),
+        parallel_load,
     })
 }
 
@@ -598,6 +613,7 @@ async fn run_volume(
         restore_ms: sw_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
         mode: None,
+        parallel_load: None,
     })
 }
 
@@ -770,27 +786,45 @@ async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
 /// rather than staging it for `pg_restore --jobs`: when one table holds most of the rows,
 /// parallel jobs have nothing to share and staging only adds the download time.
 /// `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides instead.
-fn stream_worthwhile(facts: &Path) -> bool {
+fn stream_worthwhile(facts: Option<&crate::pgformat::DumpFacts>) -> bool {
     match std::env::var("BACKSTOP_RESTORE_MODE").as_deref() {
         Ok("stream") => return true,
         Ok("stage") => return false,
         _ => {}
     }
-    let Some(f) = std::fs::read(facts)
-        .ok()
-        .and_then(|b| serde_json::from_slice::<crate::backup::Facts>(&b).ok())
-    else {
-        return false;
-    };
-    let Some(d) = f.dump else { return false };
+    let Some(d) = facts else { return false };
     let total: u64 = d.tables.iter().map(|t| t.rows).sum();
     let biggest = d.tables.iter().map(|t| t.rows).max().unwrap_or(0);
     total >= 100_000 && biggest * 10 >= total * 7
 }
 
+/// The dump's facts (row counts by table), if the snapshot recorded them.
+fn read_dump_facts(path: &Path) -> Option<crate::pgformat::DumpFacts> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::backup::Facts>(&b).ok())
+        .and_then(|f| f.dump)
+}
+
+/// Sessions loading the biggest table of a streamed restore: the cores, at most 4
+/// (`$BACKSTOP_RESTORE_SESSIONS` decides instead; 1 turns parallel loading off).
+fn load_sessions() -> usize {
+    if let Some(n) = std::env::var("BACKSTOP_RESTORE_SESSIONS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        return n.clamp(1, 16);
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4)
+}
+
 /// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
 /// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
 /// whatever pg_restore says about the broken stream.
+#[allow(clippy::too_many_arguments)]
 async fn pg_restore_streaming(
     tools: &pg::Tools,
     conn: &Conn,
@@ -799,7 +833,8 @@ async fn pg_restore_streaming(
     key: &str,
     obj: &snapshot::ObjectEntry,
     no_owner: bool,
-) -> Result<u64> {
+    split: Option<(PathBuf, String, String, usize)>,
+) -> Result<(u64, Option<crate::split::Report>)> {
     let bin = tools.bin("pg_restore");
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(["--exit-on-error", "--no-password", "--dbname"])
@@ -807,14 +842,31 @@ async fn pg_restore_streaming(
     if no_owner {
         cmd.args(["--no-owner", "--no-acl"]);
     }
+    let options = restore_session_options(1);
     cmd.envs(conn.env()?)
-        .env("PGOPTIONS", restore_session_options(1))
+        .env("PGOPTIONS", &options)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    let split = match split {
+        Some((psql, schema, table, sessions)) => {
+            let mut env = conn.env()?;
+            env.push(("PGOPTIONS".into(), options.clone()));
+            Some(crate::split::Plan {
+                psql,
+                conninfo: conn.url.conninfo(),
+                env,
+                schema,
+                table,
+                sessions,
+                restore_pid: child.id(),
+            })
+        }
+        None => None,
+    };
     let stdin = child.stdin.take();
     let mut stderr = child.stderr.take();
     let errs = std::thread::spawn(move || {
@@ -831,16 +883,29 @@ async fn pg_restore_streaming(
             return Err(Error::failed("pg_restore has no stdin".to_string()));
         };
         let w = std::io::BufWriter::with_capacity(pipeline::READ_BUF, stdin);
-        pipeline::decode(
-            bridge,
-            &identities,
-            &Expect {
-                name: &name,
-                stored_bytes: stored,
-                sha256: &sha,
-            },
-            w,
-        )
+        let expect = Expect {
+            name: &name,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        match split {
+            None => pipeline::decode(bridge, &identities, &expect, w).map(|n| (n, None)),
+            Some(plan) => {
+                let mut sw = crate::split::SplitWriter::new(w, plan);
+                let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
+                    std::io::copy(plain, &mut sw)
+                        .and_then(|n| std::io::Write::flush(&mut sw).map(|_| n))
+                        .map_err(|e| match sw.failure() {
+                            Some(why) => Error::failed(why.to_string()),
+                            None => Error::failed(format!("cannot decrypt or decompress: {e}")),
+                        })
+                })?;
+                let report = sw
+                    .finish()
+                    .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))?;
+                Ok((n, report))
+            }
+        }
         // The writer (pg_restore's stdin) is closed here: pg_restore sees the end.
     })
     .await
@@ -872,9 +937,12 @@ async fn pg_restore_streaming(
     match decoded {
         // pg_restore stopped reading first: its own error is the one that matters.
         Err(e) if !status.success() && e.message().contains("Broken pipe") => Err(restore_failed()),
+        Err(e) if !status.success() && e.message().contains("pg_restore ended before") => {
+            Err(restore_failed())
+        }
         Err(e) => Err(e),
         Ok(_) if !status.success() => Err(restore_failed()),
-        Ok(n) => Ok(n),
+        Ok(r) => Ok(r),
     }
 }
 

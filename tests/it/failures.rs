@@ -279,6 +279,51 @@ fn damaged_objects(mode: Option<&str>) {
     assert_eq!(pg.fingerprint("copy"), before);
 }
 
+/// A parallel COPY session that fails (here: a check constraint that only pg_restore's
+/// own session passes) fails the restore: the new database is dropped, the target is not
+/// created, no session is left behind.
+#[test]
+fn a_failing_parallel_load_session_fails_the_restore_and_leaves_nothing() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_MODE".into(), "stream".into()));
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "2".into()));
+    pg.sql("postgres", "CREATE DATABASE app");
+    pg.sql(
+        "app",
+        "CREATE FUNCTION public.not_parallel() RETURNS boolean LANGUAGE sql IMMUTABLE AS \
+           $$ SELECT pg_catalog.current_setting('application_name') <> 'backstop-parallel-load' $$; \
+         CREATE TABLE picky (id int, pad text, CHECK (public.not_parallel())); \
+         SET application_name = 'loader'; \
+         INSERT INTO picky SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 40000) g;",
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let dbs = pg.databases();
+    let text = expect_code(&sb.run(&["restore", "app", "--to", &pg.url("copy")]), 1);
+    assert!(
+        text.contains("parallel COPY session into public.picky failed")
+            && text.contains("violates check constraint"),
+        "{text}"
+    );
+    assert_eq!(pg.databases(), dbs);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pids_with(&["psql", "_restoring_"]).is_empty(),
+        "a COPY session was left running"
+    );
+    // With one session the same snapshot restores (the check passes in pg_restore's).
+    let out = sb
+        .cmd(&["restore", "app", "--to", &pg.url("copy")])
+        .env("BACKSTOP_RESTORE_SESSIONS", "1")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+}
+
 #[test]
 fn non_empty_target_without_yes_is_refused_with_exit_4() {
     let pg = Pg::start();
