@@ -487,7 +487,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn int(v: i64) -> Vec<u8> {
@@ -507,7 +507,7 @@ mod tests {
     }
 
     /// A hand-built 1.14 archive: one table with 3 rows split over two chunks, one blob.
-    fn archive() -> Vec<u8> {
+    pub(crate) fn archive() -> Vec<u8> {
         let mut a = b"PGDMP".to_vec();
         a.extend([1, 14, 0, 4, 8, 1]);
         a.extend(int(0)); // compression

@@ -135,6 +135,10 @@ impl<W: Write> SplitWriter<W> {
     /// After the whole stream: what was split (None if the table had no data block).
     pub fn finish(mut self) -> io::Result<Option<Report>> {
         if let St::Head = self.st {
+            self.try_head()?;
+        }
+        if let St::Head = self.st {
+            // The stream ended inside the header: pg_restore will say so.
             let rest = std::mem::take(&mut self.buf);
             self.out.write_all(&rest)?;
         }
@@ -165,6 +169,35 @@ impl<W: Write> SplitWriter<W> {
         self.head.as_ref().map(|h| h.int_size).unwrap_or(4)
     }
 
+    /// Parse the buffered header and TOC; once whole, pass it on and go on with the rest.
+    fn try_head(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        match read_head(&buf) {
+            Parse::NeedMore => self.buf = buf,
+            Parse::Bad(_) => {
+                self.st = St::Pass;
+                self.out.write_all(&buf)?;
+            }
+            Parse::Ok(h) => {
+                self.out.write_all(&buf[..h.len])?;
+                if let Some(d) = h
+                    .data
+                    .iter()
+                    .find(|d| d.schema == self.plan.schema && d.table == self.plan.table)
+                {
+                    self.target_id = Some(d.id);
+                    self.copy_stmt = d.copy_stmt.clone();
+                }
+                self.encoding = h.encoding.clone();
+                let used = h.len;
+                self.head = Some(h);
+                self.st = St::BlockType;
+                self.feed(&buf[used..])?;
+            }
+        }
+        Ok(())
+    }
+
     fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             match self.st {
@@ -175,32 +208,12 @@ impl<W: Write> SplitWriter<W> {
                 St::Head => {
                     self.buf.extend_from_slice(data);
                     data = &[];
-                    if self.buf.len() < self.last_try + self.last_try / 2 + 4096 {
+                    // Re-parse only after the buffer grew by half: linear on big TOCs.
+                    if self.last_try > 0 && self.buf.len() < self.last_try + self.last_try / 2 {
                         continue;
                     }
                     self.last_try = self.buf.len();
-                    let buf = std::mem::take(&mut self.buf);
-                    match read_head(&buf) {
-                        Parse::NeedMore => self.buf = buf,
-                        Parse::Bad(_) => {
-                            self.st = St::Pass;
-                            self.out.write_all(&buf)?;
-                        }
-                        Parse::Ok(h) => {
-                            self.out.write_all(&buf[..h.len])?;
-                            if let Some(d) = h.data.iter().find(|d| {
-                                d.schema == self.plan.schema && d.table == self.plan.table
-                            }) {
-                                self.target_id = Some(d.id);
-                                self.copy_stmt = d.copy_stmt.clone();
-                            }
-                            self.encoding = h.encoding.clone();
-                            let used = h.len;
-                            self.head = Some(h);
-                            self.st = St::BlockType;
-                            self.feed(&buf[used..])?;
-                        }
-                    }
+                    self.try_head()?;
                 }
                 St::BlockType => {
                     let t = data[0];
@@ -537,5 +550,76 @@ fn exited(pid: u32) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         );
         r != 0 || info.si_pid() != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgformat::DumpObserver;
+
+    fn plan() -> Plan {
+        Plan {
+            psql: "psql".into(),
+            conninfo: String::new(),
+            env: Vec::new(),
+            schema: "public".into(),
+            table: "users".into(),
+            sessions: 1,
+            restore_pid: 0,
+        }
+    }
+
+    /// With one session the target's rows stay in pg_restore's stream (in one chunk here):
+    /// the archive reads the same whatever the sizes of the writes.
+    #[test]
+    fn one_session_keeps_the_archive_whole_whatever_the_feed_sizes() {
+        let a = crate::pgformat::tests::archive();
+        for step in [1, 2, 3, 5, 7, 64, a.len()] {
+            let mut out = Vec::new();
+            let mut w = SplitWriter::new(&mut out, plan());
+            for piece in a.chunks(step) {
+                w.write_all(piece).unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), None, "step {step}");
+            // The table's two chunks became one: one length int (5 bytes) fewer.
+            assert_eq!(out.len(), a.len() - 5, "step {step}");
+            let mut o = DumpObserver::new();
+            o.feed(&out);
+            let f = o.finish().unwrap();
+            assert_eq!(f.tables[0].rows, 3, "step {step}");
+            assert_eq!(f.large_objects, 1, "step {step}");
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("1\tann\n2\tb\\nob\n3\tcy\n\\.\n\n\n"),
+                "step {step}"
+            );
+        }
+    }
+
+    /// Another table's name: nothing is touched, byte for byte.
+    #[test]
+    fn other_tables_pass_through_untouched() {
+        let a = crate::pgformat::tests::archive();
+        let mut out = Vec::new();
+        let mut p = plan();
+        p.table = "orders".into();
+        let mut w = SplitWriter::new(&mut out, p);
+        for piece in a.chunks(3) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), None);
+        assert_eq!(out, a);
+    }
+
+    /// Not an archive at all: passed through for pg_restore to reject.
+    #[test]
+    fn garbage_passes_through() {
+        let junk = vec![7u8; 10_000];
+        let mut out = Vec::new();
+        let mut w = SplitWriter::new(&mut out, plan());
+        w.write_all(&junk).unwrap();
+        w.finish().unwrap();
+        assert_eq!(out, junk);
     }
 }
