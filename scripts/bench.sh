@@ -2,6 +2,8 @@
 # Benchmarks backstop against what users would use instead, side by side in one run on one
 # machine, each contender repeated (alternating order) and reported as the median:
 #   - the source limit:  pg_dump -Fc --compress=0 > /dev/null
+#   - the same into a pipe: pg_dump -Fc --compress=0 | cat > /dev/null (measured faster:
+#     a reader that is not instant lets the server send bigger batches)
 #   - the one-liner:     pg_dump -Fc --compress=0 | zstd -3 -T0 | age -r KEY | aws s3 cp - s3://...
 #   - restic:            pg_dump -Fc --compress=0 | restic backup --stdin   (S3 repository)
 #   - backstop backup    into S3 and into file://
@@ -147,7 +149,7 @@ path_style = true"
 
 dump="'$bin/pg_dump' -Fc --compress=0 -d '$url/bench'"
 # Rounds: every contender once per round, the order rotated each round.
-contenders=(source oneliner restic backstop_s3 backstop_file)
+contenders=(source pipe oneliner restic backstop_s3 backstop_file)
 for ((r = 1; r <= runs; r++)); do
   echo "round $r of $runs ..." >&2
   n=${#contenders[@]}
@@ -155,6 +157,7 @@ for ((r = 1; r <= runs; r++)); do
     c=${contenders[$(((k + r - 1) % n))]}
     case $c in
       source) measure "source limit: pg_dump -Fc >/dev/null" bash -c "$dump > /dev/null" ;;
+      pipe) measure "pg_dump -Fc | cat >/dev/null (a pipe)" bash -c "set -o pipefail; $dump | cat > /dev/null" ;;
       oneliner) measure "one-liner: pg_dump|zstd|age|aws s3 cp" bash -c "set -o pipefail; $dump | zstd -q -3 -T0 | age -r $recip | '$aws' --endpoint-url $ep s3 cp - s3://bench/oneliner/dump-$r.age" ;;
       restic) measure "restic backup --stdin (S3)" bash -c "set -o pipefail; $dump | restic backup -q --stdin --stdin-filename bench.pgdump" ;;
       backstop_s3) measure "backstop backup (S3)" "$bs" --jobs "$work/jobs" -q backup s3 ;;
