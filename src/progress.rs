@@ -47,7 +47,7 @@ impl Drop for Reporter {
 /// Start reporting `what` (e.g. "backup app"); `quiet` shows nothing. `total` is the
 /// expected size of what is read, when known: the bar then shows progress and an ETA.
 /// On a terminal: an indicatif bar on stderr. Otherwise: one structured log line every
-/// `$BACKSTOP_PROGRESS_INTERVAL` (default 10s), no escape codes.
+/// `$BACKSTOP_PROGRESS_INTERVAL` (default 10s; also e.g. 500ms), no escape codes.
 pub fn start(what: &str, counters: Arc<Counters>, total: Option<u64>, quiet: bool) -> Reporter {
     if quiet {
         return Reporter {
@@ -110,7 +110,10 @@ pub fn start(what: &str, counters: Arc<Counters>, total: Option<u64>, quiet: boo
     let what = what.to_string();
     let every = std::env::var("BACKSTOP_PROGRESS_INTERVAL")
         .ok()
-        .and_then(|v| crate::commands::parse_duration(&v).ok())
+        .and_then(|v| match v.trim().strip_suffix("ms") {
+            Some(ms) => ms.parse().ok().map(Duration::from_millis),
+            None => crate::commands::parse_duration(&v).ok(),
+        })
         .filter(|d| !d.is_zero())
         .unwrap_or(Duration::from_secs(10));
     let task = tokio::spawn(async move {
