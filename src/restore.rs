@@ -283,15 +283,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         if streaming {
             // Restored while it downloads, into the new database only; the hash is proven
             // before the swap below, and any fault drops the new database.
-            let key = snapshot::object_key(&m.job, &entry.id, &dump.name);
-            let reader = storage.get(&key).await?.ok_or_else(|| {
-                Error::failed(format!(
-                    "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
-                     (pick an older one with --snapshot ID)",
-                    storage.describe(),
-                    entry.id
-                ))
-            })?;
+            let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
             let (n, report) = pg_restore_streaming(
                 &tools,
                 &fresh_conn,
@@ -663,14 +655,12 @@ fn make_staging(dir: Option<&Path>) -> Result<tempfile::TempDir> {
     Ok(t)
 }
 
-/// Download one object, decrypt and decompress it into `dest`, checking it whole.
-pub async fn fetch(
+/// Open one of a snapshot's stored objects for reading; a missing one is a damaged snapshot.
+async fn open_object(
     storage: &dyn Storage,
     entry: &Entry,
     obj: &snapshot::ObjectEntry,
-    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
-    dest: &Path,
-) -> Result<u64> {
+) -> Result<(String, crate::storage::Reader)> {
     let key = snapshot::object_key(&entry.manifest.job, &entry.id, &obj.name);
     let reader = storage.get(&key).await?.ok_or_else(|| {
         Error::failed(format!(
@@ -680,6 +670,18 @@ pub async fn fetch(
             entry.id
         ))
     })?;
+    Ok((key, reader))
+}
+
+/// Download one object, decrypt and decompress it into `dest`, checking it whole.
+pub async fn fetch(
+    storage: &dyn Storage,
+    entry: &Entry,
+    obj: &snapshot::ObjectEntry,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    dest: &Path,
+) -> Result<u64> {
+    let (key, reader) = open_object(storage, entry, obj).await?;
     let dest = dest.to_path_buf();
     let name = key.clone();
     let stored = obj.stored_bytes;
