@@ -158,8 +158,9 @@ impl<W: Write> SplitWriter<W> {
 
     fn kill_lanes(&mut self) {
         for mut l in self.lanes.drain(..) {
-            drop(l.stdin.take());
+            // Killed before its stdin closes: an end of input would commit the rows so far.
             let _ = l.child.kill();
+            drop(l.stdin.take());
             let _ = l.child.wait();
             l.stderr();
         }
