@@ -6,7 +6,7 @@ use std::io::Read;
 use std::time::Instant;
 
 fn main() {
-    let mut obs = backstop::pgformat::DumpObserver::new();
+    let mut obs = backstop::postgres::archive::DumpObserver::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     let start = Instant::now();

@@ -5,7 +5,7 @@ use clap::Parser;
 
 fn main() {
     let cli = backstop::cli::Cli::parse();
-    backstop::commands::init_logging(&cli.global);
+    backstop::cli::init_logging(&cli.global);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -16,7 +16,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let code = rt.block_on(backstop::commands::run(cli));
+    let code = rt.block_on(backstop::cli::run(cli));
     // Blocking workers notice a cancelled run through their closed channels; do not wait
     // on them forever.
     rt.shutdown_timeout(std::time::Duration::from_secs(5));

@@ -73,7 +73,7 @@ impl Storage for FileStorage {
     }
 
     fn chunk_size(&self) -> usize {
-        4 * crate::job::MIB
+        4 * crate::config::MIB
     }
 
     async fn put_stream(&self, key: &str, mut rx: ChunkRx) -> Result<u64> {

@@ -11,7 +11,10 @@
 //! - `get` and `head` answer `None` for a missing object: "not found" is never an error,
 //!   and every other failure is.
 //! - `list` returns every object below a prefix, with sizes, in key order.
+//!
+//! May import: config, cleanup, error.
 
+pub mod faulty;
 pub mod fs;
 pub mod s3;
 
@@ -22,8 +25,8 @@ use bytes::Bytes;
 use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 
+use crate::config::{StorageLocation, StoragePlan};
 use crate::error::{Error, Result};
-use crate::job::{StorageLocation, StoragePlan};
 
 /// One message of a put stream.
 #[derive(Debug)]
@@ -210,124 +213,5 @@ impl std::io::Write for ChunkWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// Fault injection for tests: wraps a backend and fails a put after a number of bytes,
-/// or flips a byte on read. Lives here (not under cfg(test)) so integration tests and
-/// the fault-injection job setting can use it.
-pub mod faulty {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-
-    pub struct FailPutAfter<S> {
-        pub inner: S,
-        pub after_bytes: u64,
-        pub seen: AtomicU64,
-    }
-
-    impl<S> FailPutAfter<S> {
-        pub fn new(inner: S, after_bytes: u64) -> Self {
-            FailPutAfter {
-                inner,
-                after_bytes,
-                seen: AtomicU64::new(0),
-            }
-        }
-    }
-
-    #[async_trait]
-    impl<S: Storage> Storage for FailPutAfter<S> {
-        fn describe(&self) -> String {
-            format!("faulty({})", self.inner.describe())
-        }
-        fn chunk_size(&self) -> usize {
-            self.inner.chunk_size()
-        }
-        async fn put_stream(&self, key: &str, mut rx: ChunkRx) -> Result<u64> {
-            // Forward chunks until the byte budget is spent, then drop the inner sender
-            // without End: the inner backend must discard what it has.
-            let (tx, inner_rx) = mpsc::channel(2);
-            let key2 = key.to_string();
-            let inner = self.inner.put_stream(&key2, inner_rx);
-            let forward = async {
-                while let Some(c) = rx.recv().await {
-                    if let Chunk::Data(d) = &c {
-                        let total =
-                            self.seen.fetch_add(d.len() as u64, Ordering::SeqCst) + d.len() as u64;
-                        if total > self.after_bytes {
-                            drop(tx);
-                            return Err(Error::failed("injected fault: storage write failed"));
-                        }
-                    }
-                    if tx.send(c).await.is_err() {
-                        break;
-                    }
-                }
-                Ok(())
-            };
-            let (fwd, res) = tokio::join!(forward, inner);
-            fwd?;
-            res
-        }
-        async fn get(&self, key: &str) -> Result<Option<Reader>> {
-            self.inner.get(key).await
-        }
-        async fn head(&self, key: &str) -> Result<Option<u64>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-            self.inner.put_if_absent(key, data).await
-        }
-    }
-
-    /// Stores faithfully, but reads back data objects (not manifests) with one byte
-    /// flipped: what a read-back check must catch.
-    pub struct FlipOnRead<S> {
-        pub inner: S,
-    }
-
-    #[async_trait]
-    impl<S: Storage> Storage for FlipOnRead<S> {
-        fn describe(&self) -> String {
-            format!("flip-on-read({})", self.inner.describe())
-        }
-        fn chunk_size(&self) -> usize {
-            self.inner.chunk_size()
-        }
-        async fn put_stream(&self, key: &str, rx: ChunkRx) -> Result<u64> {
-            self.inner.put_stream(key, rx).await
-        }
-        async fn get(&self, key: &str) -> Result<Option<Reader>> {
-            if key.ends_with(crate::snapshot::MANIFEST) {
-                return self.inner.get(key).await;
-            }
-            let Some(mut data) = self.inner.get_bytes(key).await? else {
-                return Ok(None);
-            };
-            let mid = data.len() / 2;
-            if let Some(b) = data.get_mut(mid) {
-                *b ^= 0x01;
-            }
-            Ok(Some(Box::new(std::io::Cursor::new(data))))
-        }
-        async fn head(&self, key: &str) -> Result<Option<u64>> {
-            self.inner.head(key).await
-        }
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-            self.inner.list(prefix).await
-        }
-        async fn delete(&self, key: &str) -> Result<()> {
-            self.inner.delete(key).await
-        }
-        async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
-            self.inner.put_if_absent(key, data).await
-        }
     }
 }

@@ -18,8 +18,8 @@ use bytes::Bytes;
 use tokio::task::JoinSet;
 
 use super::{Chunk, ChunkRx, ObjectInfo, Reader, Storage, check_key};
+use crate::config::{LockMode, StorageLocation, StoragePlan};
 use crate::error::{Error, Result};
-use crate::job::{LockMode, StorageLocation, StoragePlan};
 
 /// S3's limit on parts per multipart upload.
 pub const MAX_PARTS: i32 = 10_000;
@@ -324,7 +324,7 @@ impl S3Storage {
             if number > MAX_PARTS {
                 return Err(Error::failed(format!(
                     "{key} needs more than {MAX_PARTS} parts of {} MiB; raise storage.part_size_mib",
-                    part_size / crate::job::MIB
+                    part_size / crate::config::MIB
                 )));
             }
             total += data.len() as u64;
@@ -371,7 +371,7 @@ impl S3Storage {
 /// parts, leaving 10% of S3's 10,000-part limit as headroom for a stream larger than
 /// its hint. A 1 TiB database gets 117 MiB parts.
 pub fn part_size_for(configured: usize, expected: Option<u64>) -> usize {
-    let mib = crate::job::MIB as u64;
+    let mib = crate::config::MIB as u64;
     let needed = expected
         .map(|e| e.div_ceil(9_000).div_ceil(mib) * mib)
         .unwrap_or(0);
@@ -762,7 +762,7 @@ pub async fn pending_uploads(s: &S3Storage) -> Result<Vec<String>> {
 mod tests {
     #[test]
     fn part_size_grows_with_the_expected_size() {
-        let mib = crate::job::MIB;
+        let mib = crate::config::MIB;
         assert_eq!(super::part_size_for(16 * mib, None), 16 * mib);
         assert_eq!(super::part_size_for(16 * mib, Some(1 << 30)), 16 * mib);
         let tib = super::part_size_for(16 * mib, Some(1 << 40));

@@ -46,7 +46,7 @@ fn shipped_example_jobs_parse() {
         if p.extension().is_some_and(|x| x == "toml") {
             let text = std::fs::read_to_string(&p).unwrap();
             let name = p.file_stem().unwrap().to_str().unwrap();
-            backstop::job::parse(name, &p, &text, &env)
+            backstop::config::parse(name, &p, &text, &env)
                 .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
             n += 1;
         }

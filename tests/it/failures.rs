@@ -446,14 +446,14 @@ fn sigterm_mid_upload_aborts_and_cleans_up() {
 
 #[test]
 fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
-    use backstop::backup::{Options, run};
+    use backstop::run::backup::{Options, run};
     use backstop::snapshot::Trigger;
     use backstop::storage::{Storage, faulty::FlipOnRead, fs::FileStorage};
     let pg = Pg::start();
     let sb = Sandbox::new();
     load_bulk(&pg, "app", 1);
     sb.file_job("app", &pg.url("app"), "");
-    let plan = backstop::job::load(&sb.jobs(), "app").unwrap();
+    let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FlipOnRead {
         inner: FileStorage::new(sb.store()),

@@ -29,7 +29,7 @@ fn a_second_host_is_refused_by_the_lease_and_a_killed_holder_is_taken_over() {
     let text = expect_code(&other_host(&sb, &["backup", "app"]), 5);
     assert!(text.contains("locked by another run"), "{text}");
     assert!(text.contains(&format!("pid {pid}")), "{text}");
-    assert!(text.contains(&backstop::audit::hostname()), "{text}");
+    assert!(text.contains(&backstop::state::hostname()), "{text}");
     // Kill the holder outright: no cleanup runs, its lease stays in storage.
     child.kill().unwrap();
     child.wait().unwrap();

@@ -298,9 +298,9 @@ impl S3 {
             path_style: true,
             profile: None,
             credentials: Some((ACCESS_KEY.into(), SECRET_KEY.into())),
-            part_size: part_mib * backstop::job::MIB,
+            part_size: part_mib * backstop::config::MIB,
             parts_in_flight: 3,
-            object_lock: lock.then_some((backstop::job::LockMode::Governance, 1)),
+            object_lock: lock.then_some((backstop::config::LockMode::Governance, 1)),
         })
         .await
         .unwrap();

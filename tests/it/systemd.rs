@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use backstop::schedule::Schedule;
+use backstop::config::schedule::Schedule;
 use jiff::Timestamp;
 
 use crate::support::*;
@@ -78,7 +78,7 @@ fn on_calendar_elapses_exactly_when_cron_fires() {
     ];
     let mut bad = Vec::new();
     for (expr, tz, base) in cases {
-        let lines = backstop::systemd::on_calendar(expr, tz).unwrap();
+        let lines = backstop::ops::systemd::on_calendar(expr, tz).unwrap();
         let want = cron_times(expr, tz, base, 20);
         let got = systemd_times(&lines, base, 20);
         if got != want {
@@ -97,13 +97,13 @@ fn times_that_dst_skips_or_repeats_are_refused() {
     // Spring forward skips 02:30 on 2027-03-14 in New York; fall back repeats 01:30 on
     // 2026-11-01. systemd and the daemon's cron disagree there, so no unit is generated.
     for expr in ["30 2 * * *", "30 1 * * *", "0 * * * *"] {
-        let e = backstop::systemd::on_calendar(expr, "America/New_York").unwrap_err();
+        let e = backstop::ops::systemd::on_calendar(expr, "America/New_York").unwrap_err();
         assert!(
             e.contains("daylight-saving") && e.contains("UTC"),
             "{expr}: {e}"
         );
         // The same schedule in UTC is fine.
-        assert!(backstop::systemd::on_calendar(expr, "UTC").is_ok());
+        assert!(backstop::ops::systemd::on_calendar(expr, "UTC").is_ok());
     }
 }
 

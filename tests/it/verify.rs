@@ -42,7 +42,7 @@ fn tamper_facts(sb: &Sandbox, job: &str, edit: impl FnOnce(&mut serde_json::Valu
     let mut facts: serde_json::Value = serde_json::from_slice(&plain).unwrap();
     edit(&mut facts);
     let recipient = age::x25519::Recipient::from_str(&sb.recipient).unwrap();
-    let comp = backstop::job::CompressionPlan {
+    let comp = backstop::config::CompressionPlan {
         level: 3,
         threads: 1,
     };

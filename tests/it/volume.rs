@@ -32,7 +32,7 @@ fn describe(root: &Path) -> BTreeMap<PathBuf, String> {
                     std::fs::read_link(&p).unwrap().display().to_string(),
                 )
             } else if ft.is_file() {
-                ("file", backstop::target::volume::hash_file(&p).unwrap())
+                ("file", backstop::volume::target::hash_file(&p).unwrap())
             } else {
                 ("other", String::new())
             };

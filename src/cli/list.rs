@@ -1,0 +1,110 @@
+//! `list [JOB]`: complete snapshots, newest first: id, time, size, trigger, reason,
+//! verified.
+
+use serde::Serialize;
+
+use crate::cli::Global;
+use crate::error::Result;
+use crate::text::human_bytes;
+
+#[derive(Serialize)]
+struct Row {
+    job: String,
+    snapshot: String,
+    time: String,
+    plaintext_bytes: u64,
+    stored_bytes: u64,
+    duration_ms: u64,
+    trigger: String,
+    reason: Option<String>,
+    pinned_until: Option<String>,
+    verified: bool,
+    /// The shrink alarm fired for it.
+    anomalous: bool,
+    warnings: Vec<String>,
+    /// The last drill of this snapshot: time, outcome and restore duration.
+    last_drill: Option<Drill>,
+}
+
+#[derive(Serialize)]
+struct Drill {
+    time: String,
+    outcome: crate::snapshot::drill::Verdict,
+    restore_ms: u64,
+}
+
+pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
+    let dir = crate::config::jobs_dir(g.jobs.as_deref());
+    let plans = match job {
+        Some(j) => vec![crate::config::load(&dir, j)?],
+        None => crate::config::load_all(&dir)?,
+    };
+    let mut rows = Vec::new();
+    for plan in &plans {
+        let storage = crate::storage::open(&plan.storage).await?;
+        for e in crate::snapshot::catalog(storage.as_ref(), &plan.name).await? {
+            let drills =
+                crate::snapshot::drill::summaries(storage.as_ref(), &plan.name, &e.id).await?;
+            let verified = drills
+                .iter()
+                .any(|d| d.outcome == crate::snapshot::drill::Verdict::Passed);
+            let last_drill = drills.last().map(|d| Drill {
+                time: d.time.clone(),
+                outcome: d.outcome,
+                restore_ms: d.restore_ms,
+            });
+            let m = e.manifest;
+            rows.push(Row {
+                job: plan.name.clone(),
+                snapshot: e.id,
+                time: m.finished,
+                plaintext_bytes: m.plaintext_bytes,
+                stored_bytes: m.stored_bytes,
+                duration_ms: m.duration_ms,
+                trigger: m.trigger.to_string(),
+                reason: m.reason,
+                pinned_until: m.pinned_until,
+                verified,
+                anomalous: m.anomalous,
+                warnings: m.warnings,
+                last_drill,
+            });
+        }
+    }
+    if g.json {
+        super::print_json(&rows);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        super::print_line("no snapshots");
+        return Ok(());
+    }
+    super::print_line(&format!(
+        "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} REASON",
+        "JOB", "SNAPSHOT", "TIME (UTC)", "STORED", "TRIGGER", "VERIFIED"
+    ));
+    for r in rows {
+        let time: String = r
+            .time
+            .chars()
+            .take(19)
+            .collect::<String>()
+            .replace('T', " ");
+        super::print_line(&format!(
+            "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} {}{}",
+            r.job,
+            r.snapshot,
+            time,
+            human_bytes(r.stored_bytes),
+            r.trigger,
+            if r.verified { "yes" } else { "-" },
+            if r.anomalous {
+                "ANOMALOUS (shrink alarm) "
+            } else {
+                ""
+            },
+            r.reason.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}

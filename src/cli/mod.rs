@@ -1,0 +1,359 @@
+//! The command line: clap definitions (`args`), output helpers, and one thin file per
+//! command that loads the job plan, calls the library and prints the result (text, or one
+//! JSON document with `--json`). Errors are printed here, once, as one paragraph.
+//!
+//! May import: everything; nothing imports it.
+
+mod args;
+
+mod backup;
+mod gate;
+mod guard;
+mod hook;
+mod list;
+pub mod output;
+mod prune;
+mod restore;
+mod verify;
+
+pub use args::*;
+pub(crate) use output::{print_json, print_line};
+
+use std::io::Write;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+pub fn init_logging(g: &Global) {
+    let level = if g.quiet {
+        "error"
+    } else {
+        match g.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BACKSTOP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("backstop={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match g.log_format {
+        crate::cli::LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        crate::cli::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
+}
+
+/// Run a command to completion or until SIGINT/SIGTERM; returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let g = cli.global.clone();
+    crate::state::metrics::configure(g.metrics_file.clone());
+    // The daemon handles its own signals (finish, then stop runs cleanly).
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    let work = dispatch(cli);
+    let outcome = if daemon {
+        work.await
+    } else {
+        tokio::select! {
+            r = work => r,
+            s = shutdown_signal() => Err(Error::failed(format!("interrupted by {s}; the run was stopped and its partial objects cleaned up"))),
+        }
+    };
+    // Give cancellation cleanups (multipart aborts) time to finish.
+    crate::cleanup::wait(Duration::from_secs(15)).await;
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            let _ = std::io::stdout().flush();
+            if g.json {
+                let doc =
+                    serde_json::json!({"error": e.message(), "exit_code": e.kind().exit_code()});
+                println!("{doc}");
+            }
+            eprintln!("backstop: error: {}", e.message());
+            e.kind().exit_code()
+        }
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// Run the command; `Ok(code)` is the exit code of a successful run (`guard` passes its
+/// command's code through).
+async fn dispatch(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    if let Command::Guard {
+        jobs,
+        reason,
+        keep_for,
+        command,
+    } = &cli.command
+    {
+        return guard::guard(g, jobs, reason.clone(), keep_for, command).await;
+    }
+    if let Command::Doctor { job } = &cli.command {
+        return doctor(g, job.as_deref()).await;
+    }
+    if let Command::Status { job } = &cli.command {
+        return status(g, job.as_deref()).await;
+    }
+    if let Command::Hook = &cli.command {
+        return hook::run(g).await;
+    }
+    dispatch_plain(&cli).await.map(|()| 0)
+}
+
+/// `status [JOB]`: a table (or `--json`); exit 1 unless every job is OK.
+async fn status(g: &Global, job: Option<&str>) -> Result<i32> {
+    use crate::ops::status::Health;
+    let dir = crate::config::jobs_dir(g.jobs.as_deref());
+    let plans = match job {
+        Some(j) => vec![crate::config::load(&dir, j)?],
+        None => crate::config::load_all(&dir)?,
+    };
+    let now = crate::config::env::now();
+    let mut all = Vec::new();
+    for p in &plans {
+        all.push(crate::ops::status::of(p, now).await);
+    }
+    crate::state::metrics::after_run();
+    if g.json {
+        print_json(&all);
+    } else {
+        let age = |s: i64| crate::text::human_age(jiff::SignedDuration::from_secs(s));
+        print_line(&format!(
+            "{:<12} {:<10} {:<26} {:<20} {:<22} {:<20}",
+            "JOB", "HEALTH", "LAST SNAPSHOT", "LAST FAILURE", "LAST VERIFIED", "NEXT RUN (UTC)"
+        ));
+        for s in &all {
+            let snap = s
+                .last_snapshot
+                .as_ref()
+                .map(|l| {
+                    format!(
+                        "{} ago, {}, {:.0}s",
+                        age(l.age_seconds),
+                        crate::text::human_bytes(l.stored_bytes),
+                        l.duration_ms as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let fail = s
+                .last_failure
+                .as_ref()
+                .map(|f| format!("{} ago", age(f.age_seconds)))
+                .unwrap_or_else(|| "-".into());
+            let ver = s
+                .last_verified
+                .as_ref()
+                .map(|v| {
+                    format!(
+                        "{} ago, restore {:.0}s",
+                        age(v.age_seconds),
+                        v.restore_ms as f64 / 1000.0
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            let next: String = s
+                .next_run
+                .as_deref()
+                .map(|t| t.chars().take(16).collect::<String>().replace('T', " "))
+                .unwrap_or_else(|| "-".into());
+            print_line(&format!(
+                "{:<12} {:<10} {:<26} {:<20} {:<22} {:<20}",
+                s.job,
+                s.health.to_string(),
+                snap,
+                fail,
+                ver,
+                next
+            ));
+            for r in &s.reasons {
+                print_line(&format!("{:<12} - {r}", ""));
+            }
+        }
+    }
+    Ok(if all.iter().all(|s| s.health == Health::Ok) {
+        0
+    } else {
+        1
+    })
+}
+
+/// `doctor [JOB]`: a table (or `--json`), exit 1 when any check failed.
+async fn doctor(g: &Global, job: Option<&str>) -> Result<i32> {
+    use crate::ops::doctor::Status;
+    let dir = crate::config::jobs_dir(g.jobs.as_deref());
+    let checks = crate::ops::doctor::run(&dir, job).await?;
+    if g.json {
+        print_json(&checks);
+    } else {
+        for c in &checks {
+            let word = match c.status {
+                Status::Ok => "ok",
+                Status::Warn => "WARN",
+                Status::Error => "ERROR",
+            };
+            print_line(&format!(
+                "{:<12} {:<18} {:<5} {}",
+                c.job, c.check, word, c.detail
+            ));
+        }
+    }
+    let errors = checks.iter().filter(|c| c.status == Status::Error).count();
+    let warnings = checks.iter().filter(|c| c.status == Status::Warn).count();
+    if !g.quiet && !g.json {
+        eprintln!("backstop doctor: {errors} error(s), {warnings} warning(s)");
+    }
+    Ok(if errors > 0 { 1 } else { 0 })
+}
+
+/// How runs started from the command line wait and talk.
+pub(crate) fn run_opts(g: &Global) -> crate::run::RunOpts {
+    crate::run::RunOpts {
+        wait: g.wait,
+        quiet: g.quiet || g.json,
+    }
+}
+
+async fn dispatch_plain(cli: &Cli) -> Result<()> {
+    let g = &cli.global;
+    match cli.command.clone() {
+        Command::Guard { .. } | Command::Hook | Command::Doctor { .. } | Command::Status { .. } => {
+            unreachable!("handled by dispatch")
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            clap_complete::generate(shell, &mut cmd, "backstop", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let man = clap_mangen::Man::new(crate::cli::Cli::command());
+            match man.render(&mut std::io::stdout()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(Error::failed(format!("cannot write the man page: {e}")))
+                }
+                _ => Ok(()),
+            }
+        }
+        Command::Backup {
+            job,
+            reason,
+            trigger,
+        } => {
+            let trigger = match trigger {
+                crate::cli::TriggerArg::Manual => crate::snapshot::Trigger::Manual,
+                crate::cli::TriggerArg::Schedule => crate::snapshot::Trigger::Schedule,
+            };
+            backup::backup(g, &job, trigger, reason).await
+        }
+        Command::Snapshot {
+            job,
+            reason,
+            keep_for,
+        } => backup::snapshot(g, &job, reason, &keep_for).await,
+        Command::List { job } => list::list(g, job.as_deref()).await,
+        Command::Prune { job, dry_run, yes } => prune::prune(g, job.as_deref(), dry_run, yes).await,
+        Command::Daemon {
+            max_concurrent,
+            catch_up,
+            grace,
+            metrics_listen,
+        } => {
+            if let Some(a) = metrics_listen
+                && !a.ip().is_loopback()
+            {
+                return Err(Error::config(format!(
+                    "--metrics-listen {a} is not a loopback address; use e.g. 127.0.0.1:9184 (put a proxy in front to expose it)"
+                )));
+            }
+            let opts = crate::ops::daemon::Options {
+                jobs_dir: crate::config::jobs_dir(g.jobs.as_deref()),
+                max_concurrent,
+                catch_up: duration_flag("--catch-up", &catch_up)?,
+                grace: duration_flag("--grace", &grace)?,
+                metrics_listen,
+                child_env: {
+                    let mut env = vec![(
+                        "BACKSTOP_LOG_FORMAT".to_string(),
+                        match g.log_format {
+                            crate::cli::LogFormat::Json => "json",
+                            crate::cli::LogFormat::Text => "text",
+                        }
+                        .to_string(),
+                    )];
+                    if let Some(p) = &g.metrics_file {
+                        env.push(("BACKSTOP_METRICS_FILE".into(), p.display().to_string()));
+                    }
+                    env
+                },
+            };
+            crate::ops::daemon::run(opts).await
+        }
+        Command::Systemd {
+            out,
+            randomized_delay,
+        } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let delay = duration_flag("--randomized-delay", &randomized_delay)?;
+            for line in crate::ops::systemd::generate(&dir, out.as_deref(), delay)? {
+                print_line(&line);
+            }
+            Ok(())
+        }
+        Command::Restore {
+            job,
+            snapshot,
+            to,
+            yes,
+            identity,
+            no_owner,
+            staging,
+        } => {
+            let opts = crate::run::restore::Options {
+                snapshot,
+                to,
+                yes,
+                identity,
+                no_owner,
+                staging,
+                quiet: g.quiet || g.json,
+            };
+            restore::restore(g, &job, opts).await
+        }
+        Command::Verify {
+            job,
+            snapshot,
+            identity,
+        } => {
+            let opts = crate::run::verify::Options {
+                snapshot,
+                identity,
+                quiet: g.quiet || g.json,
+            };
+            verify::verify(g, &job, opts).await
+        }
+    }
+}
+
+fn duration_flag(flag: &str, v: &str) -> Result<Duration> {
+    crate::config::parse_duration(v).map_err(|e| Error::config(format!("{flag} {e}")))
+}

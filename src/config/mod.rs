@@ -1,0 +1,15 @@
+//! Job files: raw TOML -> checked plan, every section checked at load (ripgrep's
+//! low-args -> high-args). Also what configures a run from outside a job file: durations,
+//! schedules, PostgreSQL URLs, retention policies and the `BACKSTOP_*` environment.
+//!
+//! May import: error.
+
+pub mod duration;
+pub mod env;
+mod job;
+pub mod pgurl;
+pub mod retention;
+pub mod schedule;
+
+pub use duration::parse_duration;
+pub use job::*;

@@ -1,0 +1,315 @@
+//! `backstop doctor [JOB]`: checks what a backup needs and what could lose it. Per job:
+//! the job file, the source (database reachable, pg_dump/pg_restore for its version; or
+//! the volume readable), storage reachable with a canary object that round-trips, whether
+//! these credentials can delete backups (the canary is deleted, every version of it),
+//! bucket versioning and Object Lock, a private age key on this host, clock skew against
+//! the storage, and the newest snapshot's age. Warnings exit 0; errors exit 1.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::config::{JobPlan, SourcePlan, StorageLocation};
+use crate::error::Result;
+use crate::postgres::Conn;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Ok,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub job: String,
+    pub check: String,
+    pub status: Status,
+    pub detail: String,
+}
+
+struct Report<'a> {
+    job: &'a str,
+    checks: Vec<Check>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, check: &str, status: Status, detail: impl Into<String>) {
+        self.checks.push(Check {
+            job: self.job.to_string(),
+            check: check.to_string(),
+            status,
+            detail: detail.into(),
+        });
+    }
+}
+
+/// Every check of the named job (or of every job in `dir`).
+pub async fn run(dir: &Path, job: Option<&str>) -> Result<Vec<Check>> {
+    let names = match job {
+        Some(j) => vec![j.to_string()],
+        None => crate::config::job_names(dir)?,
+    };
+    let mut all = Vec::new();
+    for name in names {
+        let mut r = Report {
+            job: &name,
+            checks: Vec::new(),
+        };
+        match crate::config::load(dir, &name) {
+            Ok(plan) => {
+                r.add("job file", Status::Ok, plan.file.display().to_string());
+                check_job(&plan, &mut r).await;
+            }
+            Err(e) => r.add("job file", Status::Error, e.message()),
+        }
+        all.extend(r.checks);
+    }
+    Ok(all)
+}
+
+async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
+    match &plan.source {
+        SourcePlan::Postgres(src) => {
+            let conn = Conn::new(src.url.clone(), src.password_file.clone());
+            match crate::postgres::server_info(&conn).await {
+                Ok(info) => {
+                    r.add(
+                        "database",
+                        Status::Ok,
+                        format!(
+                            "{}:{}/{} reachable: {}",
+                            src.url.host(),
+                            src.url.port(),
+                            src.url.dbname(),
+                            info.version
+                        ),
+                    );
+                    let major = info.version_num / 10_000;
+                    for tool in ["pg_dump", "pg_restore"] {
+                        match crate::postgres::tools_for(tool, major) {
+                            Ok(t) if t.major == major => r.add(
+                                tool,
+                                Status::Ok,
+                                format!(
+                                    "{} {} matches the server's major {major}",
+                                    tool, t.version
+                                ),
+                            ),
+                            Ok(t) => r.add(
+                                tool,
+                                Status::Ok,
+                                format!(
+                                    "{} {} (newer than the server's {major}: fine for dumps of it)",
+                                    tool, t.version
+                                ),
+                            ),
+                            Err(e) => r.add(tool, Status::Error, e.message()),
+                        }
+                    }
+                }
+                Err(e) => r.add("database", Status::Error, e.message()),
+            }
+        }
+        SourcePlan::Volume(v) => {
+            let p = v.snapshot_path.as_ref().unwrap_or(&v.path);
+            match std::fs::read_dir(p) {
+                Ok(_) => r.add("volume", Status::Ok, format!("{} readable", p.display())),
+                Err(e) if v.snapshot_path.is_some() && !v.pre.is_empty() => r.add(
+                    "volume",
+                    Status::Warn,
+                    format!(
+                        "{}: {e} (it may appear only once `pre` has run)",
+                        p.display()
+                    ),
+                ),
+                Err(e) => r.add("volume", Status::Error, format!("{}: {e}", p.display())),
+            }
+        }
+    }
+
+    // A private key on a host that only backs up can read every backup if taken.
+    let identity = plan
+        .encryption
+        .identity_file
+        .clone()
+        .or_else(crate::config::env::identity_file);
+    match identity {
+        Some(f) if f.is_file() => r.add(
+            "private key",
+            Status::Warn,
+            format!(
+                "the age identity {} is on this host: whoever takes this host can decrypt every snapshot. \
+                 Keep it only where restores and drills run (or pass --identity there)",
+                f.display()
+            ),
+        ),
+        _ => r.add("private key", Status::Ok, "no age identity on this host: backups are write-only here"),
+    }
+
+    let storage = match crate::storage::open(&plan.storage).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.add("storage", Status::Error, e.message());
+            return;
+        }
+    };
+    let s3 = match &plan.storage.location {
+        StorageLocation::S3 { .. } => crate::storage::s3::S3Storage::from_plan(&plan.storage, None)
+            .await
+            .ok(),
+        StorageLocation::File { .. } => None,
+    };
+    // Canary: write, read back, then try to delete it for good.
+    let mut rnd = [0u8; 6];
+    let _ = getrandom::fill(&mut rnd);
+    let key = format!("{}/doctor/canary-{}", plan.name, hex::encode(rnd));
+    let body = format!("backstop doctor canary {}", jiff::Timestamp::now());
+    let before = jiff::Timestamp::now();
+    if let Err(e) = storage.put_bytes(&key, Bytes::from(body.clone())).await {
+        r.add(
+            "storage",
+            Status::Error,
+            format!("cannot write a canary object: {}", e.message()),
+        );
+        return;
+    }
+    let after = jiff::Timestamp::now();
+    match storage.get_bytes(&key).await {
+        Ok(Some(b)) if b == body.as_bytes() => r.add(
+            "storage",
+            Status::Ok,
+            format!(
+                "{}: a canary object was written and read back",
+                storage.describe()
+            ),
+        ),
+        Ok(_) => r.add(
+            "storage",
+            Status::Error,
+            format!("{key}: the canary read back differs or is missing"),
+        ),
+        Err(e) => r.add("storage", Status::Error, e.message()),
+    }
+    if let Some(s3) = &s3 {
+        match s3.last_modified(&key).await {
+            Ok(Some(t)) => {
+                let mid = before + before.duration_until(after) / 2;
+                let skew = t.duration_since(mid).abs();
+                let secs = skew.as_secs_f64();
+                let status = if secs > 60.0 {
+                    Status::Warn
+                } else {
+                    Status::Ok
+                };
+                r.add(
+                    "clock",
+                    status,
+                    format!(
+                        "this host's clock is within {secs:.0} s of the storage's (by the canary's Last-Modified); \
+                         leases and retention need them within a minute"
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => r.add("clock", Status::Warn, e.message()),
+        }
+        match s3.bucket_settings().await {
+            Ok((versioning, lock)) => {
+                let v = versioning.unwrap_or_else(|| "never enabled".into());
+                match (&lock, plan.storage.object_lock) {
+                    (Some(l), _) => r.add("object lock", Status::Ok, format!("bucket versioning {v}; Object Lock {l}")),
+                    (None, _) => r.add(
+                        "object lock",
+                        Status::Warn,
+                        format!(
+                            "bucket versioning {v}; Object Lock is not enabled on the bucket, so stored snapshots can be \
+                             deleted or overwritten by anyone holding a key that may; create the bucket with Object Lock \
+                             and set storage.object_lock_days"
+                        ),
+                    ),
+                }
+            }
+            Err(e) => r.add(
+                "object lock",
+                Status::Warn,
+                format!("cannot read the bucket's settings: {}", e.message()),
+            ),
+        }
+    }
+    let deleted = match &s3 {
+        Some(s3) => s3.delete_all_versions(&key).await.map(|_| ()),
+        None => storage.delete(&key).await,
+    };
+    let gone = deleted.is_ok() && matches!(storage.head(&key).await, Ok(None));
+    match (deleted, gone) {
+        (Ok(()), true) => r.add(
+            "can delete backups",
+            Status::Warn,
+            "these credentials can delete backups: the canary object was deleted for good. Anyone or anything \
+             holding them (an agent, a leaked token) can wipe every snapshot. Give backup hosts a key without \
+             DeleteObject/DeleteObjectVersion (run prune elsewhere, with its own key), or put the bucket under \
+             Object Lock (storage.object_lock_days, compliance mode)",
+        ),
+        (Ok(()), false) => r.add(
+            "can delete backups",
+            Status::Ok,
+            "the canary delete was accepted but the object is still there (versioned or locked storage)",
+        ),
+        (Err(e), _) => r.add(
+            "can delete backups",
+            Status::Ok,
+            format!(
+                "the storage refused to delete the canary ({}): these credentials cannot destroy backups. \
+                 The canary {key} stays until its retention ends",
+                first_line(e.message())
+            ),
+        ),
+    }
+    if let StorageLocation::File { root } = &plan.storage.location {
+        r.add(
+            "off-site",
+            Status::Warn,
+            format!(
+                "storage is file://{} on this host: a snapshot here goes down with the host; use S3-compatible storage at another provider",
+                root.display()
+            ),
+        );
+    }
+
+    match crate::snapshot::catalog(storage.as_ref(), &plan.name).await {
+        Ok(entries) => match entries
+            .first()
+            .and_then(|e| e.manifest.finished_at().map(|t| (e.id.clone(), t)))
+        {
+            Some((id, t)) => {
+                let age = jiff::Timestamp::now().duration_since(t);
+                let policy = plan.retention.clone().unwrap_or_default();
+                let limit =
+                    crate::snapshot::prune::stale_after(plan, &policy, jiff::Timestamp::now());
+                let stale = limit.is_some_and(|l| age > l);
+                r.add(
+                    "newest snapshot",
+                    if stale { Status::Warn } else { Status::Ok },
+                    format!(
+                        "{id}, {} old{}",
+                        crate::text::human_age(age),
+                        if stale {
+                            " — older than the schedule allows: are backups failing?"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            None => r.add("newest snapshot", Status::Warn, "no complete snapshot yet"),
+        },
+        Err(e) => r.add("newest snapshot", Status::Error, e.message()),
+    }
+}
+
+fn first_line(s: &str) -> String {
+    s.chars().take(200).collect()
+}

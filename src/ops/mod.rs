@@ -1,0 +1,9 @@
+//! Operating backstop: the scheduler daemon, systemd units, status and health, doctor.
+//!
+//! May import: run, guard, postgres, volume, snapshot, pipeline, storage, state, config,
+//! cleanup, text, error.
+
+pub mod daemon;
+pub mod doctor;
+pub mod status;
+pub mod systemd;

@@ -1,0 +1,279 @@
+//! `backstop status [JOB]`: per job, the last snapshot (age, size, duration), the last
+//! failure, the last verified restore and its duration, the next scheduled run, anomalies,
+//! and one health word. Read from storage (the source of truth: works on a fresh host that
+//! has only the job files and credentials) plus this host's job state (failures leave
+//! nothing in storage).
+//!
+//! Health, worst first: FAILING (the last attempt failed after the newest snapshot, or
+//! storage cannot be read), STALE (the newest snapshot is older than `status.max_age`, by
+//! default two schedule intervals plus an hour; a day for jobs without a schedule),
+//! UNVERIFIED (no passed drill within `verify.max_age`, by default two verify intervals
+//! plus a day, else 30 days), OK.
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::config::JobPlan;
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Health {
+    Ok,
+    Unverified,
+    Stale,
+    Failing,
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Health::Ok => "OK",
+            Health::Unverified => "UNVERIFIED",
+            Health::Stale => "STALE",
+            Health::Failing => "FAILING",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Snap {
+    pub snapshot: String,
+    pub time: String,
+    pub age_seconds: i64,
+    pub plaintext_bytes: u64,
+    pub stored_bytes: u64,
+    pub duration_ms: u64,
+    pub trigger: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub time: String,
+    pub age_seconds: i64,
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    pub snapshot: String,
+    pub time: String,
+    pub age_seconds: i64,
+    pub restore_ms: u64,
+}
+
+/// One job's status: the `--json` document is a list of these. Stable: fields are only
+/// ever added.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    pub job: String,
+    pub health: Health,
+    /// Why the health is not OK (empty when OK).
+    pub reasons: Vec<String>,
+    pub snapshots: u64,
+    pub last_snapshot: Option<Snap>,
+    pub last_failure: Option<Failure>,
+    pub last_verified: Option<Verified>,
+    pub last_verify_failure: Option<Failure>,
+    pub next_run: Option<String>,
+    pub next_verify: Option<String>,
+    /// Snapshots the shrink alarm marked, newest first.
+    pub anomalies: Vec<String>,
+}
+
+fn interval(expr: &str, tz: &str, now: Timestamp) -> Option<SignedDuration> {
+    let s = crate::config::schedule::Schedule::parse(expr, tz).ok()?;
+    let a = s.next_after(now)?;
+    let b = s.next_after(a)?;
+    Some(b.duration_since(a))
+}
+
+fn next(expr: Option<&str>, tz: &str, now: Timestamp) -> Option<String> {
+    crate::config::schedule::Schedule::parse(expr?, tz)
+        .ok()?
+        .next_after(now)
+        .map(|t| t.to_string())
+}
+
+fn dur(v: Option<&str>) -> Option<SignedDuration> {
+    v.and_then(|s| crate::config::parse_duration(s).ok())
+        .map(|d| SignedDuration::from_secs(d.as_secs() as i64))
+}
+
+/// How old the newest snapshot may be.
+pub fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
+    if let Some(d) = plan.status_max_age {
+        return SignedDuration::from_secs(d.as_secs() as i64);
+    }
+    match plan
+        .schedule
+        .as_deref()
+        .and_then(|e| interval(e, &plan.timezone, now))
+    {
+        Some(i) => i * 2 + SignedDuration::from_hours(1),
+        None => SignedDuration::from_hours(24),
+    }
+}
+
+/// How old the newest passed drill may be.
+pub fn verify_max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
+    let v = plan.verify.as_ref();
+    if let Some(d) = dur(v.and_then(|v| v.max_age.as_deref())) {
+        return d;
+    }
+    match v
+        .and_then(|v| v.schedule.as_deref())
+        .and_then(|e| interval(e, &plan.timezone, now))
+    {
+        Some(i) => i * 2 + SignedDuration::from_hours(24),
+        None => SignedDuration::from_hours(24 * 30),
+    }
+}
+
+fn age(t: Timestamp, now: Timestamp) -> i64 {
+    now.duration_since(t).as_secs()
+}
+
+/// The status of `plan` at `now`.
+pub async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
+    let local = crate::state::jobstate::load(&plan.name);
+    let mut st = JobStatus {
+        job: plan.name.clone(),
+        health: Health::Ok,
+        reasons: Vec::new(),
+        snapshots: 0,
+        last_snapshot: None,
+        last_failure: None,
+        last_verified: None,
+        last_verify_failure: None,
+        next_run: next(plan.schedule.as_deref(), &plan.timezone, now),
+        next_verify: next(
+            plan.verify.as_ref().and_then(|v| v.schedule.as_deref()),
+            &plan.timezone,
+            now,
+        ),
+        anomalies: Vec::new(),
+    };
+    let failure = |r: &Option<crate::state::jobstate::Run>| {
+        r.as_ref().and_then(|r| {
+            let t: Timestamp = r.time.parse().ok()?;
+            Some(Failure {
+                time: r.time.clone(),
+                age_seconds: age(t, now),
+                error: r.error.clone().unwrap_or_default(),
+            })
+        })
+    };
+    st.last_failure = failure(&local.backup_failed);
+    st.last_verify_failure = failure(&local.verify_failed);
+
+    let read = async {
+        let storage = crate::storage::open(&plan.storage).await?;
+        let entries = crate::snapshot::catalog(storage.as_ref(), &plan.name).await?;
+        // The newest passed drill, looking at the newest snapshots first.
+        let mut verified: Option<Verified> = None;
+        for e in entries.iter().take(30) {
+            for s in crate::snapshot::drill::summaries(storage.as_ref(), &plan.name, &e.id).await? {
+                let Ok(t) = s.time.parse::<Timestamp>() else {
+                    continue;
+                };
+                if s.outcome == crate::snapshot::drill::Verdict::Passed
+                    && verified
+                        .as_ref()
+                        .is_none_or(|v| v.time.parse::<Timestamp>().is_ok_and(|vt| t > vt))
+                {
+                    verified = Some(Verified {
+                        snapshot: s.snapshot.clone(),
+                        time: s.time.clone(),
+                        age_seconds: age(t, now),
+                        restore_ms: s.restore_ms,
+                    });
+                }
+            }
+        }
+        Ok::<_, crate::error::Error>((entries, verified))
+    };
+    let (entries, verified) = match read.await {
+        Ok(v) => v,
+        Err(e) => {
+            st.health = Health::Failing;
+            st.reasons
+                .push(format!("cannot read storage: {}", e.message()));
+            return st;
+        }
+    };
+    st.snapshots = entries.len() as u64;
+    st.last_verified = verified;
+    st.anomalies = entries
+        .iter()
+        .filter(|e| e.manifest.anomalous)
+        .map(|e| format!("{}: shrink alarm", e.id))
+        .collect();
+    let newest = entries
+        .first()
+        .and_then(|e| e.manifest.finished_at().map(|t| (e, t)));
+    if let Some((e, t)) = newest {
+        st.last_snapshot = Some(Snap {
+            snapshot: e.id.clone(),
+            time: e.manifest.finished.clone(),
+            age_seconds: age(t, now),
+            plaintext_bytes: e.manifest.plaintext_bytes,
+            stored_bytes: e.manifest.stored_bytes,
+            duration_ms: e.manifest.duration_ms,
+            trigger: e.manifest.trigger.to_string(),
+        });
+    }
+
+    // Health, worst wins.
+    let newest_time = newest.map(|(_, t)| t);
+    if let Some(f) = &st.last_failure
+        && let Ok(ft) = f.time.parse::<Timestamp>()
+        && newest_time.is_none_or(|nt| ft > nt)
+    {
+        st.health = st.health.max(Health::Failing);
+        st.reasons
+            .push(format!("the last backup failed: {}", f.error));
+    }
+    if let Some((e, _)) = newest
+        && e.manifest.anomalous
+    {
+        st.health = st.health.max(Health::Failing);
+        st.reasons.push(format!(
+            "the newest snapshot {} raised the shrink alarm",
+            e.id
+        ));
+    }
+    let limit = max_age(plan, now);
+    match newest_time {
+        Some(t) if now.duration_since(t) > limit => {
+            st.health = st.health.max(Health::Stale);
+            st.reasons.push(format!(
+                "the newest snapshot is {} old (allowed: {})",
+                crate::text::human_age(now.duration_since(t)),
+                crate::text::human_age(limit)
+            ));
+        }
+        None => {
+            st.health = st.health.max(Health::Stale);
+            st.reasons.push("there is no complete snapshot".into());
+        }
+        _ => {}
+    }
+    let vlimit = verify_max_age(plan, now);
+    let verified_at = st
+        .last_verified
+        .as_ref()
+        .and_then(|v| v.time.parse::<Timestamp>().ok());
+    if newest_time.is_some() && verified_at.is_none_or(|t| now.duration_since(t) > vlimit) {
+        st.health = st.health.max(Health::Unverified);
+        st.reasons.push(match verified_at {
+            Some(t) => format!(
+                "the last passed restore drill is {} old (allowed: {})",
+                crate::text::human_age(now.duration_since(t)),
+                crate::text::human_age(vlimit)
+            ),
+            None => "no restore drill has passed yet (run `backstop verify`)".into(),
+        });
+    }
+    crate::state::jobstate::update(&plan.name, |s| s.snapshots = Some(st.snapshots));
+    st
+}

@@ -1,0 +1,134 @@
+//! The postgres source: runs `pg_dump -Fc --compress=0` with its stdout streamed to the
+//! pipeline and its stderr drained on another thread (so the child never blocks on a full
+//! pipe), and `pg_dumpall --globals-only` for roles. A non-zero exit turns the stderr text
+//! into the error.
+
+use std::io::Read;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::thread::JoinHandle;
+
+use crate::error::{Error, Result};
+use crate::postgres::{Conn, Tools};
+
+/// Keep at most this much of a child's stderr for the error message.
+const STDERR_KEEP: usize = 64 * 1024;
+
+/// A running pg_dump.
+pub struct DumpProcess {
+    child: Child,
+    stderr: Option<JoinHandle<String>>,
+    program: String,
+}
+
+impl DumpProcess {
+    /// Start pg_dump of `conn`'s database in custom format, uncompressed (backstop
+    /// compresses with zstd, which is faster and smaller than pg_dump's gzip).
+    pub fn start(tools: &Tools, conn: &Conn) -> Result<(DumpProcess, ChildStdout)> {
+        let bin = tools.bin("pg_dump");
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--format=custom",
+            "--compress=0",
+            "--no-password",
+            "--dbname",
+        ])
+        .arg(conn.url.conninfo())
+        .envs(conn.env()?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        spawn(cmd, &bin.display().to_string())
+    }
+
+    /// Wait for the exit; a failure carries pg_dump's own words.
+    pub fn wait(mut self) -> Result<()> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(Error::failed(format!(
+                "{} failed ({status}): {}",
+                self.program,
+                crate::text::summarize(&stderr)
+            )));
+        }
+        if !stderr.trim().is_empty() {
+            tracing::warn!("{}: {}", self.program, stderr.trim());
+        }
+        Ok(())
+    }
+
+    /// Stop the child (the upload failed): kill, reap, and return its stderr.
+    pub fn kill(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> {
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start {program}: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::failed("no stdout pipe"))?;
+    let stderr = child.stderr.take().map(|mut s| {
+        std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if kept.len() < STDERR_KEEP {
+                            kept.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                }
+            }
+            String::from_utf8_lossy(&kept).into_owned()
+        })
+    });
+    Ok((
+        DumpProcess {
+            child,
+            stderr,
+            program: program.to_string(),
+        },
+        stdout,
+    ))
+}
+
+/// Roles and tablespaces (`pg_dumpall --globals-only`), as SQL text.
+pub async fn dump_globals(tools: &Tools, conn: &Conn) -> Result<Vec<u8>> {
+    let bin = tools.bin("pg_dumpall");
+    let out = tokio::process::Command::new(&bin)
+        .kill_on_drop(true)
+        .args(["--globals-only", "--no-password", "--dbname"])
+        .arg(conn.url.conninfo())
+        .envs(conn.env()?)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "{} --globals-only failed ({}): {} (globals = true needs a superuser, or a role that can read pg_authid)",
+            bin.display(),
+            out.status,
+            crate::text::summarize(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(out.stdout)
+}

@@ -1,0 +1,626 @@
+//! Parallel loading of the biggest table during a streamed restore. pg_restore gets the
+//! whole archive as before, except that the big table's rows are dealt out in batches:
+//! some stay in its stream, the others go to extra `psql` sessions running the same
+//! `COPY ... FROM stdin` into the same table. pg_restore's COPY of that table only ends
+//! (and with it, its move on to indexes, constraints and triggers) after every extra
+//! session has committed, so the post-data steps see all rows, exactly as with one session.
+//!
+//! The extra sessions start once pg_restore's own COPY of the table is running (seen in
+//! `pg_stat_progress_copy`, PostgreSQL 14 and newer): everything before the data section
+//! (CREATE TABLE and friends) is done by then, so no extra session can hold a lock that a
+//! schema step waits for. Each session reports how many rows it loaded, and that must
+//! equal the rows it was sent.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::postgres::archive::{Head, Parse, decode_int, read_head};
+
+/// Rows are dealt out in batches of about this many bytes, cut at row ends.
+const BATCH: usize = 256 << 10;
+
+/// How to reach the database and which table to split.
+pub struct Plan {
+    pub psql: PathBuf,
+    pub conninfo: String,
+    pub env: Vec<(String, String)>,
+    pub schema: String,
+    pub table: String,
+    /// Sessions loading the table, pg_restore's included (2 or more).
+    pub sessions: usize,
+    /// pg_restore's process: if it ends before its COPY shows up, nothing waits forever.
+    pub restore_pid: u32,
+}
+
+/// What the split did, for the restore report.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Report {
+    pub table: String,
+    /// Rows loaded by each session; the first is pg_restore's.
+    pub rows_by_session: Vec<u64>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum IntFor {
+    DataId,
+    BlobsId,
+    BlobOid,
+    ChunkLen { blob: bool, target: bool },
+}
+
+#[derive(Debug)]
+enum St {
+    Head,
+    BlockType,
+    Int(IntFor),
+    Chunk {
+        remaining: usize,
+        target: bool,
+    },
+    /// Not understood: everything goes through untouched (pg_restore judges it).
+    Pass,
+}
+
+struct Lane {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// Drained on its own thread, so a chatty session never blocks on a full pipe.
+    stderr: Option<std::thread::JoinHandle<String>>,
+    rows: u64,
+}
+
+impl Lane {
+    fn stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A writer in front of pg_restore's stdin that splits the target table's rows.
+pub struct SplitWriter<W: Write> {
+    out: W,
+    plan: Plan,
+    st: St,
+    buf: Vec<u8>,
+    last_try: usize,
+    head: Option<Head>,
+    target_id: Option<i32>,
+    copy_stmt: String,
+    encoding: Option<String>,
+    batch: Vec<u8>,
+    /// From the end marker (`\.`) on: pg_restore's, sent when the block ends.
+    tail: Vec<u8>,
+    ended: bool,
+    next: usize,
+    lanes: Vec<Lane>,
+    restore_rows: u64,
+    report: Option<Report>,
+    failure: Option<String>,
+}
+
+impl<W: Write> SplitWriter<W> {
+    pub fn new(out: W, plan: Plan) -> Self {
+        SplitWriter {
+            out,
+            plan,
+            st: St::Head,
+            buf: Vec::new(),
+            last_try: 0,
+            head: None,
+            target_id: None,
+            copy_stmt: String::new(),
+            encoding: None,
+            batch: Vec::new(),
+            tail: Vec::new(),
+            ended: false,
+            next: 0,
+            lanes: Vec::new(),
+            restore_rows: 0,
+            report: None,
+            failure: None,
+        }
+    }
+
+    /// Why the split failed, when it did (the io::Error says less).
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// After the whole stream: what was split (None if the table had no data block).
+    pub fn finish(mut self) -> io::Result<Option<Report>> {
+        if let St::Head = self.st {
+            self.try_head()?;
+        }
+        if let St::Head = self.st {
+            // The stream ended inside the header: pg_restore will say so.
+            let rest = std::mem::take(&mut self.buf);
+            self.out.write_all(&rest)?;
+        }
+        if !self.lanes.is_empty() {
+            // The stream ended inside the target block: pg_restore will say so.
+            self.kill_lanes();
+        }
+        self.out.flush()?;
+        Ok(self.report.take())
+    }
+
+    fn fail(&mut self, why: String) -> io::Error {
+        self.kill_lanes();
+        self.failure = Some(why.clone());
+        io::Error::other(why)
+    }
+
+    fn kill_lanes(&mut self) {
+        for mut l in self.lanes.drain(..) {
+            // Killed before its stdin closes: an end of input would commit the rows so far.
+            let _ = l.child.kill();
+            drop(l.stdin.take());
+            let _ = l.child.wait();
+            l.stderr();
+        }
+    }
+
+    fn int_size(&self) -> usize {
+        self.head.as_ref().map(|h| h.int_size).unwrap_or(4)
+    }
+
+    /// Parse the buffered header and TOC; once whole, pass it on and go on with the rest.
+    fn try_head(&mut self) -> io::Result<()> {
+        let buf = std::mem::take(&mut self.buf);
+        match read_head(&buf) {
+            Parse::NeedMore => self.buf = buf,
+            Parse::Bad(_) => {
+                self.st = St::Pass;
+                self.out.write_all(&buf)?;
+            }
+            Parse::Ok(h) => {
+                self.out.write_all(&buf[..h.len])?;
+                if let Some(d) = h
+                    .data
+                    .iter()
+                    .find(|d| d.schema == self.plan.schema && d.table == self.plan.table)
+                {
+                    self.target_id = Some(d.id);
+                    self.copy_stmt = d.copy_stmt.clone();
+                }
+                self.encoding = h.encoding.clone();
+                let used = h.len;
+                self.head = Some(h);
+                self.st = St::BlockType;
+                self.feed(&buf[used..])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn feed(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            match self.st {
+                St::Pass => {
+                    self.out.write_all(data)?;
+                    return Ok(());
+                }
+                St::Head => {
+                    self.buf.extend_from_slice(data);
+                    data = &[];
+                    // Re-parse only after the buffer grew by half: linear on big TOCs.
+                    if self.last_try > 0 && self.buf.len() < self.last_try + self.last_try / 2 {
+                        continue;
+                    }
+                    self.last_try = self.buf.len();
+                    self.try_head()?;
+                }
+                St::BlockType => {
+                    let t = data[0];
+                    self.out.write_all(&data[..1])?;
+                    data = &data[1..];
+                    self.st = match t {
+                        1 => St::Int(IntFor::DataId),
+                        3 => St::Int(IntFor::BlobsId),
+                        _ => St::Pass,
+                    };
+                }
+                St::Int(purpose) => {
+                    let width = self.int_size() + 1;
+                    let take = (width - self.buf.len()).min(data.len());
+                    self.buf.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if self.buf.len() < width {
+                        continue;
+                    }
+                    let raw = std::mem::take(&mut self.buf);
+                    let v = decode_int(&raw);
+                    let in_target = matches!(purpose, IntFor::ChunkLen { target: true, .. });
+                    if !in_target {
+                        self.out.write_all(&raw)?;
+                    }
+                    self.st = match purpose {
+                        IntFor::DataId => {
+                            let target = Some(v as i32) == self.target_id;
+                            if target {
+                                // pg_restore must see the block start before any session waits.
+                                self.out.flush()?;
+                            }
+                            St::Int(IntFor::ChunkLen {
+                                blob: false,
+                                target,
+                            })
+                        }
+                        IntFor::BlobsId => St::Int(IntFor::BlobOid),
+                        IntFor::BlobOid if v == 0 => St::BlockType,
+                        IntFor::BlobOid => St::Int(IntFor::ChunkLen {
+                            blob: true,
+                            target: false,
+                        }),
+                        IntFor::ChunkLen { blob: true, .. } if v == 0 => St::Int(IntFor::BlobOid),
+                        IntFor::ChunkLen { target: true, .. } if v == 0 => {
+                            self.end_target(&raw)?;
+                            St::BlockType
+                        }
+                        IntFor::ChunkLen { .. } if v == 0 => St::BlockType,
+                        IntFor::ChunkLen { target, .. } if v > 0 => St::Chunk {
+                            remaining: v as usize,
+                            target,
+                        },
+                        IntFor::ChunkLen { .. } => {
+                            return Err(self.fail(format!(
+                                "negative chunk length {v} in the archive's data section"
+                            )));
+                        }
+                    };
+                }
+                St::Chunk { remaining, target } => {
+                    let take = remaining.min(data.len());
+                    if target {
+                        self.rows_in(&data[..take])?;
+                    } else {
+                        self.out.write_all(&data[..take])?;
+                    }
+                    data = &data[take..];
+                    self.st = if take == remaining {
+                        St::Int(IntFor::ChunkLen {
+                            blob: false,
+                            target,
+                        })
+                    } else {
+                        St::Chunk {
+                            remaining: remaining - take,
+                            target,
+                        }
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows of the target table (COPY text, one row per line).
+    fn rows_in(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.ended {
+            self.tail.extend_from_slice(bytes);
+            return Ok(());
+        }
+        let from = self.batch.len();
+        self.batch.extend_from_slice(bytes);
+        // The end marker: a line that is exactly `\.` (a row never is: COPY escapes `\`).
+        let scan = from.saturating_sub(2);
+        let mut at = None;
+        for p in memchr::memmem::find_iter(&self.batch[scan..], b"\\.\n") {
+            let p = scan + p;
+            if p == 0 || self.batch[p - 1] == b'\n' {
+                at = Some(p);
+                break;
+            }
+        }
+        if let Some(p) = at {
+            self.tail = self.batch.split_off(p);
+            self.ended = true;
+        }
+        while self.batch.len() >= BATCH {
+            let Some(nl) = memchr::memrchr(b'\n', &self.batch) else {
+                break; // one row longer than a batch: wait for its end
+            };
+            let rest = self.batch.split_off(nl + 1);
+            let rows = std::mem::replace(&mut self.batch, rest);
+            self.deal(rows)?;
+        }
+        Ok(())
+    }
+
+    /// Send a batch of whole rows to the next session.
+    fn deal(&mut self, rows: Vec<u8>) -> io::Result<()> {
+        let lane = self.next;
+        self.next = (self.next + 1) % self.plan.sessions.max(1);
+        let n = memchr::memchr_iter(b'\n', &rows).count() as u64;
+        if lane == 0 {
+            self.restore_rows += n;
+            self.chunk_to_restore(&rows)?;
+            return self.out.flush();
+        }
+        if self.lanes.is_empty() {
+            self.start_lanes()?;
+        }
+        let l = &mut self.lanes[lane - 1];
+        l.rows += n;
+        let written = l.stdin.as_mut().map(|s| s.write_all(&rows));
+        match written {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                let why = self.lane_error(lane - 1);
+                Err(self.fail(why))
+            }
+        }
+    }
+
+    fn chunk_to_restore(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let mut len = vec![0u8];
+        len.extend_from_slice(&(bytes.len() as u64).to_le_bytes()[..self.int_size()]);
+        self.out.write_all(&len)?;
+        self.out.write_all(bytes)
+    }
+
+    /// Wait for pg_restore's COPY of the table, then start the other sessions.
+    fn start_lanes(&mut self) -> io::Result<()> {
+        let name = format!(
+            "{}.{}",
+            crate::postgres::quote_ident(&self.plan.schema),
+            crate::postgres::quote_ident(&self.plan.table)
+        );
+        let probe = format!(
+            "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() AND relid = to_regclass({})",
+            crate::postgres::quote_literal(&name)
+        );
+        loop {
+            if exited(self.plan.restore_pid) {
+                return Err(self.fail(
+                    "pg_restore ended before its COPY of the table being loaded in parallel began"
+                        .into(),
+                ));
+            }
+            let out = self
+                .psql()
+                .args(["-A", "-t", "-c", &probe])
+                .stdin(Stdio::null())
+                .output()?;
+            if !out.status.success() {
+                return Err(self.fail(format!(
+                    "watching for pg_restore's COPY of {name}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+            if String::from_utf8_lossy(&out.stdout).trim() != "0" {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for _ in 1..self.plan.sessions {
+            let mut cmd = self.psql();
+            cmd.args(["-A", "-t"])
+                // The session state pg_restore sets for its own data loading.
+                .args(["-c", "SET row_security = off"])
+                .args(["-c", "SET client_min_messages = warning"])
+                .args([
+                    "-c",
+                    "SELECT pg_catalog.set_config('search_path', '', false)",
+                ])
+                .args(["-c", self.copy_stmt.trim()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            // Named, so an operator can tell these sessions apart in pg_stat_activity.
+            cmd.env("PGAPPNAME", "backstop-parallel-load");
+            if let Some(enc) = &self.encoding {
+                cmd.env("PGCLIENTENCODING", enc);
+            }
+            let mut child = match cmd.spawn() {
+                Ok(c) => c,
+                Err(e) => {
+                    return Err(
+                        self.fail(format!("cannot start {}: {e}", self.plan.psql.display()))
+                    );
+                }
+            };
+            let stdin = child.stdin.take();
+            let stderr = child.stderr.take().map(|mut e| {
+                std::thread::spawn(move || {
+                    let mut s = String::new();
+                    let _ = io::Read::read_to_string(&mut e, &mut s);
+                    s
+                })
+            });
+            self.lanes.push(Lane {
+                child,
+                stdin,
+                stderr,
+                rows: 0,
+            });
+        }
+        Ok(())
+    }
+
+    fn psql(&self) -> Command {
+        let mut cmd = Command::new(&self.plan.psql);
+        cmd.args(["-X", "-v", "ON_ERROR_STOP=1", "-d", &self.plan.conninfo])
+            .envs(self.plan.env.iter().map(|(k, v)| (k, v)));
+        cmd
+    }
+
+    /// What a failed session said.
+    fn lane_error(&mut self, i: usize) -> String {
+        let l = &mut self.lanes[i];
+        drop(l.stdin.take());
+        let status = l.child.wait();
+        let err = l.stderr();
+        format!(
+            "a parallel COPY session into {}.{} failed ({}): {}",
+            self.plan.schema,
+            self.plan.table,
+            status.map(|s| s.to_string()).unwrap_or_default(),
+            crate::text::summarize(&err)
+        )
+    }
+
+    /// The target block ended: every session commits first, then pg_restore gets the
+    /// last rows, the end marker and the block's end.
+    fn end_target(&mut self, zero: &[u8]) -> io::Result<()> {
+        let rest = std::mem::take(&mut self.batch);
+        self.restore_rows += memchr::memchr_iter(b'\n', &rest).count() as u64;
+        let mut rows_by_session = vec![0];
+        for i in 0..self.lanes.len() {
+            drop(self.lanes[i].stdin.take());
+            let l = &mut self.lanes[i];
+            let mut out = String::new();
+            if let Some(mut o) = l.child.stdout.take() {
+                let _ = io::Read::read_to_string(&mut o, &mut out);
+            }
+            let status = l.child.wait()?;
+            let err = l.stderr();
+            let sent = l.rows;
+            let loaded = out
+                .lines()
+                .rev()
+                .find_map(|l| l.strip_prefix("COPY "))
+                .and_then(|n| n.trim().parse::<u64>().ok());
+            if !status.success() || loaded != Some(sent) {
+                let why = format!(
+                    "a parallel COPY session into {}.{} failed ({status}; sent {sent} rows, loaded {}): {}",
+                    self.plan.schema,
+                    self.plan.table,
+                    loaded.map(|n| n.to_string()).unwrap_or("none".into()),
+                    crate::text::summarize(&err)
+                );
+                return Err(self.fail(why));
+            }
+            rows_by_session.push(sent);
+        }
+        self.lanes.clear();
+        let mut last = rest;
+        last.extend_from_slice(&std::mem::take(&mut self.tail));
+        self.chunk_to_restore(&last)?;
+        self.out.write_all(zero)?;
+        self.out.flush()?;
+        rows_by_session[0] = self.restore_rows;
+        if rows_by_session.len() > 1 {
+            self.report = Some(Report {
+                table: format!("{}.{}", self.plan.schema, self.plan.table),
+                rows_by_session,
+            });
+        }
+        self.ended = false;
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for SplitWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(why) = &self.failure {
+            return Err(io::Error::other(why.clone()));
+        }
+        self.feed(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl<W: Write> Drop for SplitWriter<W> {
+    fn drop(&mut self) {
+        self.kill_lanes();
+    }
+}
+
+/// Whether a child process has ended (without reaping it).
+fn exited(pid: u32) -> bool {
+    // SAFETY: waitid with WNOWAIT only inspects the child's state; `info` is plain data.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        r != 0 || info.si_pid() != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::postgres::archive::DumpObserver;
+
+    fn plan() -> Plan {
+        Plan {
+            psql: "psql".into(),
+            conninfo: String::new(),
+            env: Vec::new(),
+            schema: "public".into(),
+            table: "users".into(),
+            sessions: 1,
+            restore_pid: 0,
+        }
+    }
+
+    /// With one session the target's rows stay in pg_restore's stream (in one chunk here):
+    /// the archive reads the same whatever the sizes of the writes.
+    #[test]
+    fn one_session_keeps_the_archive_whole_whatever_the_feed_sizes() {
+        let a = crate::postgres::archive::tests::archive();
+        for step in [1, 2, 3, 5, 7, 64, a.len()] {
+            let mut out = Vec::new();
+            let mut w = SplitWriter::new(&mut out, plan());
+            for piece in a.chunks(step) {
+                w.write_all(piece).unwrap();
+            }
+            assert_eq!(w.finish().unwrap(), None, "step {step}");
+            // The table's two chunks became one: one length int (5 bytes) fewer.
+            assert_eq!(out.len(), a.len() - 5, "step {step}");
+            let mut o = DumpObserver::new();
+            o.feed(&out);
+            let f = o.finish().unwrap();
+            assert_eq!(f.tables[0].rows, 3, "step {step}");
+            assert_eq!(f.large_objects, 1, "step {step}");
+            let text = String::from_utf8_lossy(&out);
+            assert!(
+                text.contains("1\tann\n2\tb\\nob\n3\tcy\n\\.\n\n\n"),
+                "step {step}"
+            );
+        }
+    }
+
+    /// Another table's name: nothing is touched, byte for byte.
+    #[test]
+    fn other_tables_pass_through_untouched() {
+        let a = crate::postgres::archive::tests::archive();
+        let mut out = Vec::new();
+        let mut p = plan();
+        p.table = "orders".into();
+        let mut w = SplitWriter::new(&mut out, p);
+        for piece in a.chunks(3) {
+            w.write_all(piece).unwrap();
+        }
+        assert_eq!(w.finish().unwrap(), None);
+        assert_eq!(out, a);
+    }
+
+    /// Not an archive at all: passed through for pg_restore to reject.
+    #[test]
+    fn garbage_passes_through() {
+        let junk = vec![7u8; 10_000];
+        let mut out = Vec::new();
+        let mut w = SplitWriter::new(&mut out, plan());
+        w.write_all(&junk).unwrap();
+        w.finish().unwrap();
+        assert_eq!(out, junk);
+    }
+}

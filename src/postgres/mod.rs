@@ -1,0 +1,12 @@
+//! PostgreSQL, in one place: connections and client programs, the dump and its archive
+//! reader (row counts as the stream passes), restores (staged or streamed, with parallel
+//! loading of the biggest table), and the scratch cluster drills restore into.
+//!
+//! May import: snapshot, pipeline, storage, state, config, cleanup, text, error.
+
+pub mod archive;
+mod client;
+pub mod dump;
+pub mod load;
+
+pub use client::*;

@@ -1,0 +1,627 @@
+//! One backup of a job: source -> pipeline -> storage, objects first and the manifest
+//! last. The manifest is written only after the source exited successfully and every
+//! object is stored and checked by size, so a failed, interrupted or killed run leaves no
+//! snapshot (and its incomplete objects are cleaned up). Content facts (table names, row
+//! counts) go into an encrypted object, never the plaintext manifest.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::{JobPlan, PostgresSource, SourcePlan, VolumeSource};
+use crate::error::{Error, Result, ResultExt};
+use crate::pipeline::progress::{self, Counters};
+use crate::pipeline::{self, Stats};
+use crate::postgres::archive::DumpObserver;
+use crate::postgres::dump::DumpProcess;
+use crate::postgres::{self as pg, Conn};
+use crate::snapshot::{
+    self, CompressionInfo, EncryptionInfo, Manifest, ObjectEntry, SourceInfo, Trigger,
+};
+use crate::state::baselines::Baseline;
+use crate::storage::{ChunkWriter, Storage};
+use crate::volume::source::VolumeFacts;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub trigger: Trigger,
+    pub reason: Option<String>,
+    /// Pin the snapshot against retention until this time.
+    pub pinned_until: Option<jiff::Timestamp>,
+    pub quiet: bool,
+}
+
+/// What a source's backup produced: the manifest's source part, the stored objects,
+/// warnings, and the figures the shrink alarm compares.
+type Sourced = (SourceInfo, Vec<ObjectEntry>, Vec<String>, Baseline);
+
+/// Take one snapshot of `plan` into `storage`.
+pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Manifest> {
+    let started = jiff::Timestamp::now();
+    let clock = Instant::now();
+    let id = snapshot::new_id(started);
+    // If this future is dropped (SIGINT/SIGTERM), whatever was stored is removed in the
+    // background; on the normal paths below the guard is disarmed.
+    let mut guard = LeftoverGuard {
+        storage: Some(storage.clone()),
+        job: plan.name.clone(),
+        id: id.clone(),
+    };
+    let result = match &plan.source {
+        SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
+        SourcePlan::Volume(v) => backup_volume(plan, v, storage.clone(), &id, opts).await,
+    };
+    let (source, objects, mut warnings, mut baseline) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            guard.storage = None;
+            remove_leftovers(storage.as_ref(), &plan.name, &id).await;
+            return Err(e.context(format!(
+                "backup of job {} failed; no snapshot was written",
+                plan.name
+            )));
+        }
+    };
+    // The shrink alarm: compare with the previous snapshot's figures kept on this host.
+    baseline.job = plan.name.clone();
+    baseline.snapshot = id.clone();
+    baseline.time = jiff::Timestamp::now().to_string();
+    let previous = crate::state::baselines::load(&plan.name);
+    let findings = previous
+        .as_ref()
+        .map(|p| crate::state::baselines::compare(p, &baseline, plan.alarm.shrink_percent))
+        .unwrap_or_default();
+    if !findings.is_empty() {
+        // Names stay off the plaintext manifest: they are content facts.
+        warnings.push(format!(
+            "shrink alarm: {} finding(s) beyond {}% against snapshot {} (details in this host's log and audit log)",
+            findings.len(),
+            plan.alarm.shrink_percent,
+            previous.as_ref().map(|p| p.snapshot.as_str()).unwrap_or("?")
+        ));
+    }
+    let finished = jiff::Timestamp::now();
+    let manifest = Manifest {
+        format_version: snapshot::FORMAT_VERSION,
+        backstop_version: env!("CARGO_PKG_VERSION").to_string(),
+        job: plan.name.clone(),
+        snapshot: id.clone(),
+        host: crate::state::hostname(),
+        source,
+        started: started.to_string(),
+        finished: finished.to_string(),
+        duration_ms: clock.elapsed().as_millis() as u64,
+        trigger: opts.trigger,
+        reason: opts.reason.clone(),
+        pinned_until: opts.pinned_until.map(|t| t.to_string()),
+        compression: CompressionInfo {
+            algorithm: "zstd".into(),
+            level: plan.compression.level,
+        },
+        encryption: EncryptionInfo {
+            algorithm: "age-x25519".into(),
+            recipients: plan.encryption.recipients.clone(),
+        },
+        plaintext_bytes: objects.iter().map(|o| o.plaintext_bytes).sum(),
+        stored_bytes: objects.iter().map(|o| o.stored_bytes).sum(),
+        objects,
+        warnings,
+        anomalous: !findings.is_empty(),
+    };
+    let read_back = matches!(
+        opts.trigger,
+        Trigger::Snapshot | Trigger::Guard | Trigger::Hook
+    );
+    let committed = commit(storage.as_ref(), &manifest, read_back).await;
+    guard.storage = None;
+    if let Err(e) = committed {
+        remove_leftovers(storage.as_ref(), &plan.name, &id).await;
+        return Err(e.context(format!(
+            "backup of job {} failed; no snapshot was written",
+            plan.name
+        )));
+    }
+    crate::state::baselines::save(&baseline);
+    if let Some(prev) = previous.filter(|_| !findings.is_empty()) {
+        raise_alarm(plan, storage.as_ref(), &manifest, &prev, &findings).await;
+    }
+    Ok(manifest)
+}
+
+/// Say it loudly, keep the previous snapshot from rotating away, and audit it.
+async fn raise_alarm(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    m: &Manifest,
+    prev: &Baseline,
+    findings: &[String],
+) {
+    eprintln!(
+        "backstop: WARNING: shrink alarm for job {}: snapshot {} is much smaller than {}:",
+        plan.name, m.snapshot, prev.snapshot
+    );
+    for f in findings {
+        eprintln!("backstop: WARNING:   {f}");
+    }
+    let until = jiff::Timestamp::now()
+        + jiff::SignedDuration::from_secs(plan.alarm.pin_for.as_secs() as i64);
+    let reason = format!(
+        "shrink alarm: snapshot {} lost data against this one",
+        m.snapshot
+    );
+    let exists = storage
+        .head(&snapshot::object_key(
+            &plan.name,
+            &prev.snapshot,
+            snapshot::MANIFEST,
+        ))
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    let pinned = if exists {
+        match crate::snapshot::pin::pin(storage, &plan.name, &prev.snapshot, until, &reason).await {
+            Ok(()) => {
+                eprintln!(
+                    "backstop: WARNING:   the previous snapshot {} is pinned until {until} so retention keeps it",
+                    prev.snapshot
+                );
+                true
+            }
+            Err(e) => {
+                eprintln!(
+                    "backstop: WARNING:   could not pin the previous snapshot {}: {}",
+                    prev.snapshot,
+                    e.message()
+                );
+                false
+            }
+        }
+    } else {
+        false
+    };
+    crate::state::audit::append(crate::state::audit::Record {
+        action: "alarm",
+        job: Some(&plan.name),
+        snapshot: Some(&m.snapshot),
+        outcome: Ok(()),
+        details: serde_json::json!({
+            "kind": "shrink", "previous": prev.snapshot, "findings": findings,
+            "previous_pinned_until": pinned.then(|| until.to_string()),
+        }),
+    });
+}
+
+struct LeftoverGuard {
+    storage: Option<Arc<dyn Storage>>,
+    job: String,
+    id: String,
+}
+
+impl Drop for LeftoverGuard {
+    fn drop(&mut self) {
+        if let Some(storage) = self.storage.take() {
+            let (job, id) = (std::mem::take(&mut self.job), std::mem::take(&mut self.id));
+            crate::cleanup::spawn(
+                async move { remove_leftovers(storage.as_ref(), &job, &id).await },
+            );
+        }
+    }
+}
+
+/// Check every object by size, then write the manifest and read it back.
+async fn commit(storage: &dyn Storage, m: &Manifest, read_back: bool) -> Result<()> {
+    for o in &m.objects {
+        let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
+        if read_back {
+            // Snapshots before a risky action: read every byte back and check its SHA-256.
+            let Some(mut r) = storage.get(&key).await? else {
+                return Err(Error::failed(format!(
+                    "stored object {key} is missing after upload"
+                )));
+            };
+            let mut h = <sha2::Sha256 as sha2::Digest>::new();
+            let mut n = 0u64;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = tokio::io::AsyncReadExt::read(&mut r, &mut buf)
+                    .await
+                    .map_err(|e| Error::failed(format!("reading {key} back: {e}")))?;
+                if k == 0 {
+                    break;
+                }
+                sha2::Digest::update(&mut h, &buf[..k]);
+                n += k as u64;
+            }
+            let sum = hex::encode(sha2::Digest::finalize(h));
+            if n != o.stored_bytes || sum != o.sha256 {
+                return Err(Error::failed(format!(
+                    "stored object {key} read back as {n} bytes with SHA-256 {sum}, expected {} bytes with {}",
+                    o.stored_bytes, o.sha256
+                )));
+            }
+            continue;
+        }
+        match storage.head(&key).await? {
+            Some(size) if size == o.stored_bytes => {}
+            Some(size) => {
+                return Err(Error::failed(format!(
+                    "stored object {key} has {size} bytes, expected {}",
+                    o.stored_bytes
+                )));
+            }
+            None => {
+                return Err(Error::failed(format!(
+                    "stored object {key} is missing after upload"
+                )));
+            }
+        }
+    }
+    let body = serde_json::to_vec_pretty(m).map_err(|e| Error::failed(format!("manifest: {e}")))?;
+    let key = snapshot::object_key(&m.job, &m.snapshot, snapshot::MANIFEST);
+    storage.put_bytes(&key, Bytes::from(body.clone())).await?;
+    match storage.get_bytes(&key).await? {
+        Some(back) if back == body => Ok(()),
+        _ => Err(Error::failed(format!(
+            "the manifest {key} did not read back as written"
+        ))),
+    }
+}
+
+/// Remove whatever objects a failed run left (best effort: with no manifest they are
+/// invisible anyway, and Object Lock may forbid the delete).
+async fn remove_leftovers(storage: &dyn Storage, job: &str, id: &str) {
+    let prefix = snapshot::snapshot_prefix(job, id);
+    if let Err(e) = storage.abort_incomplete(&prefix).await {
+        tracing::warn!("could not abort unfinished uploads below {prefix}: {e}");
+    }
+    if let Ok(objs) = storage.list(&prefix).await {
+        for o in objs {
+            if let Err(e) = storage.delete(&o.key).await {
+                tracing::warn!("could not remove {} of the failed snapshot: {e}", o.key);
+            }
+        }
+    }
+}
+
+fn entry(name: &str, role: &str, format: &str, st: &Stats) -> ObjectEntry {
+    ObjectEntry {
+        name: name.to_string(),
+        role: role.to_string(),
+        format: format.to_string(),
+        plaintext_bytes: st.plaintext_bytes,
+        stored_bytes: st.stored_bytes,
+        sha256: st.sha256.clone(),
+    }
+}
+
+/// Store the encrypted facts object (content facts never go into the manifest).
+async fn put_facts(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    id: &str,
+    facts: &impl Serialize,
+) -> Result<ObjectEntry> {
+    let key = snapshot::object_key(&plan.name, id, snapshot::FACTS_OBJECT);
+    let body = serde_json::to_vec(facts).map_err(|e| Error::failed(format!("facts: {e}")))?;
+    let st = put_small(plan, storage, &key, body).await?;
+    Ok(entry(snapshot::FACTS_OBJECT, "facts", "json", &st))
+}
+
+/// Encrypt a small object and store it whole.
+async fn put_small(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    key: &str,
+    data: Vec<u8>,
+) -> Result<Stats> {
+    let comp = plan.compression;
+    let recipients = plan.encryption.parsed.clone();
+    let (bytes, st) =
+        tokio::task::spawn_blocking(move || pipeline::encode_bytes(&data, comp, &recipients))
+            .await
+            .map_err(|e| Error::failed(format!("encryption task: {e}")))??;
+    storage.put_bytes(key, Bytes::from(bytes)).await?;
+    Ok(st)
+}
+
+async fn backup_postgres(
+    plan: &JobPlan,
+    src: &PostgresSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<Sourced> {
+    let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    let info = pg::server_info(&conn)
+        .await
+        .ctx(format!("cannot reach the source database {}", conn.url))?;
+    let tools = pg::tools_for("pg_dump", info.major())?;
+    tracing::info!(
+        "job {}: dumping {} (PostgreSQL {}) with pg_dump {} into {}",
+        plan.name,
+        conn.url,
+        info.version,
+        tools.version,
+        storage.describe()
+    );
+    let mut objects = Vec::new();
+
+    if src.globals {
+        let sql = crate::postgres::dump::dump_globals(&tools, &conn).await?;
+        let key = snapshot::object_key(&plan.name, id, snapshot::GLOBALS_OBJECT);
+        let st = put_small(plan, storage.as_ref(), &key, sql).await?;
+        objects.push(entry(snapshot::GLOBALS_OBJECT, "globals", "sql", &st));
+    }
+
+    // The dump: pg_dump -> observer -> zstd -> age -> chunks -> storage, concurrently.
+    let (proc, stdout) = DumpProcess::start(&tools, &conn)?;
+    let (stats, facts) = stream_dump(
+        plan,
+        storage.clone(),
+        id,
+        Some(info.size_bytes),
+        opts.quiet,
+        move |w| {
+            let mut observer = DumpObserver::new();
+            match pipeline::encode(
+                stdout,
+                |b| observer.feed(b),
+                w.comp,
+                &w.recipients,
+                w.writer,
+                Some(w.counters),
+            ) {
+                Err(e) => {
+                    let _ = proc.kill();
+                    Err(e)
+                }
+                Ok((writer, stats)) => {
+                    // Only a clean pg_dump exit ends the stream; otherwise the writer is
+                    // dropped without End and the storage discards the object.
+                    proc.wait()?;
+                    writer.finish()?;
+                    Ok((stats, observer.finish()))
+                }
+            }
+        },
+    )
+    .await?;
+    objects.push(entry(
+        snapshot::DUMP_OBJECT,
+        "dump",
+        "pg_dump-custom",
+        &stats,
+    ));
+
+    let facts = match facts {
+        Ok(d) => crate::snapshot::facts::Facts {
+            job: plan.name.clone(),
+            snapshot: id.to_string(),
+            counted_by: "copy-stream".into(),
+            dump: Some(d),
+            counts_unavailable: None,
+        },
+        Err(why) => {
+            tracing::warn!("job {}: row counts not recorded: {why}", plan.name);
+            crate::snapshot::facts::Facts {
+                job: plan.name.clone(),
+                snapshot: id.to_string(),
+                counted_by: "none".into(),
+                dump: None,
+                counts_unavailable: Some(why),
+            }
+        }
+    };
+    objects.push(put_facts(plan, storage.as_ref(), id, &facts).await?);
+
+    let source = SourceInfo {
+        kind: "postgres".into(),
+        host: Some(src.url.host().to_string()),
+        port: Some(src.url.port()),
+        database: Some(src.url.dbname().to_string()),
+        user: src.url.user().map(str::to_string),
+        server_version: Some(info.version.clone()),
+        pg_dump_version: Some(tools.version.clone()),
+        encoding: Some(info.encoding.clone()),
+        collate: Some(info.collate.clone()),
+        ctype: Some(info.ctype.clone()),
+        path: None,
+    };
+    let baseline = Baseline {
+        tables: facts
+            .dump
+            .as_ref()
+            .map(|d| {
+                d.tables
+                    .iter()
+                    .map(|t| (format!("{}.{}", t.schema, t.table), t.rows))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        bytes: stats.plaintext_bytes,
+        ..Baseline::default()
+    };
+    Ok((source, objects, Vec::new(), baseline))
+}
+
+/// Run a `pre`/`post` command; a non-zero exit is an error with its output.
+async fn run_hook(job: &str, which: &str, argv: &[String]) -> Result<()> {
+    let out = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .kill_on_drop(true)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| {
+            Error::failed(format!(
+                "job {job}: cannot run the {which} command {:?}: {e}",
+                argv[0]
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "job {job}: the {which} command {argv:?} failed ({}): {}",
+            out.status,
+            crate::text::summarize(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    Ok(())
+}
+
+async fn backup_volume(
+    plan: &JobPlan,
+    vol: &VolumeSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<Sourced> {
+    if !vol.pre.is_empty() {
+        if let Err(e) = run_hook(&plan.name, "pre", &vol.pre).await {
+            // post undoes what pre may have half done (a frozen filesystem, a stopped service).
+            if !vol.post.is_empty()
+                && let Err(pe) = run_hook(&plan.name, "post", &vol.post).await
+            {
+                tracing::error!("{pe}");
+            }
+            return Err(e);
+        }
+    }
+    let read = read_volume(plan, vol, storage.clone(), id, opts).await;
+    // post always runs, whatever the read did.
+    let post = if vol.post.is_empty() {
+        Ok(())
+    } else {
+        run_hook(&plan.name, "post", &vol.post).await
+    };
+    let (stats, facts) = read?;
+    post?;
+    let mut warnings = Vec::new();
+    if !facts.changed.is_empty() {
+        let msg = format!("{} files changed during read", facts.changed.len());
+        if vol.strict {
+            return Err(Error::failed(format!(
+                "job {}: {msg} and source.strict = true (use pre/post or snapshot_path for a consistent read)",
+                plan.name
+            )));
+        }
+        tracing::warn!(
+            "job {}: {msg}; the snapshot is marked \"changed during read\"",
+            plan.name
+        );
+        warnings.push(format!("changed during read: {msg}"));
+    }
+    if !facts.skipped.is_empty() {
+        warnings.push(format!(
+            "{} device nodes, sockets or fifos skipped",
+            facts.skipped.len()
+        ));
+    }
+    let mut objects = vec![entry(snapshot::DUMP_OBJECT, "dump", "tar", &stats)];
+    objects.push(put_facts(plan, storage.as_ref(), id, &facts).await?);
+    let source = SourceInfo {
+        kind: "volume".into(),
+        path: Some(vol.path.display().to_string()),
+        ..Default::default()
+    };
+    let baseline = Baseline {
+        files: facts.files,
+        bytes: facts.bytes,
+        ..Baseline::default()
+    };
+    Ok((source, objects, warnings, baseline))
+}
+
+/// Stream the tree through the pipeline into the dump object.
+async fn read_volume(
+    plan: &JobPlan,
+    vol: &VolumeSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<(Stats, VolumeFacts)> {
+    let root = vol
+        .snapshot_path
+        .clone()
+        .unwrap_or_else(|| vol.path.clone());
+    // A stat-only pass sizes the multipart parts (a 1 TiB tree must fit 10,000 parts).
+    let hint_root = root.clone();
+    let expected =
+        tokio::task::spawn_blocking(move || crate::volume::source::tree_size(&hint_root))
+            .await
+            .ok()
+            .flatten();
+    tracing::info!(
+        "job {}: reading {} into {}",
+        plan.name,
+        root.display(),
+        storage.describe()
+    );
+    stream_dump(plan, storage, id, expected, opts.quiet, move |w| {
+        let enc = pipeline::EncodeWriter::new(w.comp, &w.recipients, w.writer, Some(w.counters))?;
+        let (enc, facts) = crate::volume::source::write_tree(&root, enc)?;
+        let (writer, stats) = enc.finish()?;
+        writer.finish()?;
+        Ok((stats, facts))
+    })
+    .await
+}
+
+/// What a dump producer gets: where to write, and how.
+struct DumpSink {
+    writer: ChunkWriter,
+    comp: crate::config::CompressionPlan,
+    recipients: Vec<age::x25519::Recipient>,
+    counters: Arc<Counters>,
+}
+
+/// Stream the dump object: `produce` runs on a worker thread writing into chunks sized
+/// for about `expected` bytes, while the storage uploads them; progress is shown meanwhile.
+async fn stream_dump<T: Send + 'static>(
+    plan: &JobPlan,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    expected: Option<u64>,
+    quiet: bool,
+    produce: impl FnOnce(DumpSink) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
+    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
+    let counters = Arc::new(Counters::default());
+    let _reporter = progress::start(
+        &format!("backup {}", plan.name),
+        counters.clone(),
+        expected,
+        quiet,
+    );
+    let sink = DumpSink {
+        writer: ChunkWriter::new(tx, storage.chunk_size_for(expected)),
+        comp: plan.compression,
+        recipients: plan.encryption.parsed.clone(),
+        counters,
+    };
+    let producer = tokio::task::spawn_blocking(move || produce(sink));
+    join_upload(storage.put_stream(&key, rx), producer).await
+}
+
+/// Run a storage upload and the worker that feeds it; report the cause of a failure
+/// (a producer that only saw the upload stop is not the cause).
+async fn join_upload<T>(
+    put: impl std::future::Future<Output = Result<u64>>,
+    producer: tokio::task::JoinHandle<Result<T>>,
+) -> Result<T> {
+    let (put, produced) = tokio::join!(put, producer);
+    let produced = produced.map_err(|e| Error::failed(format!("the source task failed: {e}")))?;
+    match (produced, put) {
+        (Ok(p), Ok(_)) => Ok(p),
+        (Err(pe), Err(se)) => Err(if pe.message().contains("the storage upload stopped") {
+            se
+        } else {
+            pe
+        }),
+        (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+    }
+}

@@ -1,0 +1,311 @@
+//! Leases in storage: one run per job across hosts. The local flock (`lock.rs`) covers one
+//! host; the lease covers every host that writes to the same storage.
+//!
+//! A lease is a chain of small objects `JOB/lease/GENERATION` (zero-padded, so key order is
+//! generation order), each created with a conditional put that succeeds only if the name
+//! is free (S3 `If-None-Match: *`; a hard link on file://). The newest generation is the
+//! state: held by `host`/`pid` until `expires`. Taking the lease and renewing it each
+//! create the next generation, so two runs can never both win the same step: the loser's
+//! conditional put fails. Releasing deletes the holder's generations. A holder that finds
+//! its next generation taken has lost the lease (its expiry passed while it could not renew) and stops.
+//! A holder that dies stops renewing; its lease expires after the TTL, or at once when the
+//! holder ran on this host and its pid is gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// What a lease object says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub host: String,
+    pub pid: u32,
+    /// When this holder took the lease.
+    pub since: String,
+    /// Until when it holds it without renewal.
+    pub expires: String,
+    /// What it is doing ("backup", "prune", ...).
+    pub action: String,
+    pub token: String,
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl Holder {
+    fn expires_at(&self) -> jiff::Timestamp {
+        self.expires.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+    fn alive_here(&self) -> bool {
+        if self.host != crate::state::hostname() {
+            return true;
+        }
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let rc = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    pub fn describe(&self) -> String {
+        format!(
+            "host {}, pid {}, {} since {} (lease expires {} unless renewed)",
+            self.host, self.pid, self.action, self.since, self.expires
+        )
+    }
+}
+
+fn key(job: &str, generation: u64) -> String {
+    format!("{job}/lease/{generation:012}")
+}
+
+/// The newest generation and what it says (`None` when the job never had a lease).
+async fn newest(storage: &dyn Storage, job: &str) -> Result<Option<(u64, Option<Holder>)>> {
+    let prefix = format!("{job}/lease/");
+    let objects = storage.list(&prefix).await?;
+    let Some(generation) = objects
+        .iter()
+        .filter_map(|o| o.key.strip_prefix(&prefix)?.parse::<u64>().ok())
+        .max()
+    else {
+        return Ok(None);
+    };
+    let holder = storage
+        .get_bytes(&key(job, generation))
+        .await?
+        .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
+    Ok(Some((generation, holder)))
+}
+
+/// A held lease; renewed in the background until `release` or drop.
+pub struct Lease {
+    storage: Arc<dyn Storage>,
+    job: String,
+    state: Arc<tokio::sync::Mutex<(u64, Holder)>>,
+    lost: watch::Receiver<Option<String>>,
+    renewer: Option<tokio::task::JoinHandle<()>>,
+    released: bool,
+}
+
+/// Take job `job`'s lease for `action`. Held by another live run: exit code 5 naming it,
+/// or with `wait`, poll until it is free.
+pub async fn acquire(
+    storage: Arc<dyn Storage>,
+    job: &str,
+    action: &str,
+    ttl: Duration,
+    wait: bool,
+) -> Result<Lease> {
+    let mut tok = [0u8; 8];
+    getrandom::fill(&mut tok).map_err(|e| Error::failed(format!("random: {e}")))?;
+    let token = hex::encode(tok);
+    let since = jiff::Timestamp::now();
+    let mut announced = false;
+    loop {
+        let now = jiff::Timestamp::now();
+        let current = newest(storage.as_ref(), job).await?;
+        let next_gen = current.as_ref().map(|(g, _)| g + 1).unwrap_or(1);
+        if let Some((_, Some(h))) = &current
+            && !h.released
+            && h.expires_at() > now
+        {
+            if !h.alive_here() {
+                tracing::warn!(
+                    "job {job}: the lease holder (pid {} on this host) is gone; taking its lease over",
+                    h.pid
+                );
+            } else if wait {
+                if !announced {
+                    tracing::info!("job {job}: waiting for the other run ({})", h.describe());
+                    announced = true;
+                }
+                tokio::time::sleep(
+                    (ttl / 6).clamp(Duration::from_millis(500), Duration::from_secs(10)),
+                )
+                .await;
+                continue;
+            } else {
+                return Err(Error::locked(format!(
+                    "job {job} is locked by another run: {}, in {}; wait for it with --wait, or if that run died, its lease expires on its own",
+                    h.describe(),
+                    storage.describe()
+                )));
+            }
+        }
+        let holder = Holder {
+            host: crate::state::hostname(),
+            pid: std::process::id(),
+            since: since.to_string(),
+            expires: expires_from(ttl),
+            action: action.to_string(),
+            token: token.clone(),
+            released: false,
+        };
+        if !put(storage.as_ref(), job, next_gen, &holder).await? {
+            continue; // another run took this generation first: look again
+        }
+        // Read it back: a server that ignored the condition would show another token.
+        let back = storage.get_bytes(&key(job, next_gen)).await?;
+        let ours = back
+            .and_then(|b| serde_json::from_slice::<Holder>(&b).ok())
+            .is_some_and(|h| h.token == token);
+        if !ours {
+            continue;
+        }
+        prune_older(storage.as_ref(), job, next_gen).await;
+        let state = Arc::new(tokio::sync::Mutex::new((next_gen, holder)));
+        let (tx, rx) = watch::channel(None);
+        let renewer = tokio::spawn(renew_loop(
+            storage.clone(),
+            job.to_string(),
+            state.clone(),
+            ttl,
+            tx,
+        ));
+        return Ok(Lease {
+            storage,
+            job: job.to_string(),
+            state,
+            lost: rx,
+            renewer: Some(renewer),
+            released: false,
+        });
+    }
+}
+
+fn expires_from(ttl: Duration) -> String {
+    (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(ttl.as_secs() as i64)).to_string()
+}
+
+async fn put(storage: &dyn Storage, job: &str, generation: u64, h: &Holder) -> Result<bool> {
+    let body = serde_json::to_vec_pretty(h).map_err(|e| Error::failed(e.to_string()))?;
+    storage
+        .put_if_absent(&key(job, generation), Bytes::from(body))
+        .await
+}
+
+/// Remove generations before `generation` (best effort: a locked bucket may keep them).
+async fn prune_older(storage: &dyn Storage, job: &str, generation: u64) {
+    let prefix = format!("{job}/lease/");
+    if let Ok(objects) = storage.list(&prefix).await {
+        for o in objects {
+            if o.key
+                .strip_prefix(&prefix)
+                .and_then(|g| g.parse::<u64>().ok())
+                .is_some_and(|g| g < generation)
+            {
+                let _ = storage.delete(&o.key).await;
+            }
+        }
+    }
+}
+
+async fn renew_loop(
+    storage: Arc<dyn Storage>,
+    job: String,
+    state: Arc<tokio::sync::Mutex<(u64, Holder)>>,
+    ttl: Duration,
+    lost: watch::Sender<Option<String>>,
+) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let mut st = state.lock().await;
+        let (generation, holder) = &mut *st;
+        let mut next = holder.clone();
+        next.expires = expires_from(ttl);
+        match put(storage.as_ref(), &job, *generation + 1, &next).await {
+            Ok(true) => {
+                *generation += 1;
+                *holder = next;
+                let g = *generation;
+                drop(st);
+                prune_older(storage.as_ref(), &job, g).await;
+            }
+            Ok(false) => {
+                let _ = lost.send(Some(format!(
+                    "job {job}: lost the storage lease: another run took it (this run could not renew it in time); stopping"
+                )));
+                return;
+            }
+            Err(e) => {
+                if holder.expires_at() <= jiff::Timestamp::now() {
+                    let _ = lost.send(Some(format!(
+                        "job {job}: could not renew the storage lease before it expired: {}; stopping",
+                        e.message()
+                    )));
+                    return;
+                }
+                tracing::warn!("job {job}: lease renewal failed, retrying: {}", e.message());
+            }
+        }
+    }
+}
+
+impl Lease {
+    /// Resolves when the lease is lost; the run must stop then.
+    pub async fn lost(&self) -> Error {
+        let mut rx = self.lost.clone();
+        loop {
+            if let Some(why) = rx.borrow().clone() {
+                return Error::failed(why);
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// Give the lease up now (dropping it does the same in the background).
+    pub async fn release(mut self) {
+        self.released = true;
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        release_now(self.storage.clone(), self.job.clone(), self.state.clone()).await;
+    }
+}
+
+async fn release_now(
+    storage: Arc<dyn Storage>,
+    job: String,
+    state: Arc<tokio::sync::Mutex<(u64, Holder)>>,
+) {
+    // Deleting our generation frees the lease: the next run finds no live holder and
+    // creates a generation of its own (conditionally, so only one can).
+    let st = state.lock().await;
+    let generation = st.0;
+    prune_older(storage.as_ref(), &job, generation).await;
+    if let Err(e) = storage.delete(&key(&job, generation)).await {
+        tracing::warn!(
+            "job {job}: could not release the storage lease ({}); it expires on its own",
+            e.message()
+        );
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        if !self.released {
+            // Cancelled (SIGTERM, an error): release in the background; exit waits for it.
+            crate::cleanup::spawn(release_now(
+                self.storage.clone(),
+                self.job.clone(),
+                self.state.clone(),
+            ));
+        }
+    }
+}
+
+/// Who holds job `job`'s lease now, if anyone (for `status` and error messages).
+pub async fn holder(storage: &dyn Storage, job: &str) -> Result<Option<Holder>> {
+    let now = jiff::Timestamp::now();
+    Ok(newest(storage, job)
+        .await?
+        .and_then(|(_, h)| h)
+        .filter(|h| !h.released && h.expires_at() > now))
+}

@@ -1,0 +1,939 @@
+//! Restore of a postgres snapshot. Order is the safety argument:
+//! 1. pick the snapshot (newest complete, or `--snapshot`), load the identity;
+//! 2. look at the target read-only and apply the confirmation gate (exit 4);
+//! 3. download every object, checking its SHA-256 and age authentication, into a private
+//!    staging directory; any fault stops here, before the target is touched;
+//! 4. restore roles (if stored), then `pg_restore -j` into a NEW database beside the target;
+//! 5. swap names in one transaction; the previous database is kept as
+//!    `NAME_pre_restore_TIME` (dropped only if it held nothing).
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{Gate, GateRequest};
+use crate::config::{JobPlan, SourcePlan};
+use crate::error::{Error, Result, ResultExt};
+use crate::pipeline::{self, Expect};
+use crate::postgres::{self as pg, Conn, PgUrl, quote_ident, quote_literal};
+use crate::snapshot::read::{fetch, open_object};
+use crate::snapshot::{self, Entry, Manifest};
+use crate::storage::Storage;
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub snapshot: Option<String>,
+    pub to: Option<String>,
+    pub yes: bool,
+    pub identity: Option<PathBuf>,
+    pub no_owner: bool,
+    pub staging: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job: String,
+    pub snapshot: String,
+    /// "postgres" | "volume"
+    pub kind: String,
+    /// The database URL (without password) or the directory restored into.
+    pub target: String,
+    pub created: bool,
+    pub previous_kept_as: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    pub roles_restored: bool,
+    pub restored_bytes: u64,
+    pub download_ms: u64,
+    pub restore_ms: u64,
+    pub duration_ms: u64,
+    /// How the dump was applied: "staged" (checked in full, then `pg_restore --jobs`) or
+    /// "streamed" (one `pg_restore` fed while downloading, into the new database; checked
+    /// before the swap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// A streamed restore's biggest table, loaded by several sessions at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallel_load: Option<crate::postgres::load::Report>,
+}
+
+/// The identity file for restore: `--identity`, else `encryption.identity_file`, else
+/// `$BACKSTOP_IDENTITY_FILE`.
+pub fn identity_path(plan: &JobPlan, flag: Option<&Path>) -> Result<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| plan.encryption.identity_file.clone())
+        .or_else(crate::config::env::identity_file)
+        .ok_or_else(|| {
+            Error::config(format!(
+                "job {}: restoring needs the private key matching the job's recipients; \
+                 pass --identity FILE, set encryption.identity_file in {}, or set BACKSTOP_IDENTITY_FILE",
+                plan.name,
+                plan.file.display()
+            ))
+        })
+}
+
+/// What a target database holds now.
+#[derive(Debug)]
+struct TargetState {
+    exists: bool,
+    /// User objects: relations, functions, types, extensions beyond plpgsql, schemas beyond public.
+    objects: u64,
+    server_major: u32,
+}
+
+fn maintenance_db(target_db: &str) -> &'static str {
+    if target_db == "postgres" {
+        "template1"
+    } else {
+        "postgres"
+    }
+}
+
+async fn inspect(psql: &Path, conn: &Conn) -> Result<TargetState> {
+    let db = conn.url.dbname();
+    let admin = conn.with_dbname(maintenance_db(db));
+    let rows = pg::query(
+        psql,
+        &admin,
+        &format!(
+            "SELECT current_setting('server_version_num'), \
+             (SELECT count(*) FROM pg_database WHERE datname = {})",
+            quote_literal(db)
+        ),
+    )
+    .await
+    .ctx(format!("cannot reach the target server of {}", conn.url))?;
+    let r = rows
+        .first()
+        .ok_or_else(|| Error::failed("empty answer from the target server"))?;
+    let num: u32 = r[0].parse().unwrap_or(0);
+    let server_major = if num >= 100000 {
+        num / 10000
+    } else {
+        num / 100
+    };
+    let exists = r.get(1).is_some_and(|c| c != "0");
+    let mut objects = 0;
+    if exists {
+        let rows = pg::query(
+            psql,
+            conn,
+            "SELECT (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+               WHERE n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' \
+               AND n.nspname NOT LIKE 'pg\\_temp%') \
+             + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+               WHERE n.nspname NOT IN ('pg_catalog','information_schema')) \
+             + (SELECT count(*) FROM pg_extension WHERE extname <> 'plpgsql') \
+             + (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog','information_schema','public') \
+               AND nspname NOT LIKE 'pg\\_%') \
+             + (SELECT count(*) FROM pg_largeobject_metadata)",
+        )
+        .await
+        .ctx(format!("cannot inspect the target database {}", conn.url))?;
+        objects = rows.first().and_then(|r| r[0].parse().ok()).unwrap_or(0);
+    }
+    Ok(TargetState {
+        exists,
+        objects,
+        server_major,
+    })
+}
+
+/// Restore a snapshot of `plan`.
+pub async fn run(
+    plan: &JobPlan,
+    storage: Arc<dyn Storage>,
+    opts: &Options,
+    gate: Gate<'_>,
+) -> Result<Report> {
+    let clock = Instant::now();
+    let src = match &plan.source {
+        SourcePlan::Postgres(src) => src,
+        SourcePlan::Volume(vol) => return run_volume(plan, vol, storage, opts, clock, gate).await,
+    };
+    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let m = &entry.manifest;
+    if m.source.kind != "postgres" {
+        return Err(Error::failed(format!(
+            "snapshot {} of job {} is a {} snapshot, not postgres",
+            entry.id, plan.name, m.source.kind
+        )));
+    }
+    let identities = pipeline::load_identities(&identity_path(plan, opts.identity.as_deref())?)?;
+
+    // The target: the job's own database, or --to.
+    let (conn, own_target) = match &opts.to {
+        Some(to) => {
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                return Err(Error::config(format!(
+                    "--to {to:?}: job {} is a postgres job, so --to takes a postgres:// URL, e.g. postgres://user@host:5432/dbname",
+                    plan.name
+                )));
+            }
+            let url = PgUrl::parse(to).map_err(|why| Error::config(format!("--to {why}")))?;
+            (Conn::new(url, None), false)
+        }
+        None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
+    };
+    let psql = pg::any_psql()?;
+    let state = inspect(&psql, &conn).await?;
+    let db = conn.url.dbname().to_string();
+
+    // The gate.
+    let needs_confirmation =
+        state.objects > 0 || (state.exists && own_target && plan.is_production());
+    if needs_confirmation {
+        let what = format!(
+            "target database {db} on {}:{} exists and holds {} objects{}",
+            conn.url.host(),
+            conn.url.port(),
+            state.objects,
+            if plan.is_production() && own_target {
+                " (environment = \"production\")"
+            } else {
+                ""
+            }
+        );
+        confirm(plan, &entry, what, &db, opts.yes, gate)?;
+    }
+
+    // Stage and check every object before touching the target. The small ones first: the
+    // facts say whether the dump is worth restoring in parallel.
+    let staging = make_staging(opts.staging.as_deref())?;
+    let dl_clock = Instant::now();
+    let identities = Arc::new(identities);
+    let mut restored_bytes = 0;
+    let dump_path = staging.path().join("dump.pgdump");
+    let dump = m.object("dump").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no dump object in its manifest",
+            entry.id
+        ))
+    })?;
+    let globals_path = match m.object("globals") {
+        Some(g) => {
+            let p = staging.path().join("globals.sql");
+            fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
+            Some(p)
+        }
+        None => None,
+    };
+    let mut streaming = false;
+    let mut biggest = None;
+    if let Some(f) = m.object("facts") {
+        let p = staging.path().join("facts.json");
+        fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
+        let facts = read_dump_facts(&p);
+        streaming = stream_worthwhile(facts.as_ref());
+        biggest = facts
+            .and_then(|d| d.tables.into_iter().max_by_key(|t| t.rows))
+            .filter(|t| t.rows > 0);
+    }
+    if !streaming {
+        restored_bytes += fetch(
+            storage.as_ref(),
+            &entry,
+            dump,
+            identities.clone(),
+            &dump_path,
+        )
+        .await?;
+    }
+    let download_ms = dl_clock.elapsed().as_millis() as u64;
+
+    // Restore beside the target, then swap.
+    let rs_clock = Instant::now();
+    let dump_major = m
+        .source
+        .pg_dump_version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(state.server_major);
+    let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
+    let admin = conn.with_dbname(maintenance_db(&db));
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
+    create_database(&psql, &admin, &fresh, m).await?;
+    let mut scratch = ScratchDb {
+        psql: Some(psql.clone()),
+        admin: admin.clone(),
+        name: fresh.clone(),
+    };
+    let fresh_conn = conn.with_dbname(&fresh);
+    let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
+    let mut parallel_load = None;
+    // Sessions for the biggest table in a streamed restore (needs pg_stat_progress_copy).
+    let sessions = load_sessions();
+    let split = biggest.filter(|_| sessions > 1 && state.server_major >= 14);
+    let outcome = async {
+        let mut roles = false;
+        if let Some(g) = &globals_path {
+            apply_globals(&psql, &admin, g).await?;
+            roles = true;
+        }
+        if streaming {
+            // Restored while it downloads, into the new database only; the hash is proven
+            // before the swap below, and any fault drops the new database.
+            let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
+            let (n, report) = pg_restore_streaming(
+                &tools,
+                &fresh_conn,
+                reader,
+                identities.clone(),
+                &key,
+                dump,
+                opts.no_owner,
+                split.map(|t| (psql.clone(), t.schema, t.table, sessions)),
+            )
+            .await?;
+            streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+            parallel_load = report;
+        } else {
+            pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+        }
+        Ok::<bool, Error>(roles)
+    }
+    .await;
+    let roles_restored = match outcome {
+        Ok(r) => r,
+        Err(e) => {
+            scratch.psql = None;
+            drop_database(&psql, &admin, &fresh).await;
+            return Err(e.context(format!(
+                "restore of job {} failed; the target {db} was not changed",
+                plan.name
+            )));
+        }
+    };
+    restored_bytes += streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    // From here on the new database is the restored data: never dropped automatically.
+    scratch.psql = None;
+    let mut previous_kept_as = None;
+    if state.exists {
+        let aside = db_name(&db, &format!("_pre_restore_{stamp}"));
+        let sql = format!(
+            "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+            quote_ident(&db),
+            quote_ident(&aside),
+            quote_ident(&fresh),
+            quote_ident(&db)
+        );
+        pg::query(&psql, &admin, &sql).await.map_err(|e| {
+            Error::failed(format!(
+                "the snapshot was restored completely into database {fresh}, but it could not be swapped in \
+                 for {db}: {e}. Close the sessions connected to {db} and run again, or point the \
+                 application at {fresh}"
+            ))
+        })?;
+        if state.objects == 0 {
+            drop_database(&psql, &admin, &aside).await;
+        } else {
+            previous_kept_as = Some(aside);
+        }
+    } else {
+        pg::query(
+            &psql,
+            &admin,
+            &format!(
+                "ALTER DATABASE {} RENAME TO {}",
+                quote_ident(&fresh),
+                quote_ident(&db)
+            ),
+        )
+        .await
+        .ctx(format!("renaming the restored database {fresh} to {db}"))?;
+    }
+    Ok(Report {
+        job: plan.name.clone(),
+        snapshot: entry.id.clone(),
+        kind: "postgres".into(),
+        target: conn.url.to_string(),
+        created: !state.exists,
+        previous_kept_as,
+        files: None,
+        roles_restored,
+        restored_bytes,
+        download_ms,
+        restore_ms: rs_clock.elapsed().as_millis() as u64,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        mode: Some(if streaming { "streamed" } else { "staged" }.into()),
+        parallel_load,
+    })
+}
+
+/// Ask the confirmation gate before replacing a non-empty target: a production job needs
+/// the job's name typed, any other the target's name; `--yes` answers for the operator.
+fn confirm(
+    plan: &JobPlan,
+    entry: &Entry,
+    what: String,
+    target_name: &str,
+    yes: bool,
+    gate: Gate<'_>,
+) -> Result<bool> {
+    if yes {
+        return Ok(true);
+    }
+    let prompt = format!(
+        "Restore snapshot {} of job {} over it? {what}; the current content will be kept aside until the new one is in place.",
+        entry.id, plan.name
+    );
+    let expected = if plan.is_production() {
+        plan.name.as_str()
+    } else {
+        target_name
+    };
+    let refusal = format!(
+        "refusing to restore job {} over a non-empty target: {what}. Pass --yes to replace it, \
+         or --to another target; nothing was changed",
+        plan.name
+    );
+    gate(&GateRequest {
+        prompt: &prompt,
+        expected,
+        refusal: &refusal,
+    })?;
+    Ok(true)
+}
+
+/// Restore a volume snapshot: extract beside the target, check, swap.
+async fn run_volume(
+    plan: &JobPlan,
+    vol: &crate::config::VolumeSource,
+    storage: Arc<dyn Storage>,
+    opts: &Options,
+    clock: Instant,
+    gate: Gate<'_>,
+) -> Result<Report> {
+    use crate::volume::target::{self as tv, TargetState};
+    let target = match &opts.to {
+        Some(to) if to.contains("://") => {
+            return Err(Error::config(format!(
+                "--to {to:?}: job {} is a volume job, so --to takes a directory path",
+                plan.name
+            )));
+        }
+        Some(to) => PathBuf::from(to),
+        None => vol.path.clone(),
+    };
+    if !target.is_absolute() || target.parent().is_none() || target.file_name().is_none() {
+        return Err(Error::config(format!(
+            "the restore target {} must be an absolute path below /",
+            target.display()
+        )));
+    }
+    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let m = &entry.manifest;
+    if m.source.kind != "volume" {
+        return Err(Error::failed(format!(
+            "snapshot {} of job {} is a {} snapshot, not a volume",
+            entry.id, plan.name, m.source.kind
+        )));
+    }
+    let identities = Arc::new(pipeline::load_identities(&identity_path(
+        plan,
+        opts.identity.as_deref(),
+    )?)?);
+
+    let state = tv::inspect(&target)?;
+    let own_target = opts.to.is_none();
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let needs = matches!(state, TargetState::NonEmpty(_))
+        || (state != TargetState::Missing && own_target && plan.is_production());
+    let confirmed = if needs {
+        let what = format!(
+            "target directory {} exists{}",
+            target.display(),
+            match state {
+                TargetState::NonEmpty(n) => format!(" and holds {n} entries"),
+                _ => String::new(),
+            }
+        );
+        confirm(plan, &entry, what, &name, opts.yes, gate)?
+    } else {
+        opts.yes
+    };
+
+    // The facts (file list and hashes) first: small, and needed to check the tree.
+    let dl_clock = Instant::now();
+    let staging_files = make_staging(opts.staging.as_deref())?;
+    let facts_obj = m.object("facts").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no file list (facts object)",
+            entry.id
+        ))
+    })?;
+    let facts_path = staging_files.path().join("facts.json");
+    fetch(
+        storage.as_ref(),
+        &entry,
+        facts_obj,
+        identities.clone(),
+        &facts_path,
+    )
+    .await?;
+    let facts: crate::volume::source::VolumeFacts = serde_json::from_slice(
+        &std::fs::read(&facts_path)
+            .map_err(|e| Error::failed(format!("reading the file list: {e}")))?,
+    )
+    .map_err(|e| Error::failed(format!("snapshot {}: unreadable file list: {e}", entry.id)))?;
+
+    // Extract beside the target, on the same filesystem.
+    let parent = target.parent().expect("checked above").to_path_buf();
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| Error::failed(format!("cannot create {}: {e}", parent.display())))?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let staging = parent.join(format!(".{name}.backstop-new-{stamp}"));
+    std::fs::create_dir(&staging).map_err(|e| {
+        Error::failed(format!(
+            "cannot create the staging directory {}: {e}",
+            staging.display()
+        ))
+    })?;
+    let mut guard = tv::DirGuard(Some(staging.clone()));
+    let dump = m.object("dump").ok_or_else(|| {
+        Error::failed(format!(
+            "snapshot {} has no data object in its manifest",
+            entry.id
+        ))
+    })?;
+    let key = snapshot::object_key(&plan.name, &entry.id, &dump.name);
+    let reader = storage.get(&key).await?.ok_or_else(|| {
+        Error::failed(format!(
+            "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored",
+            storage.describe(),
+            entry.id
+        ))
+    })?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (stored, sha) = (dump.stored_bytes, dump.sha256.clone());
+    let (dst, facts2, ids) = (staging.clone(), facts.clone(), identities.clone());
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let expect = Expect {
+            name: &key,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        let n = pipeline::decode_with(bridge, &ids, &expect, |r| tv::extract(r, &dst, &facts2))?;
+        tv::verify(&dst, &facts2)?;
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::failed(format!("extraction task failed: {e}")))?
+    .map_err(|e| {
+        e.context(format!(
+            "restore of job {} failed; {} was not changed",
+            plan.name,
+            target.display()
+        ))
+    })?;
+    let download_ms = dl_clock.elapsed().as_millis() as u64;
+
+    // Swap.
+    let sw_clock = Instant::now();
+    let mut previous_kept_as = None;
+    match state {
+        TargetState::Missing => {
+            std::fs::rename(&staging, &target).map_err(|e| {
+                Error::failed(format!(
+                    "moving the restored tree into {}: {e}",
+                    target.display()
+                ))
+            })?;
+            guard.0 = None;
+        }
+        _ => {
+            tv::exchange(&staging, &target).map_err(|e| {
+                Error::failed(format!(
+                    "swapping the restored tree into {}: {e}; the target was not changed",
+                    target.display()
+                ))
+            })?;
+            // `staging` now holds the previous content.
+            let old = PathBuf::from(format!("{}.backstop-old-{stamp}", target.display()));
+            guard.0 = None;
+            std::fs::rename(&staging, &old).map_err(|e| {
+                Error::failed(format!(
+                    "keeping the previous content as {}: {e}",
+                    old.display()
+                ))
+            })?;
+            if confirmed || state == TargetState::Empty {
+                let _ = tv::make_writable(&old);
+                if let Err(e) = std::fs::remove_dir_all(&old) {
+                    tracing::warn!(
+                        "could not remove the previous content {}: {e}",
+                        old.display()
+                    );
+                    previous_kept_as = Some(old.display().to_string());
+                }
+            } else {
+                previous_kept_as = Some(old.display().to_string());
+            }
+        }
+    }
+    Ok(Report {
+        job: plan.name.clone(),
+        snapshot: entry.id.clone(),
+        kind: "volume".into(),
+        target: target.display().to_string(),
+        created: state == TargetState::Missing,
+        previous_kept_as,
+        files: Some(facts.files),
+        roles_restored: false,
+        restored_bytes: facts.bytes,
+        download_ms,
+        restore_ms: sw_clock.elapsed().as_millis() as u64,
+        duration_ms: clock.elapsed().as_millis() as u64,
+        mode: None,
+        parallel_load: None,
+    })
+}
+
+/// Drops the half-restored database if the restore is cancelled (SIGINT/SIGTERM drops the
+/// future); disarmed once the restore into it has succeeded or been cleaned up.
+struct ScratchDb {
+    psql: Option<PathBuf>,
+    admin: Conn,
+    name: String,
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        if let Some(psql) = self.psql.take() {
+            let (admin, name) = (self.admin.clone(), std::mem::take(&mut self.name));
+            crate::cleanup::spawn(async move {
+                // pg_restore's sessions end when it is killed; give the server a moment.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                drop_database(&psql, &admin, &name).await
+            });
+        }
+    }
+}
+
+/// A database name of at most 63 bytes: `base` cut to fit, plus `suffix`.
+fn db_name(base: &str, suffix: &str) -> String {
+    let mut cut = 63usize.saturating_sub(suffix.len()).min(base.len());
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &base[..cut])
+}
+
+fn make_staging(dir: Option<&Path>) -> Result<tempfile::TempDir> {
+    let mut b = tempfile::Builder::new();
+    b.prefix("backstop-restore-");
+    let t = match dir {
+        Some(d) => b.tempdir_in(d),
+        None => b.tempdir(),
+    };
+    let t = t.map_err(|e| {
+        Error::failed(format!(
+            "cannot create a staging directory: {e} (choose one with --staging DIR)"
+        ))
+    })?;
+    // pg_restore may run as another user than us only through the server; the files stay private.
+    Ok(t)
+}
+
+async fn create_database(psql: &Path, admin: &Conn, name: &str, m: &Manifest) -> Result<()> {
+    let mut sql = format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(name));
+    if let Some(enc) = &m.source.encoding {
+        sql.push_str(&format!(" ENCODING {}", quote_literal(enc)));
+    }
+    let with_locale = match (&m.source.collate, &m.source.ctype) {
+        (Some(c), Some(t)) => format!(
+            "{sql} LC_COLLATE {} LC_CTYPE {}",
+            quote_literal(c),
+            quote_literal(t)
+        ),
+        _ => sql.clone(),
+    };
+    if pg::query(psql, admin, &with_locale).await.is_ok() {
+        return Ok(());
+    }
+    // The target server may lack the source's locale: fall back to its default, loudly.
+    tracing::warn!(
+        "creating {name} with the source's locale failed; using the target server's default locale"
+    );
+    pg::query(psql, admin, &sql)
+        .await
+        .ctx(format!("cannot create database {name} on {}", admin.url))
+        .map(|_| ())
+}
+
+async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
+    if let Err(e) = pg::query(
+        psql,
+        admin,
+        &format!("DROP DATABASE IF EXISTS {}", quote_ident(name)),
+    )
+    .await
+    {
+        tracing::warn!("could not drop the scratch database {name}: {e}");
+    }
+}
+
+/// Roles first: existing roles make "already exists" errors, which are expected.
+async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
+    let out = tokio::process::Command::new(psql)
+        .kill_on_drop(true)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
+        .arg(file)
+        .arg("-d")
+        .arg(admin.url.conninfo())
+        .envs(admin.env()?)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::failed(format!("cannot run psql: {e}")))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for line in stderr
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
+    {
+        tracing::warn!("restoring roles: {line}");
+    }
+    if !out.status.success() {
+        return Err(Error::failed(format!(
+            "restoring roles failed: {}",
+            crate::text::summarize(&stderr)
+        )));
+    }
+    Ok(())
+}
+
+/// Whether to restore the dump while it downloads (one `pg_restore` job reading a pipe)
+/// rather than staging it for `pg_restore --jobs`: when one table holds most of the rows,
+/// parallel jobs have nothing to share and staging only adds the download time.
+/// `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides instead.
+fn stream_worthwhile(facts: Option<&crate::postgres::archive::DumpFacts>) -> bool {
+    match crate::config::env::restore_mode() {
+        Some(crate::config::env::RestoreMode::Stream) => return true,
+        Some(crate::config::env::RestoreMode::Stage) => return false,
+        None => {}
+    }
+    let Some(d) = facts else { return false };
+    let total: u64 = d.tables.iter().map(|t| t.rows).sum();
+    let biggest = d.tables.iter().map(|t| t.rows).max().unwrap_or(0);
+    total >= 100_000 && biggest * 10 >= total * 7
+}
+
+/// The dump's facts (row counts by table), if the snapshot recorded them.
+fn read_dump_facts(path: &Path) -> Option<crate::postgres::archive::DumpFacts> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::snapshot::facts::Facts>(&b).ok())
+        .and_then(|f| f.dump)
+}
+
+/// Sessions loading the biggest table of a streamed restore: the cores, at most 4
+/// (`$BACKSTOP_RESTORE_SESSIONS` decides instead; 1 turns parallel loading off).
+fn load_sessions() -> usize {
+    crate::config::env::restore_sessions()
+}
+
+/// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
+/// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
+/// whatever pg_restore says about the broken stream.
+#[allow(clippy::too_many_arguments)]
+async fn pg_restore_streaming(
+    tools: &pg::Tools,
+    conn: &Conn,
+    reader: crate::storage::Reader,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    key: &str,
+    obj: &snapshot::ObjectEntry,
+    no_owner: bool,
+    split: Option<(PathBuf, String, String, usize)>,
+) -> Result<(u64, Option<crate::postgres::load::Report>)> {
+    let bin = tools.bin("pg_restore");
+    let mut cmd = std::process::Command::new(&bin);
+    cmd.args(["--exit-on-error", "--no-password", "--dbname"])
+        .arg(conn.url.conninfo());
+    if no_owner {
+        cmd.args(["--no-owner", "--no-acl"]);
+    }
+    let options = restore_session_options(1);
+    cmd.envs(conn.env()?)
+        .env("PGOPTIONS", &options)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    let split = match split {
+        Some((psql, schema, table, sessions)) => {
+            let mut env = conn.env()?;
+            env.push(("PGOPTIONS".into(), options.clone()));
+            Some(crate::postgres::load::Plan {
+                psql,
+                conninfo: conn.url.conninfo(),
+                env,
+                schema,
+                table,
+                sessions,
+                restore_pid: child.id(),
+            })
+        }
+        None => None,
+    };
+    let stdin = child.stdin.take();
+    let mut stderr = child.stderr.take();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut s);
+        }
+        s
+    });
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
+    let decoded = tokio::task::spawn_blocking(move || {
+        let Some(stdin) = stdin else {
+            return Err(Error::failed("pg_restore has no stdin".to_string()));
+        };
+        let w = std::io::BufWriter::with_capacity(pipeline::READ_BUF, stdin);
+        let expect = Expect {
+            name: &name,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        match split {
+            None => pipeline::decode(bridge, &identities, &expect, w).map(|n| (n, None)),
+            Some(plan) => {
+                let mut sw = crate::postgres::load::SplitWriter::new(w, plan);
+                let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
+                    std::io::copy(plain, &mut sw)
+                        .and_then(|n| std::io::Write::flush(&mut sw).map(|_| n))
+                        .map_err(|e| match sw.failure() {
+                            Some(why) => Error::failed(why.to_string()),
+                            None => Error::failed(format!("cannot decrypt or decompress: {e}")),
+                        })
+                })?;
+                let report = sw
+                    .finish()
+                    .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))?;
+                Ok((n, report))
+            }
+        }
+        // The writer (pg_restore's stdin) is closed here: pg_restore sees the end.
+    })
+    .await
+    .map_err(|e| Error::failed(format!("download task failed: {e}")));
+    let decoded = match decoded {
+        Ok(r) => r,
+        Err(e) => Err(e),
+    };
+    if decoded.is_err() {
+        let _ = child.kill();
+    }
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?
+        .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?;
+    let stderr = errs.join().unwrap_or_default();
+    let restore_failed = || {
+        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
+            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
+        } else {
+            ""
+        };
+        Error::failed(format!(
+            "{} failed ({status}): {}{hint}",
+            bin.display(),
+            crate::text::summarize(&stderr)
+        ))
+    };
+    match decoded {
+        // pg_restore stopped reading first: its own error is the one that matters.
+        Err(e) if !status.success() && e.message().contains("Broken pipe") => Err(restore_failed()),
+        Err(e) if !status.success() && e.message().contains("pg_restore ended before") => {
+            Err(restore_failed())
+        }
+        Err(e) => Err(e),
+        Ok(_) if !status.success() => Err(restore_failed()),
+        Ok(r) => Ok(r),
+    }
+}
+
+/// `-c maintenance_work_mem=...` sized from this host's memory (an eighth of it, shared by
+/// the parallel jobs, between 64 MiB and 1 GiB each), and `synchronous_commit=off`.
+fn restore_session_options(jobs: usize) -> String {
+    let total_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(4 << 20);
+    let per_job_mib = (total_kib / 1024 / 8 / jobs.max(1) as u64).clamp(64, 1024);
+    format!("-c maintenance_work_mem={per_job_mib}MB -c synchronous_commit=off")
+}
+
+async fn pg_restore(tools: &pg::Tools, conn: &Conn, dump: &Path, no_owner: bool) -> Result<()> {
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let bin = tools.bin("pg_restore");
+    let mut cmd = tokio::process::Command::new(&bin);
+    cmd.kill_on_drop(true);
+    cmd.arg(format!("--jobs={jobs}"))
+        .args(["--exit-on-error", "--no-password", "--dbname"])
+        .arg(conn.url.conninfo());
+    if no_owner {
+        cmd.args(["--no-owner", "--no-acl"]);
+    }
+    let out = cmd
+        .arg(dump)
+        .envs(conn.env()?)
+        // Session settings for the restore's connections: index builds sort in memory
+        // rather than on disk, and commits do not wait for the WAL flush (a crash mid-way
+        // leaves only the new database, which is dropped and restored again).
+        .env("PGOPTIONS", restore_session_options(jobs))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
+            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
+        } else {
+            ""
+        };
+        return Err(Error::failed(format!(
+            "{} failed ({}): {}{hint}",
+            bin.display(),
+            out.status,
+            crate::text::summarize(&stderr)
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn db_names_fit() {
+        let long = "x".repeat(70);
+        let n = super::db_name(&long, "_pre_restore_20260101000000");
+        assert_eq!(n.len(), 63);
+        assert!(n.ends_with("_pre_restore_20260101000000"));
+        assert_eq!(super::db_name("app", "_r"), "app_r");
+    }
+}

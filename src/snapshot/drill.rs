@@ -1,0 +1,109 @@
+//! Drill results, written beside a snapshot's manifest as new objects (never rewriting
+//! it): `verify-TIME.json` (plaintext summary: time, outcome, durations, counts of checks)
+//! and `verify-TIME.json.zst.age` (each check with expected and actual values: content
+//! facts, so encrypted).
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::config::JobPlan;
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+/// Whether a drill's checks all passed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Passed,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Check {
+    pub name: String,
+    pub expected: String,
+    pub actual: String,
+    pub ok: bool,
+}
+
+/// The plaintext summary object: no content facts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    pub job: String,
+    pub snapshot: String,
+    pub time: String,
+    pub outcome: Verdict,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+    /// The measured recovery time: download, decrypt, decompress and restore.
+    pub restore_ms: u64,
+    /// Of which: download with hash check, decryption and decompression.
+    pub download_ms: u64,
+    /// Of which: pg_restore (postgres) or the swap into place (volume).
+    pub apply_ms: u64,
+    pub duration_ms: u64,
+    pub restored_bytes: u64,
+    pub scratch: String,
+}
+
+/// The full result, returned to the caller and stored encrypted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub summary: Summary,
+    pub checks: Vec<Check>,
+}
+
+pub const PREFIX: &str = "verify-";
+
+/// Write the summary (plaintext) and the details (encrypted) beside the manifest.
+pub async fn record(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    id: &str,
+    o: &Outcome,
+    now: jiff::Timestamp,
+) -> Result<()> {
+    let stamp = now.strftime("%Y%m%dT%H%M%S%.3fZ").to_string();
+    let base = format!("{PREFIX}{stamp}");
+    let details =
+        serde_json::to_vec(o).map_err(|e| Error::failed(format!("verify result: {e}")))?;
+    let comp = plan.compression;
+    let recipients = plan.encryption.parsed.clone();
+    let (enc, _) = tokio::task::spawn_blocking(move || {
+        crate::pipeline::encode_bytes(&details, comp, &recipients)
+    })
+    .await
+    .map_err(|e| Error::failed(format!("encryption task: {e}")))??;
+    storage
+        .put_bytes(
+            &super::object_key(&plan.name, id, &format!("{base}.json.zst.age")),
+            Bytes::from(enc),
+        )
+        .await?;
+    let summary = serde_json::to_vec_pretty(&o.summary)
+        .map_err(|e| Error::failed(format!("verify summary: {e}")))?;
+    storage
+        .put_bytes(
+            &super::object_key(&plan.name, id, &format!("{base}.json")),
+            Bytes::from(summary),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Every recorded drill summary of a snapshot, oldest first.
+pub async fn summaries(storage: &dyn Storage, job: &str, id: &str) -> Result<Vec<Summary>> {
+    let prefix = super::object_key(job, id, PREFIX);
+    let mut out = Vec::new();
+    for o in storage.list(&prefix).await? {
+        if !o.key.ends_with(".json") {
+            continue;
+        }
+        if let Some(b) = storage.get_bytes(&o.key).await?
+            && let Ok(s) = serde_json::from_slice::<Summary>(&b)
+        {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,245 @@
+//! Snapshots in storage: ids, the manifest (the commit marker, written last), and the
+//! catalog (complete snapshots of a job, newest first). Layout:
+//! `PREFIX/JOB/ID/{dump.zst.age, globals.sql.zst.age, facts.json.zst.age, manifest.json}`.
+//! A snapshot without a readable manifest does not exist for list, restore or prune.
+//! The storage format has its home here, one file per object kind: the manifest and the
+//! catalog (this file), facts, pins, drill results; retention and prune planning; reading
+//! objects back.
+//!
+//! May import: pipeline, storage, state, config, cleanup, text, error.
+
+pub mod drill;
+pub mod facts;
+pub mod pin;
+pub mod prune;
+pub mod read;
+pub mod retention;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::storage::Storage;
+
+pub const FORMAT_VERSION: u32 = 1;
+pub const MANIFEST: &str = "manifest.json";
+pub const DUMP_OBJECT: &str = "dump.zst.age";
+pub const GLOBALS_OBJECT: &str = "globals.sql.zst.age";
+pub const FACTS_OBJECT: &str = "facts.json.zst.age";
+
+/// A new id: UTC time first so ids sort by time, then random hex so two runs in the same
+/// second never collide: `20261124T072247Z-3fa9c1`.
+pub fn new_id(now: jiff::Timestamp) -> String {
+    let mut rnd = [0u8; 3];
+    let _ = getrandom::fill(&mut rnd);
+    format!("{}-{}", now.strftime("%Y%m%dT%H%M%SZ"), hex::encode(rnd))
+}
+
+/// Whether `s` has the shape of a snapshot id (used to validate `--snapshot`).
+pub fn is_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 23
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[..8].iter().chain(&b[9..15]).all(u8::is_ascii_digit)
+        && b[17..].iter().all(u8::is_ascii_hexdigit)
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    Schedule,
+    Manual,
+    Snapshot,
+    Guard,
+    Hook,
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Snapshot => "snapshot",
+            Trigger::Guard => "guard",
+            Trigger::Hook => "hook",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ObjectEntry {
+    /// File name within the snapshot directory.
+    pub name: String,
+    /// "dump" | "globals" | "facts"
+    pub role: String,
+    /// "pg_dump-custom" | "sql" | "json"
+    pub format: String,
+    pub plaintext_bytes: u64,
+    pub stored_bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_dump_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CompressionInfo {
+    pub algorithm: String,
+    pub level: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EncryptionInfo {
+    pub algorithm: String,
+    pub recipients: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backstop_version: String,
+    pub job: String,
+    pub snapshot: String,
+    pub host: String,
+    pub source: SourceInfo,
+    pub started: String,
+    pub finished: String,
+    pub duration_ms: u64,
+    pub trigger: Trigger,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned_until: Option<String>,
+    pub compression: CompressionInfo,
+    pub encryption: EncryptionInfo,
+    pub plaintext_bytes: u64,
+    pub stored_bytes: u64,
+    pub objects: Vec<ObjectEntry>,
+    /// Conditions worth a look, without content facts ("3 files changed during read").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The shrink alarm fired: much less data than the previous snapshot.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anomalous: bool,
+}
+
+impl Manifest {
+    pub fn object(&self, role: &str) -> Option<&ObjectEntry> {
+        self.objects.iter().find(|o| o.role == role)
+    }
+    pub fn finished_at(&self) -> Option<jiff::Timestamp> {
+        self.finished.parse().ok()
+    }
+}
+
+pub fn snapshot_prefix(job: &str, id: &str) -> String {
+    format!("{job}/{id}/")
+}
+
+pub fn object_key(job: &str, id: &str, name: &str) -> String {
+    format!("{job}/{id}/{name}")
+}
+
+/// A complete snapshot as the catalog sees it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub id: String,
+    pub manifest: Manifest,
+}
+
+/// Complete snapshots of `job`, newest first (by the manifest's time, not key names).
+/// Incomplete ones (no manifest) are skipped; an unreadable manifest is reported as a
+/// warning and skipped, never taken for a good snapshot.
+pub async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
+    let objects = storage.list(&format!("{job}/")).await?;
+    let mut out = Vec::new();
+    for o in &objects {
+        let Some(rest) = o.key.strip_prefix(&format!("{job}/")) else {
+            continue;
+        };
+        let Some((id, name)) = rest.split_once('/') else {
+            continue;
+        };
+        if name != MANIFEST || !is_id(id) {
+            continue;
+        }
+        let Some(bytes) = storage.get_bytes(&o.key).await? else {
+            continue;
+        };
+        match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) if m.job == job && m.snapshot == id => out.push(Entry {
+                id: id.to_string(),
+                manifest: m,
+            }),
+            Ok(_) => tracing::warn!("{}: manifest names another job or snapshot; skipped", o.key),
+            Err(e) => tracing::warn!("{}: unreadable manifest ({e}); skipped", o.key),
+        }
+    }
+    out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
+    Ok(out)
+}
+
+/// The snapshot to restore: `wanted`, or the newest complete one.
+pub async fn pick(storage: &dyn Storage, job: &str, wanted: Option<&str>) -> Result<Entry> {
+    if let Some(id) = wanted
+        && !is_id(id)
+    {
+        return Err(Error::config(format!(
+            "--snapshot {id:?} is not a snapshot id; ids look like 20261124T072247Z-3fa9c1 (see `backstop list {job}`)"
+        )));
+    }
+    let all = catalog(storage, job).await?;
+    match wanted {
+        Some(id) => all.into_iter().find(|e| e.id == id).ok_or_else(|| {
+            Error::failed(format!(
+                "job {job} has no complete snapshot {id} in {} (see `backstop list {job}`)",
+                storage.describe()
+            ))
+        }),
+        None => all.into_iter().next().ok_or_else(|| {
+            Error::failed(format!(
+                "job {job} has no complete snapshot in {}; nothing to restore",
+                storage.describe()
+            ))
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_sort_by_time_and_validate() {
+        let a = new_id("2026-01-01T00:00:00Z".parse().unwrap());
+        let b = new_id("2026-01-01T00:00:01Z".parse().unwrap());
+        assert!(a < b, "{a} {b}");
+        assert!(is_id(&a), "{a}");
+        assert!(!is_id("20260101T000000Z-zzzzzz"));
+        assert!(!is_id("../etc"));
+    }
+}

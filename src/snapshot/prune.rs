@@ -1,0 +1,276 @@
+//! `prune`: applies a job's retention to its storage. Reads every snapshot's manifest,
+//! drill results and pins, asks `retention::plan` what to keep, checks the storage's own
+//! locks for each snapshot it would delete, then deletes manifest first (the snapshot is
+//! gone for list/restore at once) and its other objects after. Also removes leftovers:
+//! snapshot folders without a manifest and unfinished uploads, once older than a day.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::config::JobPlan;
+use crate::error::{Error, Result};
+use crate::snapshot::retention::{self, Candidate, Decision, Policy};
+use crate::snapshot::{self, MANIFEST};
+use crate::storage::Storage;
+
+/// Leftovers younger than this are left alone: they may belong to a run still going.
+pub const LEFTOVER_AGE: SignedDuration = SignedDuration::from_hours(24);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job: String,
+    pub dry_run: bool,
+    /// One decision per complete snapshot, newest first.
+    pub decisions: Vec<Decision>,
+    /// The stale guard used (an explicit `stale_after`, or the schedule's default).
+    pub stale_after: Option<String>,
+    /// Snapshots deleted (empty on a dry run).
+    pub deleted: Vec<String>,
+    /// Leftovers found (and removed unless a dry run): folder or upload descriptions.
+    pub leftovers: Vec<String>,
+    /// Deletions that failed (the snapshot stays; the run exits 1).
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn to_delete(&self) -> impl Iterator<Item = &Decision> {
+        self.decisions.iter().filter(|d| !d.keep)
+    }
+}
+
+/// What the storage holds for a job, grouped by snapshot id.
+#[derive(Default)]
+struct Folder {
+    objects: Vec<String>,
+    has_manifest: bool,
+}
+
+/// The stale guard: `retention.stale_after`, else three schedule intervals (at least a day).
+pub fn stale_after(plan: &JobPlan, policy: &Policy, now: Timestamp) -> Option<SignedDuration> {
+    if policy.stale_after.is_some() {
+        return policy.stale_after;
+    }
+    let s =
+        crate::config::schedule::Schedule::parse(plan.schedule.as_deref()?, &plan.timezone).ok()?;
+    let a = s.next_after(now)?;
+    let b = s.next_after(a)?;
+    let interval = b.duration_since(a);
+    Some((interval * 3).max(SignedDuration::from_hours(24)))
+}
+
+/// Work out the plan (and, with `dry_run`, stop there). `confirm` is asked before
+/// anything is deleted; it returns an error to refuse.
+pub async fn run(
+    plan: &JobPlan,
+    storage: Arc<dyn Storage>,
+    dry_run: bool,
+    now: Timestamp,
+    confirm: impl FnOnce(&Report) -> Result<()>,
+) -> Result<Report> {
+    let job = &plan.name;
+    let policy = plan.retention.clone().unwrap_or_default();
+    let tz = jiff::tz::TimeZone::get(&plan.timezone)
+        .map_err(|e| Error::config(format!("job {job}: timezone {:?}: {e}", plan.timezone)))?;
+
+    // Inventory: every object below JOB/, by snapshot id.
+    let prefix = format!("{job}/");
+    let mut folders: BTreeMap<String, Folder> = BTreeMap::new();
+    for o in storage.list(&prefix).await? {
+        let Some((id, name)) = o.key[prefix.len()..].split_once('/') else {
+            continue;
+        };
+        if !snapshot::is_id(id) {
+            continue; // lease/ and anything not ours
+        }
+        let f = folders.entry(id.to_string()).or_default();
+        f.has_manifest |= name == MANIFEST;
+        f.objects.push(o.key.clone());
+    }
+
+    // Complete snapshots, with drills and pins.
+    let entries = snapshot::catalog(storage.as_ref(), job).await?;
+    let mut candidates = Vec::new();
+    for e in &entries {
+        let objects = folders
+            .get(&e.id)
+            .map(|f| f.objects.as_slice())
+            .unwrap_or(&[]);
+        let mut verified = false;
+        let mut pinned_until = e
+            .manifest
+            .pinned_until
+            .as_deref()
+            .and_then(|t| t.parse().ok());
+        let mut pin_reason = e.manifest.reason.clone();
+        for key in objects {
+            let name = key.rsplit('/').next().unwrap_or("");
+            if name.starts_with(crate::snapshot::drill::PREFIX)
+                && name.ends_with(".json")
+                && !verified
+            {
+                if let Some(b) = storage.get_bytes(key).await?
+                    && let Ok(s) = serde_json::from_slice::<crate::snapshot::drill::Summary>(&b)
+                {
+                    verified = s.outcome == crate::snapshot::drill::Verdict::Passed;
+                }
+            } else if name.starts_with(super::pin::PIN_PREFIX)
+                && name.ends_with(".json")
+                && let Some(b) = storage.get_bytes(key).await?
+                && let Ok(p) = serde_json::from_slice::<super::pin::Pin>(&b)
+                && let Ok(until) = p.until.parse::<Timestamp>()
+                && pinned_until.is_none_or(|u| until > u)
+            {
+                pinned_until = Some(until);
+                pin_reason = Some(p.reason);
+            }
+        }
+        let Some(time) = e.manifest.finished_at() else {
+            tracing::warn!(
+                "job {job}: snapshot {} has no readable finish time; kept",
+                e.id
+            );
+            continue;
+        };
+        candidates.push(Candidate {
+            id: e.id.clone(),
+            time,
+            pinned_until,
+            pin_reason,
+            verified,
+            locked_until: None,
+        });
+    }
+
+    let stale = stale_after(plan, &policy, now);
+    let effective = Policy {
+        stale_after: stale,
+        ..policy.clone()
+    };
+    let first = retention::plan(&candidates, &effective, &tz, now).map_err(|s| {
+        let newest = s
+            .newest
+            .map(|t| format!("the newest snapshot is from {t}"))
+            .unwrap_or_else(|| "there is no complete snapshot".into());
+        Error::refused(format!(
+            "refusing to prune job {job}: {newest}, older than stale_after ({:#}). Backups seem to be failing; \
+             rotating away the last good snapshots now would make it worse. Fix the backups \
+             (see `backstop list {job}` and the audit log), or raise retention.stale_after",
+            s.stale_after
+        ))
+    })?;
+    // Ask the storage about its locks, only for the snapshots the rules would delete.
+    let mut locked_any = false;
+    for d in first.iter().filter(|d| !d.keep) {
+        let until = storage
+            .locked_until(&snapshot::object_key(job, &d.snapshot, MANIFEST))
+            .await?;
+        if let Some(u) = until.filter(|u| *u > now)
+            && let Some(c) = candidates.iter_mut().find(|c| c.id == d.snapshot)
+        {
+            c.locked_until = Some(u);
+            locked_any = true;
+        }
+    }
+    let decisions = if locked_any {
+        retention::plan(&candidates, &effective, &tz, now).map_err(|_| {
+            Error::failed("the retention plan changed while checking locks".to_string())
+        })?
+    } else {
+        first
+    };
+
+    // Leftovers: folders without a manifest, older than a day (by the id's time).
+    let cutoff = now - LEFTOVER_AGE;
+    let mut leftover_keys = Vec::new();
+    let mut leftovers = Vec::new();
+    for (id, f) in &folders {
+        if f.has_manifest {
+            continue;
+        }
+        let started = id_time(id);
+        if started.is_some_and(|t| t < cutoff) {
+            leftovers.push(format!(
+                "{job}/{id}/: incomplete snapshot ({} object(s), no manifest)",
+                f.objects.len()
+            ));
+            leftover_keys.extend(f.objects.iter().cloned());
+        }
+    }
+
+    let mut report = Report {
+        job: job.clone(),
+        dry_run,
+        decisions,
+        stale_after: stale.map(|s| format!("{s:#}")),
+        deleted: Vec::new(),
+        leftovers,
+        errors: Vec::new(),
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    let deleting = report.to_delete().count() > 0 || !leftover_keys.is_empty();
+    if deleting {
+        confirm(&report)?;
+    }
+
+    let doomed: Vec<String> = report.to_delete().map(|d| d.snapshot.clone()).collect();
+    for id in doomed {
+        // Manifest first: from here on the snapshot does not exist for list or restore.
+        let manifest = snapshot::object_key(job, &id, MANIFEST);
+        if let Err(e) = storage.delete(&manifest).await {
+            report
+                .errors
+                .push(format!("snapshot {id}: {}; it was kept", e.message()));
+            continue;
+        }
+        let mut failed = false;
+        let others = folders
+            .get(&id)
+            .map(|f| f.objects.clone())
+            .unwrap_or_default();
+        for key in others.iter().filter(|k| **k != manifest) {
+            if let Err(e) = storage.delete(key).await {
+                failed = true;
+                report.errors.push(format!(
+                    "snapshot {id}: {} (its manifest is gone; the next prune removes the rest)",
+                    e.message()
+                ));
+            }
+        }
+        if !failed {
+            report.deleted.push(id);
+        }
+    }
+    for key in &leftover_keys {
+        if let Err(e) = storage.delete(key).await {
+            report.errors.push(e.message().to_string());
+        }
+    }
+    match storage.clean_incomplete(&prefix, cutoff).await {
+        Ok(more) => report.leftovers.extend(more),
+        Err(e) => report.errors.push(e.message().to_string()),
+    }
+    Ok(report)
+}
+
+/// The time at the start of a snapshot id.
+fn id_time(id: &str) -> Option<Timestamp> {
+    let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", id.get(..15)?).ok()?;
+    dt.to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_times() {
+        let t = super::id_time("20261124T072247Z-3fa9c1").unwrap();
+        assert_eq!(t.to_string(), "2026-11-24T07:22:47Z");
+        assert!(super::id_time("lease").is_none());
+    }
+}

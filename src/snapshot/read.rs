@@ -1,0 +1,72 @@
+//! Reading a snapshot's objects back: open one (a missing object is a damaged snapshot),
+//! download it, check its size and SHA-256 while age decrypts and zstd decompresses it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{Entry, ObjectEntry};
+use crate::error::{Error, Result};
+use crate::pipeline::{self, Expect};
+use crate::storage::Storage;
+
+/// Open one of a snapshot's stored objects for reading; a missing one is a damaged snapshot.
+pub async fn open_object(
+    storage: &dyn Storage,
+    entry: &Entry,
+    obj: &ObjectEntry,
+) -> Result<(String, crate::storage::Reader)> {
+    let key = super::object_key(&entry.manifest.job, &entry.id, &obj.name);
+    let reader = storage.get(&key).await?.ok_or_else(|| {
+        Error::failed(format!(
+            "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
+             (pick an older one with --snapshot ID)",
+            storage.describe(),
+            entry.id
+        ))
+    })?;
+    Ok((key, reader))
+}
+
+/// Download one object, decrypt and decompress it into `dest`, checking it whole.
+pub async fn fetch(
+    storage: &dyn Storage,
+    entry: &Entry,
+    obj: &ObjectEntry,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    dest: &Path,
+) -> Result<u64> {
+    let (key, reader) = open_object(storage, entry, obj).await?;
+    let dest = dest.to_path_buf();
+    let name = key.clone();
+    let stored = obj.stored_bytes;
+    let sha = obj.sha256.clone();
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::create(&dest).map_err(|e| {
+            Error::failed(format!(
+                "cannot create staging file {}: {e}",
+                dest.display()
+            ))
+        })?;
+        let mut w = std::io::BufWriter::with_capacity(pipeline::READ_BUF, f);
+        let n = pipeline::decode(
+            bridge,
+            &identities,
+            &Expect {
+                name: &name,
+                stored_bytes: stored,
+                sha256: &sha,
+            },
+            &mut w,
+        )?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::failed(format!("writing {}: {}", dest.display(), e.error())))?;
+        // No fsync: a staging file lives only until pg_restore has read it; after a crash
+        // the restore starts over from storage.
+        drop(f);
+        Ok(n)
+    })
+    .await
+    .map_err(|e| Error::failed(format!("download task failed: {e}")))?
+}

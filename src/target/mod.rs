@@ -1,3 +1,0 @@
-//! Restore targets beyond PostgreSQL (whose restore lives in `restore.rs`): volumes.
-
-pub mod volume;
