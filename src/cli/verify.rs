@@ -13,7 +13,7 @@ pub async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
     let _lock = crate::run::lock::run_lock(&plan.name, storage.clone(), "verify", g.wait).await?;
     let first = crate::run::drill(&plan, storage.clone(), &opts).await?;
     let random_sample = opts.snapshot.is_none()
-        && plan.verify.as_ref().and_then(|v| v.sample.as_deref()) == Some("latest+random");
+        && plan.verify.as_ref().map(|v| v.sample) == Some(crate::config::Sample::LatestAndRandom);
     let second = if random_sample {
         let older: Vec<String> = crate::snapshot::catalog(storage.as_ref(), &plan.name)
             .await?

@@ -48,6 +48,6 @@ mod tests {
         assert!(crate::config::parse_duration("3 fortnights").is_err());
         assert!(crate::config::parse_duration("d").is_err());
         assert!(crate::config::parse_duration("99999999999999999w").is_err());
-        assert!(crate::config::parse_duration("36501d").is_err());
+        assert!(crate::config::parse_duration("36601d").is_err());
     }
 }

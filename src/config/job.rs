@@ -107,6 +107,28 @@ pub struct RawVerify {
     pub max_age: Option<String>,
 }
 
+/// How `verify` picks snapshots to drill.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Sample {
+    /// The newest snapshot (or the one named).
+    #[default]
+    Latest,
+    /// The newest, and one older snapshot picked at random.
+    LatestAndRandom,
+}
+
+/// The `[verify]` section, checked.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyPlan {
+    pub schedule: Option<String>,
+    pub checks: Vec<String>,
+    pub scratch_url: Option<String>,
+    pub sample: Sample,
+    pub command: Option<Vec<String>>,
+    /// How old the newest passed drill may be before `status` says UNVERIFIED.
+    pub max_age: Option<std::time::Duration>,
+}
+
 /// `[status]` keys.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,7 +205,7 @@ pub struct JobPlan {
     pub encryption: EncryptionPlan,
     pub compression: CompressionPlan,
     pub retention: Option<crate::config::retention::Policy>,
-    pub verify: Option<RawVerify>,
+    pub verify: Option<VerifyPlan>,
     pub notify: Option<NotifyPlan>,
     /// `hook.confirm`: risky agent calls touching this job need a human's approval.
     pub hook_confirm: bool,
@@ -442,6 +464,48 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    fn verify(&self, v: RawVerify) -> Result<VerifyPlan> {
+        let file = self.file.display();
+        if let Some(s) = &v.schedule
+            && let Err(why) = check_cron(s)
+        {
+            return Err(Error::config(format!(
+                "job file {file}: `verify.schedule` = {s:?} is not a valid schedule: {why}"
+            )));
+        }
+        let sample = match v.sample.as_deref() {
+            None | Some("latest") => Sample::Latest,
+            Some("latest+random") => Sample::LatestAndRandom,
+            Some(s) => {
+                return Err(Error::config(format!(
+                    "job file {file}: `verify.sample` = {s:?} is not a sampling mode; valid: \"latest\", \"latest+random\""
+                )));
+            }
+        };
+        let max_age = match &v.max_age {
+            Some(m) => Some(
+                crate::config::parse_duration(m)
+                    .map_err(|e| Error::config(format!("job file {file}: `verify.max_age` {e}")))?,
+            ),
+            None => None,
+        };
+        if let Some(c) = &v.command
+            && c.is_empty()
+        {
+            return Err(Error::config(format!(
+                "job file {file}: `verify.command` is empty; give a program and its arguments, e.g. [\"/usr/local/bin/check\", \"--quick\"]"
+            )));
+        }
+        Ok(VerifyPlan {
+            schedule: v.schedule,
+            checks: v.checks,
+            scratch_url: v.scratch_url,
+            sample,
+            command: v.command,
+            max_age,
+        })
+    }
+
     fn err<T>(
         &self,
         span: std::ops::Range<usize>,
@@ -547,25 +611,10 @@ impl Checker<'_> {
         let storage = self.storage(&raw.storage)?;
         let encryption = self.encryption(&raw.encryption)?;
         let compression = self.compression(&raw.compression)?;
-        if let Some(v) = &raw.verify
-            && let Some(s) = &v.schedule
-            && let Err(why) = check_cron(s)
-        {
-            return Err(Error::config(format!(
-                "job file {}: `verify.schedule` = {s:?} is not a valid schedule: {why}",
-                self.file.display()
-            )));
-        }
-        if let Some(v) = &raw.verify
-            && let Some(s) = &v.sample
-            && s != "latest"
-            && s != "latest+random"
-        {
-            return Err(Error::config(format!(
-                "job file {}: `verify.sample` = {s:?} is not a sampling mode; valid: \"latest\", \"latest+random\"",
-                self.file.display()
-            )));
-        }
+        let verify = match raw.verify {
+            Some(v) => Some(self.verify(v)?),
+            None => None,
+        };
         let notify = match &raw.notify {
             Some(n) => Some(self.notify(n)?),
             None => None,
@@ -586,7 +635,7 @@ impl Checker<'_> {
                 })?),
                 None => None,
             },
-            verify: raw.verify,
+            verify,
             notify,
             hook_confirm: raw.hook.and_then(|h| h.confirm).unwrap_or(false),
             alarm: self.alarm(raw.alarm.unwrap_or_default())?,

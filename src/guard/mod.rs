@@ -5,4 +5,7 @@
 //! May import: config, text, error.
 
 pub mod hook;
+mod packs;
 pub mod rules;
+pub mod shell;
+pub mod sql;

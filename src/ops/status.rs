@@ -94,11 +94,6 @@ fn next(expr: Option<&str>, tz: &str, now: Timestamp) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-fn dur(v: Option<&str>) -> Option<SignedDuration> {
-    v.and_then(|s| crate::config::parse_duration(s).ok())
-        .map(|d| SignedDuration::from_secs(d.as_secs() as i64))
-}
-
 /// How old the newest snapshot may be.
 pub fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
     if let Some(d) = plan.status_max_age {
@@ -117,8 +112,8 @@ pub fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
 /// How old the newest passed drill may be.
 pub fn verify_max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
     let v = plan.verify.as_ref();
-    if let Some(d) = dur(v.and_then(|v| v.max_age.as_deref())) {
-        return d;
+    if let Some(d) = v.and_then(|v| v.max_age) {
+        return SignedDuration::from_secs(d.as_secs() as i64);
     }
     match v
         .and_then(|v| v.schedule.as_deref())

@@ -1,0 +1,304 @@
+//! Rule packs as data: which calls of which programs destroy data, grouped by ecosystem
+//! (PostgreSQL tools, ORMs and frameworks, containers, Kubernetes and Helm, infrastructure
+//! as code, each cloud and platform CLI, backstop itself). Each rule names programs and
+//! the words a risky call of them carries; `matches` is the one interpreter. Rules that
+//! need more than words (paths for `rm`, HTTP methods for `curl`, SQL) live in `rules.rs`.
+
+/// One rule (the first word of `rule!` names its pack): a call of one of `programs` whose positional words (options and their values
+/// skipped) start with one alternative of each of `words`, that carries one word of each
+/// group of `anywhere` somewhere among its arguments, and at least one of `flags` (when
+/// there are any).
+#[derive(Debug)]
+pub(crate) struct CommandRule {
+    /// The rule's name, reported in the hook's answer and the audit log.
+    pub rule: &'static str,
+    pub programs: &'static [&'static str],
+    /// Positional words in order; an alternative ending in `*` matches by prefix.
+    pub words: &'static [&'static [&'static str]],
+    pub anywhere: &'static [&'static [&'static str]],
+    pub flags: &'static [&'static str],
+}
+
+/// Options that take a value, per program: skipped with their value when positional words
+/// are counted (`aws --profile p rds delete-db-instance`, `docker compose -f x.yml down`).
+pub(crate) const VALUE_OPTIONS: &[(&[&str], &[&str])] = &[
+    (
+        &["aws"],
+        &[
+            "--profile",
+            "--region",
+            "--output",
+            "--endpoint-url",
+            "--query",
+            "--cli-read-timeout",
+            "--cli-connect-timeout",
+            "--color",
+            "--ca-bundle",
+        ],
+    ),
+    (
+        &["docker", "podman", "docker-compose"],
+        &[
+            "-f",
+            "--file",
+            "-p",
+            "--project-name",
+            "--env-file",
+            "-H",
+            "--host",
+            "--context",
+            "-c",
+            "--project-directory",
+            "--profile",
+        ],
+    ),
+    (
+        &["kubectl", "oc", "helm"],
+        &[
+            "-n",
+            "--namespace",
+            "--context",
+            "--kubeconfig",
+            "--cluster",
+            "--user",
+            "-l",
+            "--selector",
+            "-o",
+            "--output",
+        ],
+    ),
+    (
+        &["fly", "flyctl"],
+        &["-a", "--app", "-c", "--config", "-r", "--region"],
+    ),
+    (&["railway"], &["-s", "--service", "-e", "--environment"]),
+    (&["heroku"], &["-a", "--app", "-r", "--remote"]),
+    (
+        &["gcloud"],
+        &["--project", "--account", "--configuration", "--format"],
+    ),
+    (
+        &["az"],
+        &["--subscription", "-g", "--resource-group", "-o", "--output"],
+    ),
+    (
+        &["doctl"],
+        &["-t", "--access-token", "--context", "-o", "--output"],
+    ),
+    (
+        &["terraform", "tofu", "terragrunt"],
+        &["-chdir", "-var", "-var-file"],
+    ),
+    (&["supabase"], &["--workdir", "--project-ref"]),
+];
+
+const DOCKER: &[&str] = &["docker", "podman"];
+const KUBECTL: &[&str] = &["kubectl", "oc"];
+const IAC: &[&str] = &["terraform", "tofu", "terragrunt"];
+const FLY: &[&str] = &["fly", "flyctl"];
+const KUBE_STORAGE: &[&str] = &[
+    "pvc",
+    "pv",
+    "persistentvolumeclaim",
+    "persistentvolumeclaims",
+    "persistentvolume",
+    "persistentvolumes",
+    "namespace",
+    "namespaces",
+    "ns",
+    "statefulset",
+    "statefulsets",
+    "sts",
+];
+
+macro_rules! rule {
+    ($pack:expr, $rule:expr, $programs:expr, words: $words:expr $(, anywhere: $any:expr)? $(, flags: $flags:expr)?) => {
+        CommandRule {
+            rule: $rule,
+            programs: $programs,
+            words: $words,
+            anywhere: rule!(@opt $($any)?),
+            flags: rule!(@opt $($flags)?),
+        }
+    };
+    (@opt) => { &[] };
+    (@opt $e:expr) => { $e };
+}
+
+/// The built-in rules.
+pub(crate) const RULES: &[CommandRule] = &[
+    // PostgreSQL tools.
+    rule!("postgres", "dropdb", &["dropdb"], words: &[]),
+    rule!("postgres", "pg_dropcluster", &["pg_dropcluster"], words: &[]),
+    // Containers.
+    rule!("containers", "docker volume removal", DOCKER, words: &[&["volume"], &["rm", "remove", "prune"]]),
+    rule!("containers", "docker volume removal", DOCKER, words: &[&["compose"], &["down"]], flags: &["-v", "--volumes"]),
+    rule!("containers", "docker volume removal", DOCKER, words: &[&["down"]], flags: &["-v", "--volumes"]),
+    rule!("containers", "docker volume removal", DOCKER, words: &[&["system"], &["prune"]], flags: &["--volumes"]),
+    rule!("containers", "docker volume removal", DOCKER, words: &[&["rm", "container"]], flags: &["-v", "--volumes", "-fv", "-vf"]),
+    rule!("containers", "docker volume removal", &["docker-compose"], words: &[&["down"]], flags: &["-v", "--volumes"]),
+    // Kubernetes and Helm.
+    rule!("kubernetes", "kubectl delete of storage or a namespace", KUBECTL, words: &[&["delete"], KUBE_STORAGE]),
+    rule!("kubernetes", "helm uninstall", &["helm"], words: &[&["uninstall", "delete", "del", "un"]]),
+    // Infrastructure as code.
+    rule!("iac", "terraform destroy", IAC, words: &[&["destroy"]]),
+    rule!("iac", "terraform destroy", IAC, words: &[&["apply"]], flags: &["-destroy", "--destroy"]),
+    rule!("iac", "terraform destroy", &["terragrunt"], words: &[&["run-all"], &["destroy"]]),
+    rule!("iac", "pulumi destroy", &["pulumi"], words: &[&["destroy", "down"]]),
+    // Platforms.
+    rule!("railway", "railway delete", &["railway"], words: &[&["volume"], &["delete", "rm", "remove"]]),
+    rule!("railway", "railway delete", &["railway"], words: &[&["down", "delete"]]),
+    rule!("fly", "fly destroy", FLY, words: &[&["volumes", "volume", "vol"], &["destroy", "delete", "rm"]]),
+    rule!("fly", "fly destroy", FLY, words: &[&["apps", "app", "postgres", "pg", "mpg"], &["destroy", "delete"]]),
+    rule!("fly", "fly destroy", FLY, words: &[&["destroy"]]),
+    rule!("heroku", "heroku destroy", &["heroku"], words: &[&["pg:reset", "addons:destroy", "apps:destroy", "destroy"]]),
+    rule!("supabase", "supabase db reset", &["supabase"], words: &[&["db"], &["reset"]]),
+    rule!("supabase", "cloud delete of data", &["supabase"], words: &[&["projects", "branches"], &["delete"]]),
+    rule!("neon", "cloud delete of data", &["neonctl", "neon"], words: &[], anywhere: &[&["delete"]]),
+    // Clouds.
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["rds"], &["delete-db*"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["ec2"], &["delete-volume", "delete-snapshot"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rb"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rm"]], flags: &["--recursive"]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3api"], &["delete-bucket", "delete-objects"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["dynamodb"], &["delete-table"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["efs"], &["delete-file-system"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["backup"], &["delete-*"]]),
+    rule!("gcp", "cloud delete of data", &["gcloud"], words: &[], anywhere: &[&["delete"], &["sql", "disks", "snapshots", "filestore", "spanner", "buckets", "instances"]]),
+    rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rb"]]),
+    rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rm"]], flags: &["-r", "-rf", "-R"]),
+    rule!("azure", "cloud delete of data", &["az"], words: &[], anywhere: &[&["delete"], &["postgres", "mysql", "sql", "disk", "snapshot", "storage", "cosmosdb"]]),
+    rule!("digitalocean", "cloud delete of data", &["doctl"], words: &[], anywhere: &[&["delete"], &["databases", "database", "volume", "volumes", "snapshot"]]),
+    // backstop itself.
+    rule!("backstop", "backstop prune --yes", &["backstop"], words: &[], anywhere: &[&["prune"]], flags: &["--yes", "-y"]),
+    rule!("backstop", "backstop restore --yes", &["backstop"], words: &[], anywhere: &[&["restore"]], flags: &["--yes", "-y"]),
+];
+
+/// The options of `prog` that take a value.
+fn value_options(prog: &str) -> &'static [&'static str] {
+    VALUE_OPTIONS
+        .iter()
+        .find(|(progs, _)| progs.contains(&prog))
+        .map(|(_, opts)| *opts)
+        .unwrap_or(&[])
+}
+
+/// The positional words of a call: options skipped, with their values when they take one.
+pub(crate) fn positional<'a>(prog: &str, args: &[&'a str]) -> Vec<&'a str> {
+    let takes_value = value_options(prog);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        if a == "--" {
+            out.extend_from_slice(&args[i + 1..]);
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            if takes_value.contains(&a) {
+                i += 1;
+            }
+        } else {
+            out.push(a);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether word `w` is alternative `alt`: equal, by prefix for `x*`, and a resource list
+/// (`pvc/data,svc/x`) matches when one of its kinds does.
+fn word_is(w: &str, alt: &str) -> bool {
+    let one = |w: &str| match alt.strip_suffix('*') {
+        Some(prefix) => w.starts_with(prefix),
+        None => w == alt,
+    };
+    one(w)
+        || w.split(',')
+            .any(|part| one(part.split('/').next().unwrap_or("")))
+}
+
+impl CommandRule {
+    /// Whether a call of `prog` with `args` (and their positional words) matches.
+    pub(crate) fn matches(&self, prog: &str, args: &[&str], words: &[&str]) -> bool {
+        self.programs.contains(&prog)
+            && self.words.len() <= words.len()
+            && self
+                .words
+                .iter()
+                .zip(words)
+                .all(|(alts, w)| alts.iter().any(|a| word_is(w, a)))
+            && self
+                .anywhere
+                .iter()
+                .all(|alts| args.iter().any(|w| alts.iter().any(|a| word_is(w, a))))
+            && (self.flags.is_empty() || args.iter().any(|a| self.flags.contains(a)))
+    }
+}
+
+/// The rules a call of `prog` with `args` matches, by name, without repeats.
+pub(crate) fn matching(prog: &str, args: &[&str]) -> Vec<&'static str> {
+    let words = positional(prog, args);
+    let mut out: Vec<&'static str> = Vec::new();
+    for r in RULES {
+        if r.matches(prog, args, &words) && !out.contains(&r.rule) {
+            out.push(r.rule);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matching;
+
+    fn m(cmd: &str) -> Vec<&'static str> {
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        matching(words[0], &words[1..])
+    }
+
+    #[test]
+    fn global_options_before_the_service() {
+        assert_eq!(
+            m(
+                "aws --profile prod --region eu-west-1 rds delete-db-instance --db-instance-identifier x"
+            ),
+            ["cloud delete of data"]
+        );
+        assert!(m("aws --profile prod rds describe-db-instances").is_empty());
+        assert_eq!(
+            m("docker compose -f prod.yml down --volumes"),
+            ["docker volume removal"]
+        );
+        assert!(m("docker compose -f prod.yml down").is_empty());
+        assert_eq!(
+            m("kubectl -n prod delete pvc/data-0"),
+            ["kubectl delete of storage or a namespace"]
+        );
+        assert!(m("kubectl -n prod delete pod/web-0").is_empty());
+    }
+
+    #[test]
+    fn each_rule_has_a_case_that_fires() {
+        for r in super::RULES {
+            let prog = r.programs[0];
+            let mut args: Vec<&str> = r
+                .words
+                .iter()
+                .map(|alts| alts[0].trim_end_matches('*'))
+                .collect();
+            for g in r.anywhere {
+                args.push(g[0]);
+            }
+            if let Some(f) = r.flags.first() {
+                args.push(f);
+            }
+            assert!(
+                matching(prog, &args).contains(&r.rule),
+                "rule {} does not fire on {prog} {}",
+                r.rule,
+                args.join(" ")
+            );
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! A shell command line as agents write it, split into pipelines of simple commands:
+//! quotes, `|`, `&&`/`||`/`;`, heredocs, and the command strings of `$(...)` and backticks
+//! returned to be checked on their own.
+
+/// A simple command: its words (quotes removed) and any heredoc bodies fed to it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Simple {
+    pub words: Vec<String>,
+    pub heredocs: Vec<String>,
+}
+
+/// A pipeline: simple commands joined by `|`.
+pub type Pipeline = Vec<Simple>;
+
+/// Split a command line into pipelines of simple commands. Also returns the command
+/// strings found in `$(...)` and backticks, to be checked on their own.
+pub fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
+    let chars: Vec<char> = src.chars().collect();
+    let mut i = 0;
+    let mut pipelines = Vec::new();
+    let mut pipeline: Pipeline = Vec::new();
+    let mut cur = Simple::default();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut nested = Vec::new();
+    let mut pending_heredocs: Vec<(String, bool)> = Vec::new();
+    let end_word = |cur: &mut Simple, word: &mut String, in_word: &mut bool| {
+        if *in_word {
+            cur.words.push(std::mem::take(word));
+            *in_word = false;
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\\' if i + 1 < chars.len() => {
+                if chars[i + 1] != '\n' {
+                    word.push(chars[i + 1]);
+                    in_word = true;
+                }
+                i += 2;
+                continue;
+            }
+            '\'' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '\'' {
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '"' => {
+                in_word = true;
+                i += 1;
+                while i < chars.len() && chars[i] != '"' {
+                    if chars[i] == '\\' && i + 1 < chars.len() && "\"\\$`".contains(chars[i + 1]) {
+                        i += 1;
+                    } else if chars[i] == '$' && chars.get(i + 1) == Some(&'(') {
+                        let (inner, next) = balanced(&chars, i + 2);
+                        nested.push(inner.clone());
+                        word.push_str(&format!("$({inner})"));
+                        i = next;
+                        continue;
+                    }
+                    word.push(chars[i]);
+                    i += 1;
+                }
+            }
+            '$' if chars.get(i + 1) == Some(&'(') => {
+                let (inner, next) = balanced(&chars, i + 2);
+                nested.push(inner.clone());
+                word.push_str(&format!("$({inner})"));
+                in_word = true;
+                i = next;
+                continue;
+            }
+            '`' => {
+                let start = i + 1;
+                let mut j = start;
+                while j < chars.len() && chars[j] != '`' {
+                    j += 1;
+                }
+                nested.push(chars[start..j.min(chars.len())].iter().collect());
+                in_word = true;
+                i = j + 1;
+                continue;
+            }
+            '#' if !in_word => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            ' ' | '\t' => end_word(&mut cur, &mut word, &mut in_word),
+            '<' if chars.get(i + 1) == Some(&'<') && chars.get(i + 2) != Some(&'<') => {
+                end_word(&mut cur, &mut word, &mut in_word);
+                let mut j = i + 2;
+                let strip = chars.get(j) == Some(&'-');
+                if strip {
+                    j += 1;
+                }
+                while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+                    j += 1;
+                }
+                let mut delim = String::new();
+                while j < chars.len() && !" \t\n;|&<>".contains(chars[j]) {
+                    if chars[j] != '\'' && chars[j] != '"' {
+                        delim.push(chars[j]);
+                    }
+                    j += 1;
+                }
+                pending_heredocs.push((delim, strip));
+                i = j;
+                continue;
+            }
+            '\n' | ';' | '&' | '|' => {
+                end_word(&mut cur, &mut word, &mut in_word);
+                // Heredoc bodies start on the line after their operator.
+                if c == '\n' && !pending_heredocs.is_empty() {
+                    let mut j = i + 1;
+                    for (delim, strip) in std::mem::take(&mut pending_heredocs) {
+                        let mut body = String::new();
+                        loop {
+                            let start = j;
+                            while j < chars.len() && chars[j] != '\n' {
+                                j += 1;
+                            }
+                            let line: String = chars[start..j].iter().collect();
+                            j = (j + 1).min(chars.len() + 1);
+                            let cmp = if strip {
+                                line.trim_start_matches('\t')
+                            } else {
+                                &line
+                            };
+                            if cmp == delim || start >= chars.len() {
+                                break;
+                            }
+                            body.push_str(&line);
+                            body.push('\n');
+                        }
+                        cur.heredocs.push(body);
+                    }
+                    i = j.min(chars.len());
+                    // The command the heredoc belonged to ends here.
+                    flush(&mut cur, &mut pipeline, &mut pipelines, false);
+                    continue;
+                }
+                let pipe = c == '|' && chars.get(i + 1) != Some(&'|');
+                flush(&mut cur, &mut pipeline, &mut pipelines, pipe);
+                if (c == '|' || c == '&') && chars.get(i + 1) == Some(&c) {
+                    i += 1;
+                }
+            }
+            '(' | ')' | '{' | '}' if !in_word => {
+                end_word(&mut cur, &mut word, &mut in_word);
+            }
+            _ => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+        i += 1;
+    }
+    end_word(&mut cur, &mut word, &mut in_word);
+    flush(&mut cur, &mut pipeline, &mut pipelines, false);
+    (pipelines, nested)
+}
+
+fn flush(cur: &mut Simple, pipeline: &mut Pipeline, pipelines: &mut Vec<Pipeline>, pipe: bool) {
+    if !cur.words.is_empty() || !cur.heredocs.is_empty() {
+        pipeline.push(std::mem::take(cur));
+    }
+    if !pipe && !pipeline.is_empty() {
+        pipelines.push(std::mem::take(pipeline));
+    }
+}
+
+/// The text up to the `)` that closes a `$(` opened before `start`.
+fn balanced(chars: &[char], start: usize) -> (String, usize) {
+    let mut depth = 1;
+    let mut j = start;
+    while j < chars.len() {
+        match chars[j] {
+            '(' => depth += 1,
+            ')' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        j += 1;
+    }
+    (chars[start..j.min(chars.len())].iter().collect(), j + 1)
+}

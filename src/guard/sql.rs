@@ -1,0 +1,133 @@
+//! SQL as it travels in a command line: split into statements (comments, quotes, dollar
+//! quotes), and the statements that destroy data named.
+
+/// SQL statements that destroy data, each as a short description.
+pub fn risky_sql(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for stmt in split_sql(sql) {
+        let words: Vec<String> = sql_words(&stmt);
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        let has = |k: &str| w.contains(&k);
+        let first = w.first().copied().unwrap_or("");
+        // WITH ... DELETE/UPDATE: look at the main verb.
+        let verb = if first == "WITH" {
+            w.iter()
+                .copied()
+                .find(|x| ["DELETE", "UPDATE", "DROP", "TRUNCATE"].contains(x))
+                .unwrap_or("")
+        } else {
+            first
+        };
+        let shown: String = stmt.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown: String = shown.chars().take(120).collect();
+        match verb {
+            "DROP" => out.push(format!("SQL DROP: {shown}")),
+            "TRUNCATE" => out.push(format!("SQL TRUNCATE: {shown}")),
+            "DELETE" if !has("WHERE") || where_always_true(&w) => {
+                out.push(format!("SQL DELETE without WHERE: {shown}"))
+            }
+            "UPDATE" if !has("WHERE") || where_always_true(&w) => {
+                out.push(format!("SQL UPDATE without WHERE: {shown}"))
+            }
+            "ALTER" if has("DROP") => out.push(format!("SQL ALTER ... DROP: {shown}")),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn where_always_true(w: &[&str]) -> bool {
+    w.iter().position(|x| *x == "WHERE").is_some_and(|i| {
+        let rest = &w[i + 1..];
+        rest.first() == Some(&"TRUE") && rest.len() == 1
+            || rest.len() >= 3 && rest[0] == rest[2] && rest[1] == "="
+    })
+}
+
+/// Statements, split on `;` outside quotes, dollar quotes and comments.
+fn split_sql(sql: &str) -> Vec<String> {
+    let b: Vec<char> = sql.chars().collect();
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == '-' && b.get(i + 1) == Some(&'-') {
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == '/' && b.get(i + 1) == Some(&'*') {
+            i += 2;
+            while i + 1 < b.len() && !(b[i] == '*' && b[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            cur.push(' ');
+            i += 1;
+            while i < b.len() && b[i] != c {
+                i += 1;
+            }
+            i += 1;
+            cur.push(' ');
+            continue;
+        }
+        if c == '$' {
+            // $tag$ ... $tag$
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
+                j += 1;
+            }
+            if j < b.len() && b[j] == '$' {
+                let tag: String = b[i..=j].iter().collect();
+                let rest: String = b[j + 1..].iter().collect();
+                match rest.find(&tag) {
+                    Some(k) => {
+                        i = j + 1 + rest[..k].chars().count() + tag.chars().count();
+                        cur.push(' ');
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+        }
+        if c == ';' {
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+        i += 1;
+    }
+    out.push(cur);
+    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+}
+
+fn sql_words(stmt: &str) -> Vec<String> {
+    stmt.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '='))
+        .filter(|w| !w.is_empty())
+        .flat_map(|w| {
+            // "1=1" -> "1", "=", "1"
+            let mut parts = Vec::new();
+            let mut cur = String::new();
+            for ch in w.chars() {
+                if ch == '=' {
+                    if !cur.is_empty() {
+                        parts.push(std::mem::take(&mut cur));
+                    }
+                    parts.push("=".to_string());
+                } else {
+                    cur.push(ch);
+                }
+            }
+            if !cur.is_empty() {
+                parts.push(cur);
+            }
+            parts
+        })
+        .map(|w| w.to_ascii_uppercase())
+        .collect()
+}
