@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 static PENDING: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
 
 /// Run `fut` in the background; `wait` will give it time to finish before exit.
-pub fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
+pub(crate) fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -23,7 +23,7 @@ pub fn spawn(fut: impl Future<Output = ()> + Send + 'static) {
 }
 
 /// Wait for pending cleanups, at most `limit`.
-pub async fn wait(limit: Duration) {
+pub(crate) async fn wait(limit: Duration) {
     let handles: Vec<_> = match PENDING.lock() {
         Ok(mut p) => p.drain(..).collect(),
         Err(_) => return,

@@ -86,17 +86,13 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Adds context to any `Result` whose error converts into ours.
-pub trait ResultExt<T> {
+pub(crate) trait ResultExt<T> {
     fn ctx(self, what: impl fmt::Display) -> Result<T>;
-    fn with_ctx<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T>;
 }
 
 impl<T, E: Into<Error>> ResultExt<T> for std::result::Result<T, E> {
     fn ctx(self, what: impl fmt::Display) -> Result<T> {
         self.map_err(|e| e.into().context(what))
-    }
-    fn with_ctx<D: fmt::Display>(self, what: impl FnOnce() -> D) -> Result<T> {
-        self.map_err(|e| e.into().context(what()))
     }
 }
 

@@ -2,7 +2,7 @@
 //! it imports nothing of the crate.
 
 /// 1536 -> "1.5 KiB".
-pub fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -17,7 +17,7 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
-pub fn human_age(d: jiff::SignedDuration) -> String {
+pub(crate) fn human_age(d: jiff::SignedDuration) -> String {
     let s = d.as_secs().max(0);
     match s {
         0..=119 => format!("{s} s"),
@@ -28,7 +28,7 @@ pub fn human_age(d: jiff::SignedDuration) -> String {
 }
 
 /// The last lines of a child's stderr, on one line.
-pub fn summarize(stderr: &str) -> String {
+pub(crate) fn summarize(stderr: &str) -> String {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     let tail = &lines[lines.len().saturating_sub(6)..];
     if tail.is_empty() {

@@ -5,7 +5,12 @@ use crate::error::{Error, Result};
 use crate::snapshot::{Manifest, Trigger};
 use crate::text::human_bytes;
 
-pub async fn backup(g: &Global, job: &str, trigger: Trigger, reason: Option<String>) -> Result<()> {
+pub(crate) async fn backup(
+    g: &Global,
+    job: &str,
+    trigger: Trigger,
+    reason: Option<String>,
+) -> Result<()> {
     let m = run(g, job, trigger, reason, None).await?;
     if g.json {
         super::print_json(&m);
@@ -15,7 +20,7 @@ pub async fn backup(g: &Global, job: &str, trigger: Trigger, reason: Option<Stri
     Ok(())
 }
 
-pub async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &str) -> Result<()> {
+pub(crate) async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &str) -> Result<()> {
     if reason.trim().is_empty() {
         return Err(Error::config(
             "snapshot needs a non-empty --reason, e.g. --reason \"migration 42\"",

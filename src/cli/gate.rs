@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::run::GateRequest;
 
 /// Answer one request: `Ok(())` to go on, a refusal (exit 4) otherwise.
-pub fn confirm(req: &GateRequest<'_>, yes: bool) -> Result<()> {
+pub(crate) fn confirm(req: &GateRequest<'_>, yes: bool) -> Result<()> {
     if yes {
         return Ok(());
     }

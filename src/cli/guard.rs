@@ -7,7 +7,7 @@ use crate::cli::Global;
 use crate::error::{Error, Result};
 use crate::snapshot::Trigger;
 
-pub async fn guard(
+pub(crate) async fn guard(
     g: &Global,
     jobs: &[String],
     reason: Option<String>,

@@ -16,7 +16,7 @@ use crate::guard::hook::{
 use crate::guard::rules::{self, Context, Extra};
 use crate::snapshot::Trigger;
 
-pub async fn run(g: &Global) -> Result<i32> {
+pub(crate) async fn run(g: &Global) -> Result<i32> {
     let started = std::time::Instant::now();
     let mut raw = String::new();
     let read = tokio::task::spawn_blocking(move || {
@@ -82,7 +82,6 @@ pub async fn run(g: &Global) -> Result<i32> {
 async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, String, bool)> {
     let hook = load_hook_file(dir)?;
     let extra = Extra {
-        timeout: hook.timeout.clone(),
         rules: hook.rule.clone(),
     };
     // Job files are read leniently: a broken one must not block harmless calls.

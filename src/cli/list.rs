@@ -33,7 +33,7 @@ struct Drill {
     restore_ms: u64,
 }
 
-pub async fn list(g: &Global, job: Option<&str>) -> Result<()> {
+pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plans = match job {
         Some(j) => vec![crate::config::load(&dir, j)?],

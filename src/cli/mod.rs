@@ -335,7 +335,6 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 identity,
                 no_owner,
                 staging,
-                quiet: g.quiet || g.json,
             };
             restore::restore(g, &job, opts).await
         }
@@ -344,11 +343,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             snapshot,
             identity,
         } => {
-            let opts = crate::run::verify::Options {
-                snapshot,
-                identity,
-                quiet: g.quiet || g.json,
-            };
+            let opts = crate::run::verify::Options { snapshot, identity };
             verify::verify(g, &job, opts).await
         }
     }

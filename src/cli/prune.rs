@@ -8,7 +8,7 @@ use crate::config::JobPlan;
 use crate::error::{Error, Result};
 use crate::snapshot::prune::Report;
 
-pub async fn prune(g: &Global, job: Option<&str>, dry_run: bool, yes: bool) -> Result<()> {
+pub(crate) async fn prune(g: &Global, job: Option<&str>, dry_run: bool, yes: bool) -> Result<()> {
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plans = match job {
         Some(j) => vec![crate::config::load(&dir, j)?],

@@ -5,7 +5,11 @@ use crate::cli::Global;
 use crate::error::Result;
 use crate::text::human_bytes;
 
-pub async fn restore(g: &Global, job: &str, opts: crate::run::restore::Options) -> Result<()> {
+pub(crate) async fn restore(
+    g: &Global,
+    job: &str,
+    opts: crate::run::restore::Options,
+) -> Result<()> {
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plan = crate::config::load(&dir, job)?;
     let yes = opts.yes;

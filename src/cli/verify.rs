@@ -6,7 +6,7 @@ use crate::cli::Global;
 use crate::error::Result;
 use crate::run::verify::Options;
 
-pub async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
+pub(crate) async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plan = crate::config::load(&dir, job)?;
     let storage = crate::storage::open(&plan.storage).await?;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// "14d", "36h", "2w", "90m" -> Duration. Values too large to represent are an error, not
 /// a wrap-around.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);

@@ -11,51 +11,51 @@ fn non_empty(name: &str) -> Option<String> {
 }
 
 /// "Now", or `$BACKSTOP_NOW` (an RFC 3339 time) so tests can look from the future.
-pub fn now() -> jiff::Timestamp {
+pub(crate) fn now() -> jiff::Timestamp {
     non_empty("BACKSTOP_NOW")
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(jiff::Timestamp::now)
 }
 
 /// `$BACKSTOP_JOBS`: the jobs directory when no `--jobs` flag is given.
-pub fn jobs_dir() -> Option<PathBuf> {
+pub(crate) fn jobs_dir() -> Option<PathBuf> {
     non_empty("BACKSTOP_JOBS").map(PathBuf::from)
 }
 
 /// `$BACKSTOP_STATE_DIR`: the host's state directory.
-pub fn state_dir() -> Option<PathBuf> {
+pub(crate) fn state_dir() -> Option<PathBuf> {
     non_empty("BACKSTOP_STATE_DIR").map(PathBuf::from)
 }
 
 /// `$BACKSTOP_AUDIT_LOG`: the audit log's path.
-pub fn audit_log() -> Option<PathBuf> {
+pub(crate) fn audit_log() -> Option<PathBuf> {
     non_empty("BACKSTOP_AUDIT_LOG").map(PathBuf::from)
 }
 
 /// `$BACKSTOP_IDENTITY_FILE`: the age private key, when neither a flag nor the job names one.
-pub fn identity_file() -> Option<PathBuf> {
+pub(crate) fn identity_file() -> Option<PathBuf> {
     non_empty("BACKSTOP_IDENTITY_FILE").map(PathBuf::from)
 }
 
 /// `$BACKSTOP_PG_BINDIR`: a directory searched first for PostgreSQL client programs.
-pub fn pg_bindir() -> Option<PathBuf> {
+pub(crate) fn pg_bindir() -> Option<PathBuf> {
     non_empty("BACKSTOP_PG_BINDIR").map(PathBuf::from)
 }
 
 /// `$BACKSTOP_DAEMON_PLAN_<JOB>`: the job file text a daemon handed to its run.
-pub fn daemon_plan(job: &str) -> Option<String> {
+pub(crate) fn daemon_plan(job: &str) -> Option<String> {
     std::env::var(daemon_plan_var(job)).ok()
 }
 
-pub fn daemon_plan_var(job: &str) -> String {
+pub(crate) fn daemon_plan_var(job: &str) -> String {
     format!("BACKSTOP_DAEMON_PLAN_{job}")
 }
 
 /// Default time a lease lives without renewal; renewed every third of it.
-pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(300);
 
 /// The lease TTL: `$BACKSTOP_LEASE_TTL` (a duration such as "90s" or "5m"), else 5 minutes.
-pub fn lease_ttl() -> Result<Duration> {
+pub(crate) fn lease_ttl() -> Result<Duration> {
     let Some(v) = non_empty("BACKSTOP_LEASE_TTL") else {
         return Ok(DEFAULT_LEASE_TTL);
     };
@@ -71,7 +71,7 @@ pub fn lease_ttl() -> Result<Duration> {
 
 /// How often progress lines are logged off a terminal: `$BACKSTOP_PROGRESS_INTERVAL`
 /// ("500ms", "10s", ...), else 10 s.
-pub fn progress_interval() -> Duration {
+pub(crate) fn progress_interval() -> Duration {
     non_empty("BACKSTOP_PROGRESS_INTERVAL")
         .and_then(|v| match v.trim().strip_suffix("ms") {
             Some(ms) => ms.parse().ok().map(Duration::from_millis),
@@ -83,12 +83,12 @@ pub fn progress_interval() -> Duration {
 
 /// How a PostgreSQL restore reads the dump, when forced by `$BACKSTOP_RESTORE_MODE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestoreMode {
+pub(crate) enum RestoreMode {
     Stream,
     Stage,
 }
 
-pub fn restore_mode() -> Option<RestoreMode> {
+pub(crate) fn restore_mode() -> Option<RestoreMode> {
     match non_empty("BACKSTOP_RESTORE_MODE").as_deref() {
         Some("stream") => Some(RestoreMode::Stream),
         Some("stage") => Some(RestoreMode::Stage),
@@ -98,7 +98,7 @@ pub fn restore_mode() -> Option<RestoreMode> {
 
 /// Sessions loading table data in a restore: `$BACKSTOP_RESTORE_SESSIONS` (1 to 16), else
 /// the cores, at most 4.
-pub fn restore_sessions() -> usize {
+pub(crate) fn restore_sessions() -> usize {
     if let Some(n) = non_empty("BACKSTOP_RESTORE_SESSIONS").and_then(|v| v.parse::<usize>().ok()) {
         return n.clamp(1, 16);
     }

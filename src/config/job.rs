@@ -215,7 +215,7 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
-    pub fn is_production(&self) -> bool {
+    pub(crate) fn is_production(&self) -> bool {
         self.environment
             .as_deref()
             .is_some_and(|e| e.eq_ignore_ascii_case("production"))
@@ -226,15 +226,6 @@ impl JobPlan {
 pub enum SourcePlan {
     Postgres(PostgresSource),
     Volume(VolumeSource),
-}
-
-impl SourcePlan {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            SourcePlan::Postgres(_) => "postgres",
-            SourcePlan::Volume(_) => "volume",
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -307,7 +298,7 @@ pub struct CompressionPlan {
 
 impl CompressionPlan {
     /// The number of zstd workers to ask for.
-    pub fn workers(&self) -> u32 {
+    pub(crate) fn workers(&self) -> u32 {
         if self.threads == 0 {
             std::thread::available_parallelism()
                 .map(|n| n.get() as u32)

@@ -11,5 +11,5 @@ pub mod pgurl;
 pub mod retention;
 pub mod schedule;
 
-pub use duration::parse_duration;
+pub(crate) use duration::parse_duration;
 pub use job::*;

@@ -21,7 +21,7 @@ pub struct Policy {
 
 impl Policy {
     /// Build from the job file's `[retention]` (values already range-checked there).
-    pub fn from_raw(r: &RawRetention) -> Result<Policy, String> {
+    pub(crate) fn from_raw(r: &RawRetention) -> Result<Policy, String> {
         let dur = |key: &str, v: &Option<String>| -> Result<Option<SignedDuration>, String> {
             v.as_deref()
                 .map(|s| {
@@ -44,7 +44,7 @@ impl Policy {
     }
 
     /// Whether any rule would let a snapshot go.
-    pub fn has_rules(&self) -> bool {
+    pub(crate) fn has_rules(&self) -> bool {
         self.keep_last
             + self.keep_hourly
             + self.keep_daily

@@ -11,14 +11,14 @@ use crate::error::{Error, Result};
 use crate::guard::rules::{self, Hit};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Agent {
+pub(crate) enum Agent {
     Claude,
     Cursor,
 }
 
 /// What the call asks to do.
 #[derive(Debug, Clone)]
-pub enum Action {
+pub(crate) enum Action {
     Shell(String),
     Tool {
         name: String,
@@ -29,7 +29,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone)]
-pub struct Call {
+pub(crate) struct Call {
     pub agent: Agent,
     pub event: String,
     pub cwd: Option<PathBuf>,
@@ -38,7 +38,7 @@ pub struct Call {
 
 impl Call {
     /// The call as text, for the audit log and messages.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         match &self.action {
             Action::Shell(c) => c.clone(),
             Action::Tool { name, input } => format!("{name} {input}"),
@@ -48,7 +48,7 @@ impl Call {
 }
 
 /// Recognise the agent and the call; an error says what was wrong with the input.
-pub fn parse(raw: &str) -> std::result::Result<Call, String> {
+pub(crate) fn parse(raw: &str) -> std::result::Result<Call, String> {
     let v: Value = serde_json::from_str(raw).map_err(|e| {
         format!("the input is not JSON ({e}); backstop hook expects one tool call as a JSON object on stdin")
     })?;
@@ -122,7 +122,7 @@ pub fn parse(raw: &str) -> std::result::Result<Call, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
+pub(crate) enum Permission {
     /// No objection (a snapshot was taken, or nothing risky was found).
     Allow,
     Ask,
@@ -132,7 +132,12 @@ pub enum Permission {
 /// The answer on stdout and the exit code, in the agent's format. For Claude Code,
 /// "allow" is backstop's lack of objection: it does not approve calls the user's own
 /// permission rules would ask about, unless `approve = true` in hook.toml.
-pub fn answer(agent: Option<Agent>, p: Permission, message: &str, approve: bool) -> (String, i32) {
+pub(crate) fn answer(
+    agent: Option<Agent>,
+    p: Permission,
+    message: &str,
+    approve: bool,
+) -> (String, i32) {
     match agent {
         Some(Agent::Claude) => {
             let decision = match p {
@@ -178,7 +183,7 @@ pub fn answer(agent: Option<Agent>, p: Permission, message: &str, approve: bool)
 /// `hook.toml` in the jobs directory: extra rules and settings.
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HookFile {
+pub(crate) struct HookFile {
     /// How long the snapshots of one risky call may take (default 10m).
     pub timeout: Option<String>,
     /// How long hook snapshots are pinned against retention (default 14d).
@@ -190,7 +195,7 @@ pub struct HookFile {
     pub rule: Vec<rules::ExtraRule>,
 }
 
-pub fn load_hook_file(dir: &Path) -> Result<HookFile> {
+pub(crate) fn load_hook_file(dir: &Path) -> Result<HookFile> {
     let path = dir.join("hook.toml");
     match std::fs::read_to_string(&path) {
         Ok(text) => toml::from_str(&text).map_err(|e| {
@@ -207,7 +212,7 @@ pub fn load_hook_file(dir: &Path) -> Result<HookFile> {
 
 /// Which jobs a risky call affects: those whose database or volume path it names (or
 /// whose volume an `rm` removes), else every production job.
-pub fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Vec<&'a JobPlan> {
+pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Vec<&'a JobPlan> {
     let words: Vec<&str> = text
         .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.'))
         .filter(|w| !w.is_empty())
@@ -230,8 +235,8 @@ pub fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Vec<&'a J
     plans.iter().filter(|p| p.is_production()).collect()
 }
 
-pub const HARMLESS: &str = "backstop: no risky action found";
+pub(crate) const HARMLESS: &str = "backstop: no risky action found";
 
-pub fn risky(message: &str) -> bool {
+pub(crate) fn risky(message: &str) -> bool {
     message != HARMLESS
 }

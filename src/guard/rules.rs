@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use super::shell::{Pipeline, Simple, parse_shell};
-pub use super::sql::risky_sql;
+pub(crate) use super::shell::{Simple, parse_shell};
+pub(crate) use super::sql::risky_sql;
 
 /// A rule that matched: its id and what it saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub rule: String,
     pub what: String,
     /// Paths the command removes (for matching volume jobs).
@@ -23,9 +23,7 @@ pub struct Hit {
 /// Extra rules from `hook.toml` in the jobs directory.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Extra {
-    /// How long the snapshots of one risky call may take (default "10m").
-    pub timeout: Option<String>,
+pub(crate) struct Extra {
     #[serde(default, rename = "rule")]
     pub rules: Vec<ExtraRule>,
 }
@@ -33,7 +31,7 @@ pub struct Extra {
 /// `[[rule]]`: a program (and optionally words among its arguments), or a text anywhere.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ExtraRule {
+pub(crate) struct ExtraRule {
     pub name: String,
     /// Program name, e.g. "mytool" (matched on the file name).
     pub command: Option<String>,
@@ -45,7 +43,7 @@ pub struct ExtraRule {
 }
 
 /// What the classifier knows of the world: volume paths (for `rm`) and the cwd.
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     pub cwd: Option<&'a Path>,
     pub volume_paths: &'a [PathBuf],
     pub extra: &'a Extra,
@@ -75,7 +73,7 @@ fn base(w: &str) -> &str {
 }
 
 /// Classify a whole shell command line.
-pub fn classify_shell(src: &str, ctx: &Context) -> Vec<Hit> {
+pub(crate) fn classify_shell(src: &str, ctx: &Context) -> Vec<Hit> {
     let mut hits = Vec::new();
     classify_shell_into(src, ctx, &mut hits, 0);
     for r in &ctx.extra.rules {
@@ -428,7 +426,7 @@ fn http_delete(args: &[&str]) -> Option<String> {
 
 /// A GraphQL mutation whose name deletes something data-bearing (`volumeDelete`,
 /// `deleteDatabase`, `projectDelete`, ...).
-pub fn graphql_delete(text: &str) -> Option<String> {
+pub(crate) fn graphql_delete(text: &str) -> Option<String> {
     let lower = text.to_lowercase();
     if !lower.contains("mutation") && !lower.contains("delete") {
         return None;
@@ -470,7 +468,7 @@ fn sql_hits(sql: &str, hits: &mut Vec<Hit>) {
 
 /// Classify an MCP tool call: every string in its arguments is checked as SQL, as a
 /// GraphQL document, and (for shell-like tools) as a command.
-pub fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context) -> Vec<Hit> {
+pub(crate) fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context) -> Vec<Hit> {
     let mut strings = Vec::new();
     collect_strings(input, &mut strings);
     let mut hits = Vec::new();
@@ -542,7 +540,6 @@ mod tests {
     fn rules_of(cmd: &str) -> Vec<String> {
         let vols = vec![PathBuf::from("/var/lib/app-data")];
         let extra = Extra {
-            timeout: None,
             rules: vec![ExtraRule {
                 name: "wipe tool".into(),
                 command: Some("mytool".into()),

@@ -4,17 +4,17 @@
 
 /// A simple command: its words (quotes removed) and any heredoc bodies fed to it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Simple {
+pub(crate) struct Simple {
     pub words: Vec<String>,
     pub heredocs: Vec<String>,
 }
 
 /// A pipeline: simple commands joined by `|`.
-pub type Pipeline = Vec<Simple>;
+pub(crate) type Pipeline = Vec<Simple>;
 
 /// Split a command line into pipelines of simple commands. Also returns the command
 /// strings found in `$(...)` and backticks, to be checked on their own.
-pub fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
+pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
     let chars: Vec<char> = src.chars().collect();
     let mut i = 0;
     let mut pipelines = Vec::new();

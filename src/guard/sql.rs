@@ -2,7 +2,7 @@
 //! quotes), and the statements that destroy data named.
 
 /// SQL statements that destroy data, each as a short description.
-pub fn risky_sql(sql: &str) -> Vec<String> {
+pub(crate) fn risky_sql(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     for stmt in split_sql(sql) {
         let words: Vec<String> = sql_words(&stmt);

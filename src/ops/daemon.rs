@@ -27,7 +27,7 @@ use crate::config::JobPlan;
 use crate::config::schedule::Schedule;
 use crate::error::{Error, Result};
 
-pub struct Options {
+pub(crate) struct Options {
     pub jobs_dir: PathBuf,
     pub max_concurrent: usize,
     pub catch_up: Duration,
@@ -279,7 +279,7 @@ fn signal_children(children: &Children, sig: i32) -> usize {
     pids.len()
 }
 
-pub async fn run(opts: Options) -> Result<()> {
+pub(crate) async fn run(opts: Options) -> Result<()> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the backstop binary's path: {e}")))?;
     let dir = std::fs::canonicalize(&opts.jobs_dir)

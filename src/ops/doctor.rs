@@ -16,14 +16,14 @@ use crate::postgres::Conn;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
-pub enum Status {
+pub(crate) enum Status {
     Ok,
     Warn,
     Error,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Check {
+pub(crate) struct Check {
     pub job: String,
     pub check: String,
     pub status: Status,
@@ -47,7 +47,7 @@ impl Report<'_> {
 }
 
 /// Every check of the named job (or of every job in `dir`).
-pub async fn run(dir: &Path, job: Option<&str>) -> Result<Vec<Check>> {
+pub(crate) async fn run(dir: &Path, job: Option<&str>) -> Result<Vec<Check>> {
     let names = match job {
         Some(j) => vec![j.to_string()],
         None => crate::config::job_names(dir)?,

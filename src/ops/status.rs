@@ -17,7 +17,7 @@ use crate::config::JobPlan;
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "UPPERCASE")]
-pub enum Health {
+pub(crate) enum Health {
     Ok,
     Unverified,
     Stale,
@@ -36,7 +36,7 @@ impl std::fmt::Display for Health {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Snap {
+pub(crate) struct Snap {
     pub snapshot: String,
     pub time: String,
     pub age_seconds: i64,
@@ -47,14 +47,14 @@ pub struct Snap {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Failure {
+pub(crate) struct Failure {
     pub time: String,
     pub age_seconds: i64,
     pub error: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Verified {
+pub(crate) struct Verified {
     pub snapshot: String,
     pub time: String,
     pub age_seconds: i64,
@@ -64,7 +64,7 @@ pub struct Verified {
 /// One job's status: the `--json` document is a list of these. Stable: fields are only
 /// ever added.
 #[derive(Debug, Clone, Serialize)]
-pub struct JobStatus {
+pub(crate) struct JobStatus {
     pub job: String,
     pub health: Health,
     /// Why the health is not OK (empty when OK).
@@ -95,7 +95,7 @@ fn next(expr: Option<&str>, tz: &str, now: Timestamp) -> Option<String> {
 }
 
 /// How old the newest snapshot may be.
-pub fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
+pub(crate) fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
     if let Some(d) = plan.status_max_age {
         return SignedDuration::from_secs(d.as_secs() as i64);
     }
@@ -110,7 +110,7 @@ pub fn max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
 }
 
 /// How old the newest passed drill may be.
-pub fn verify_max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
+pub(crate) fn verify_max_age(plan: &JobPlan, now: Timestamp) -> SignedDuration {
     let v = plan.verify.as_ref();
     if let Some(d) = v.and_then(|v| v.max_age) {
         return SignedDuration::from_secs(d.as_secs() as i64);
@@ -129,7 +129,7 @@ fn age(t: Timestamp, now: Timestamp) -> i64 {
 }
 
 /// The status of `plan` at `now`.
-pub async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
+pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
     let local = crate::state::jobstate::load(&plan.name);
     let mut st = JobStatus {
         job: plan.name.clone(),

@@ -213,13 +213,13 @@ fn dst_clash(f: &[&Field; 6], tz: &str) -> std::result::Result<Option<String>, S
 }
 
 /// A unit, named and rendered.
-pub struct Unit {
+pub(crate) struct Unit {
     pub name: String,
     pub text: String,
 }
 
 /// Every unit for the jobs in `dir`.
-pub fn units(dir: &Path, exe: &Path, randomized_delay: Duration) -> Result<Vec<Unit>> {
+pub(crate) fn units(dir: &Path, exe: &Path, randomized_delay: Duration) -> Result<Vec<Unit>> {
     let dir = std::fs::canonicalize(dir)
         .map_err(|e| Error::config(format!("jobs directory {}: {e}", dir.display())))?;
     let plans = crate::config::load_all(&dir)?;
@@ -380,7 +380,7 @@ fn timer(base: &str, plan: &JobPlan, expr: &str, cal: &[String], delay: Duration
 
 /// `backstop systemd`: the units as text, or write them to `out`; returns the lines to
 /// show the operator.
-pub fn generate(dir: &Path, out: Option<&Path>, delay: Duration) -> Result<Vec<String>> {
+pub(crate) fn generate(dir: &Path, out: Option<&Path>, delay: Duration) -> Result<Vec<String>> {
     let mut lines = Vec::new();
     let exe = std::env::current_exe()
         .map_err(|e| Error::failed(format!("cannot find the backstop binary's path: {e}")))?;

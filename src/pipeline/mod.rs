@@ -15,7 +15,7 @@ use crate::config::CompressionPlan;
 use crate::error::{Error, Result};
 
 /// Size of the read buffer between a source and the compressor.
-pub const READ_BUF: usize = 1 << 20;
+pub(crate) const READ_BUF: usize = 1 << 20;
 
 /// What one object's pipeline measured.
 #[derive(Debug, Clone, Default)]
@@ -26,7 +26,7 @@ pub struct Stats {
 }
 
 /// Counts and hashes what passes through to `inner`.
-pub struct HashWriter<W> {
+pub(crate) struct HashWriter<W> {
     inner: W,
     hasher: Sha256,
     count: u64,
@@ -34,7 +34,7 @@ pub struct HashWriter<W> {
 }
 
 impl<W: Write> HashWriter<W> {
-    pub fn new(inner: W) -> Self {
+    pub(crate) fn new(inner: W) -> Self {
         HashWriter {
             inner,
             hasher: Sha256::new(),
@@ -42,7 +42,7 @@ impl<W: Write> HashWriter<W> {
             progress: None,
         }
     }
-    pub fn finish(self) -> (W, u64, String) {
+    pub(crate) fn finish(self) -> (W, u64, String) {
         (self.inner, self.count, hex::encode(self.hasher.finalize()))
     }
 }
@@ -63,14 +63,14 @@ impl<W: Write> Write for HashWriter<W> {
 }
 
 /// Counts and hashes what is read from `inner`.
-pub struct HashReader<R> {
+pub(crate) struct HashReader<R> {
     inner: R,
     hasher: Sha256,
     count: u64,
 }
 
 impl<R: Read> HashReader<R> {
-    pub fn new(inner: R) -> Self {
+    pub(crate) fn new(inner: R) -> Self {
         HashReader {
             inner,
             hasher: Sha256::new(),
@@ -78,7 +78,7 @@ impl<R: Read> HashReader<R> {
         }
     }
     /// Read whatever is left (so the hash covers the whole object), then report.
-    pub fn drain_and_finish(mut self) -> io::Result<(u64, String)> {
+    pub(crate) fn drain_and_finish(mut self) -> io::Result<(u64, String)> {
         io::copy(&mut self, &mut io::sink())?;
         Ok((self.count, hex::encode(self.hasher.finalize())))
     }
@@ -98,14 +98,14 @@ type Chain<W> = zstd::stream::write::Encoder<'static, age::stream::StreamWriter<
 /// A writer that compresses and encrypts what it is given into `out`, counting plaintext
 /// and hashing the stored bytes. `finish` completes the zstd frame and the age stream and
 /// returns `out` unfinished, so the caller decides whether the object is committed.
-pub struct EncodeWriter<W: Write> {
+pub(crate) struct EncodeWriter<W: Write> {
     z: Chain<W>,
     plaintext: u64,
     progress: Option<std::sync::Arc<crate::pipeline::progress::Counters>>,
 }
 
 impl<W: Write> EncodeWriter<W> {
-    pub fn new(
+    pub(crate) fn new(
         comp: CompressionPlan,
         recipients: &[age::x25519::Recipient],
         out: W,
@@ -137,7 +137,7 @@ impl<W: Write> EncodeWriter<W> {
         })
     }
 
-    pub fn finish(self) -> Result<(W, Stats)> {
+    pub(crate) fn finish(self) -> Result<(W, Stats)> {
         let aged = self
             .z
             .finish()
@@ -175,7 +175,7 @@ impl<W: Write> Write for EncodeWriter<W> {
 /// plaintext block first (row counting). The caller decides whether the result is
 /// committed: this returns `out` unfinished, so a failed source (checked by the caller
 /// after EOF) never ends the stream.
-pub fn encode<R: Read, W: Write>(
+pub(crate) fn encode<R: Read, W: Write>(
     mut input: R,
     mut observe: impl FnMut(&[u8]),
     comp: CompressionPlan,
@@ -249,7 +249,7 @@ pub fn decode<R: Read, W: Write>(
 /// Like `decode`, but hands the plaintext to `consume` as a reader (tar extraction). What
 /// `consume` leaves unread is read and checked too; a corrupt object is reported as such
 /// even when `consume` tripped over it first.
-pub fn decode_with<R: Read, T>(
+pub(crate) fn decode_with<R: Read, T>(
     input: R,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     expect: &Expect<'_>,

@@ -7,28 +7,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Default, Debug)]
-pub struct Counters {
+pub(crate) struct Counters {
     read: AtomicU64,
     stored: AtomicU64,
 }
 
 impl Counters {
-    pub fn add_read(&self, n: u64) {
+    pub(crate) fn add_read(&self, n: u64) {
         self.read.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn add_stored(&self, n: u64) {
+    pub(crate) fn add_stored(&self, n: u64) {
         self.stored.fetch_add(n, Ordering::Relaxed);
     }
-    pub fn read(&self) -> u64 {
+    pub(crate) fn read(&self) -> u64 {
         self.read.load(Ordering::Relaxed)
     }
-    pub fn stored(&self) -> u64 {
+    pub(crate) fn stored(&self) -> u64 {
         self.stored.load(Ordering::Relaxed)
     }
 }
 
 /// Shows progress until dropped.
-pub struct Reporter {
+pub(crate) struct Reporter {
     task: Option<tokio::task::JoinHandle<()>>,
     bar: Option<indicatif::ProgressBar>,
 }
@@ -48,7 +48,12 @@ impl Drop for Reporter {
 /// expected size of what is read, when known: the bar then shows progress and an ETA.
 /// On a terminal: an indicatif bar on stderr. Otherwise: one structured log line every
 /// `$BACKSTOP_PROGRESS_INTERVAL` (default 10s; also e.g. 500ms), no escape codes.
-pub fn start(what: &str, counters: Arc<Counters>, total: Option<u64>, quiet: bool) -> Reporter {
+pub(crate) fn start(
+    what: &str,
+    counters: Arc<Counters>,
+    total: Option<u64>,
+    quiet: bool,
+) -> Reporter {
     if quiet {
         return Reporter {
             task: None,

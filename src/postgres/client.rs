@@ -8,22 +8,22 @@ use std::process::Stdio;
 
 use tokio::process::Command;
 
-pub use crate::config::pgurl::{PgUrl, redact};
+pub(crate) use crate::config::pgurl::{PgUrl, redact};
 use crate::error::{Error, Result};
 
 /// How to reach a server: URL plus an optional password from a file or the URL.
 #[derive(Clone, Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     pub url: PgUrl,
     pub password_file: Option<PathBuf>,
 }
 
 impl Conn {
-    pub fn new(url: PgUrl, password_file: Option<PathBuf>) -> Self {
+    pub(crate) fn new(url: PgUrl, password_file: Option<PathBuf>) -> Self {
         Conn { url, password_file }
     }
 
-    pub fn with_dbname(&self, db: &str) -> Conn {
+    pub(crate) fn with_dbname(&self, db: &str) -> Conn {
         Conn {
             url: self.url.with_dbname(db),
             password_file: self.password_file.clone(),
@@ -32,7 +32,7 @@ impl Conn {
 
     /// Environment for a libpq child: password (file, else URL, else inherited
     /// PGPASSWORD/~/.pgpass), a connect timeout, and no user psqlrc surprises.
-    pub fn env(&self) -> Result<Vec<(String, String)>> {
+    pub(crate) fn env(&self) -> Result<Vec<(String, String)>> {
         let mut env = vec![
             (
                 "PGCONNECT_TIMEOUT".to_string(),
@@ -60,14 +60,14 @@ impl Conn {
 
 /// A set of PostgreSQL client programs of one major version.
 #[derive(Clone, Debug)]
-pub struct Tools {
+pub(crate) struct Tools {
     pub major: u32,
     pub version: String,
     pub dir: PathBuf,
 }
 
 impl Tools {
-    pub fn bin(&self, name: &str) -> PathBuf {
+    pub(crate) fn bin(&self, name: &str) -> PathBuf {
         let p = self.dir.join(name);
         if p.is_file() {
             return p;
@@ -112,7 +112,7 @@ fn candidate_dirs() -> Vec<PathBuf> {
 }
 
 /// `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` -> (15, "15.18").
-pub fn parse_tool_version(out: &str) -> Option<(u32, String)> {
+pub(crate) fn parse_tool_version(out: &str) -> Option<(u32, String)> {
     let v = out
         .split_whitespace()
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))?;
@@ -126,7 +126,7 @@ pub fn parse_tool_version(out: &str) -> Option<(u32, String)> {
 }
 
 /// Every installed version of `program`, by major version (first found per major wins).
-pub fn installed(program: &str) -> BTreeMap<u32, Tools> {
+pub(crate) fn installed(program: &str) -> BTreeMap<u32, Tools> {
     let mut found = BTreeMap::new();
     for dir in candidate_dirs() {
         let p = dir.join(program);
@@ -153,7 +153,7 @@ pub fn installed(program: &str) -> BTreeMap<u32, Tools> {
 /// The client programs to use against a server of major version `server_major`: the
 /// lowest installed major that is at least the server's (pg_dump refuses older servers
 /// than itself only beyond 9.2, but never dumps a newer one).
-pub fn tools_for(program: &str, server_major: u32) -> Result<Tools> {
+pub(crate) fn tools_for(program: &str, server_major: u32) -> Result<Tools> {
     let all = installed(program);
     if let Some((_, t)) = all.range(server_major..).next() {
         return Ok(t.clone());
@@ -177,7 +177,7 @@ pub fn tools_for(program: &str, server_major: u32) -> Result<Tools> {
 }
 
 /// Any psql at all (newest), for the first query that learns the server's version.
-pub fn any_psql() -> Result<PathBuf> {
+pub(crate) fn any_psql() -> Result<PathBuf> {
     installed("psql")
         .values()
         .next_back()
@@ -188,7 +188,7 @@ pub fn any_psql() -> Result<PathBuf> {
 }
 
 /// Run one SQL statement with psql and return its rows, fields split on U+001F.
-pub async fn query(psql: &Path, conn: &Conn, sql: &str) -> Result<Vec<Vec<String>>> {
+pub(crate) async fn query(psql: &Path, conn: &Conn, sql: &str) -> Result<Vec<Vec<String>>> {
     let out = Command::new(psql)
         .kill_on_drop(true)
         .args([
@@ -226,18 +226,18 @@ pub async fn query(psql: &Path, conn: &Conn, sql: &str) -> Result<Vec<Vec<String
 }
 
 /// Quote an identifier for SQL.
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// Quote a string literal for SQL.
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Facts about a server and database learned with one query.
 #[derive(Debug, Clone)]
-pub struct ServerInfo {
+pub(crate) struct ServerInfo {
     pub version_num: u32,
     pub version: String,
     pub encoding: String,
@@ -247,7 +247,7 @@ pub struct ServerInfo {
 }
 
 impl ServerInfo {
-    pub fn major(&self) -> u32 {
+    pub(crate) fn major(&self) -> u32 {
         if self.version_num >= 100000 {
             self.version_num / 10000
         } else {
@@ -256,7 +256,7 @@ impl ServerInfo {
     }
 }
 
-pub async fn server_info(conn: &Conn) -> Result<ServerInfo> {
+pub(crate) async fn server_info(conn: &Conn) -> Result<ServerInfo> {
     let psql = any_psql()?;
     let rows = query(
         &psql,

@@ -14,7 +14,7 @@ use crate::postgres::{Conn, Tools};
 const STDERR_KEEP: usize = 64 * 1024;
 
 /// A running pg_dump.
-pub struct DumpProcess {
+pub(crate) struct DumpProcess {
     child: Child,
     stderr: Option<JoinHandle<String>>,
     program: String,
@@ -23,7 +23,7 @@ pub struct DumpProcess {
 impl DumpProcess {
     /// Start pg_dump of `conn`'s database in custom format, uncompressed (backstop
     /// compresses with zstd, which is faster and smaller than pg_dump's gzip).
-    pub fn start(tools: &Tools, conn: &Conn) -> Result<(DumpProcess, ChildStdout)> {
+    pub(crate) fn start(tools: &Tools, conn: &Conn) -> Result<(DumpProcess, ChildStdout)> {
         let bin = tools.bin("pg_dump");
         let mut cmd = Command::new(&bin);
         cmd.args([
@@ -41,7 +41,7 @@ impl DumpProcess {
     }
 
     /// Wait for the exit; a failure carries pg_dump's own words.
-    pub fn wait(mut self) -> Result<()> {
+    pub(crate) fn wait(mut self) -> Result<()> {
         let status = self
             .child
             .wait()
@@ -65,7 +65,7 @@ impl DumpProcess {
     }
 
     /// Stop the child (the upload failed): kill, reap, and return its stderr.
-    pub fn kill(mut self) -> String {
+    pub(crate) fn kill(mut self) -> String {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stderr
@@ -111,7 +111,7 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
 }
 
 /// Roles and tablespaces (`pg_dumpall --globals-only`), as SQL text.
-pub async fn dump_globals(tools: &Tools, conn: &Conn) -> Result<Vec<u8>> {
+pub(crate) async fn dump_globals(tools: &Tools, conn: &Conn) -> Result<Vec<u8>> {
     let bin = tools.bin("pg_dumpall");
     let out = tokio::process::Command::new(&bin)
         .kill_on_drop(true)

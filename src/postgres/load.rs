@@ -24,7 +24,7 @@ use crate::postgres::archive::{Head, Parse, decode_int, read_head};
 const BATCH: usize = 256 << 10;
 
 /// How to reach the database and which table to split.
-pub struct Plan {
+pub(crate) struct Plan {
     pub psql: PathBuf,
     pub conninfo: String,
     pub env: Vec<(String, String)>,
@@ -38,7 +38,7 @@ pub struct Plan {
 
 /// What the split did, for the restore report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub table: String,
     /// Rows loaded by each session; the first is pg_restore's.
     pub rows_by_session: Vec<u64>,
@@ -83,7 +83,7 @@ impl Lane {
 }
 
 /// A writer in front of pg_restore's stdin that splits the target table's rows.
-pub struct SplitWriter<W: Write> {
+pub(crate) struct SplitWriter<W: Write> {
     out: W,
     plan: Plan,
     st: St,
@@ -105,7 +105,7 @@ pub struct SplitWriter<W: Write> {
 }
 
 impl<W: Write> SplitWriter<W> {
-    pub fn new(out: W, plan: Plan) -> Self {
+    pub(crate) fn new(out: W, plan: Plan) -> Self {
         SplitWriter {
             out,
             plan,
@@ -128,12 +128,12 @@ impl<W: Write> SplitWriter<W> {
     }
 
     /// Why the split failed, when it did (the io::Error says less).
-    pub fn failure(&self) -> Option<&str> {
+    pub(crate) fn failure(&self) -> Option<&str> {
         self.failure.as_deref()
     }
 
     /// After the whole stream: what was split (None if the table had no data block).
-    pub fn finish(mut self) -> io::Result<Option<Report>> {
+    pub(crate) fn finish(mut self) -> io::Result<Option<Report>> {
         if let St::Head = self.st {
             self.try_head()?;
         }

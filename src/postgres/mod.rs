@@ -9,4 +9,4 @@ mod client;
 pub mod dump;
 pub mod load;
 
-pub use client::*;
+pub(crate) use client::*;

@@ -23,7 +23,7 @@ use crate::storage::Storage;
 
 /// What a lease object says.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub host: String,
     pub pid: u32,
     /// When this holder took the lease.
@@ -49,7 +49,7 @@ impl Holder {
         let rc = unsafe { libc::kill(self.pid as libc::pid_t, 0) };
         rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     }
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         format!(
             "host {}, pid {}, {} since {} (lease expires {} unless renewed)",
             self.host, self.pid, self.action, self.since, self.expires
@@ -80,7 +80,7 @@ async fn newest(storage: &dyn Storage, job: &str) -> Result<Option<(u64, Option<
 }
 
 /// A held lease; renewed in the background until `release` or drop.
-pub struct Lease {
+pub(crate) struct Lease {
     storage: Arc<dyn Storage>,
     job: String,
     state: Arc<tokio::sync::Mutex<(u64, Holder)>>,
@@ -91,7 +91,7 @@ pub struct Lease {
 
 /// Take job `job`'s lease for `action`. Held by another live run: exit code 5 naming it,
 /// or with `wait`, poll until it is free.
-pub async fn acquire(
+pub(crate) async fn acquire(
     storage: Arc<dyn Storage>,
     job: &str,
     action: &str,
@@ -245,7 +245,7 @@ async fn renew_loop(
 
 impl Lease {
     /// Resolves when the lease is lost; the run must stop then.
-    pub async fn lost(&self) -> Error {
+    pub(crate) async fn lost(&self) -> Error {
         let mut rx = self.lost.clone();
         loop {
             if let Some(why) = rx.borrow().clone() {
@@ -258,7 +258,7 @@ impl Lease {
     }
 
     /// Give the lease up now (dropping it does the same in the background).
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.released = true;
         if let Some(r) = self.renewer.take() {
             r.abort();
@@ -299,13 +299,4 @@ impl Drop for Lease {
             ));
         }
     }
-}
-
-/// Who holds job `job`'s lease now, if anyone (for `status` and error messages).
-pub async fn holder(storage: &dyn Storage, job: &str) -> Result<Option<Holder>> {
-    let now = jiff::Timestamp::now();
-    Ok(newest(storage, job)
-        .await?
-        .and_then(|(_, h)| h)
-        .filter(|h| !h.released && h.expires_at() > now))
 }

@@ -6,14 +6,14 @@ use crate::state::lock::{JobLock, job_lock};
 
 /// Both locks a run of a job holds: this host's flock, then the lease in storage that
 /// covers every host. Dropped together.
-pub struct RunLock {
+pub(crate) struct RunLock {
     pub lease: crate::run::lease::Lease,
     _local: JobLock,
 }
 
 /// Take job `job`'s local lock and its storage lease for `action`. Held elsewhere: exit
 /// code 5 naming the holder; with `wait`, wait for both to be free instead.
-pub async fn run_lock(
+pub(crate) async fn run_lock(
     job: &str,
     storage: std::sync::Arc<dyn crate::storage::Storage>,
     action: &str,
@@ -34,4 +34,11 @@ pub async fn run_lock(
         lease,
         _local: local,
     })
+}
+
+impl RunLock {
+    /// Give both locks up now, the lease awaited (dropping does the same in the background).
+    pub(crate) async fn release(self) {
+        self.lease.release().await;
+    }
 }

@@ -16,7 +16,7 @@ pub mod verify;
 use std::sync::Arc;
 
 use crate::config::JobPlan;
-use crate::error::{Error, Kind, Result};
+use crate::error::Result;
 use crate::snapshot::drill::Outcome;
 use crate::snapshot::prune::Report;
 use crate::snapshot::{Manifest, Trigger};
@@ -25,7 +25,7 @@ use crate::storage::Storage;
 
 /// How a run waits and talks.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct RunOpts {
+pub(crate) struct RunOpts {
     /// Wait for another run of the job to finish instead of exiting with code 5.
     pub wait: bool,
     /// No progress output on stderr.
@@ -35,11 +35,11 @@ pub struct RunOpts {
 /// A confirmation gate: shown what is about to happen, it answers whether to go on. The
 /// command line supplies the one implementation (a typed answer on a terminal, `--yes`,
 /// else a refusal); the library never reads stdin itself.
-pub type Gate<'a> = &'a (dyn Fn(&GateRequest<'_>) -> Result<()> + Send + Sync);
+pub(crate) type Gate<'a> = &'a (dyn Fn(&GateRequest<'_>) -> Result<()> + Send + Sync);
 
 /// What a gate is asked to allow.
 #[derive(Debug)]
-pub struct GateRequest<'a> {
+pub(crate) struct GateRequest<'a> {
     /// The question, e.g. "Replace database app on db:5432 (12 tables)?".
     pub prompt: &'a str,
     /// What the user must type to go on ("yes", or the job name for production jobs).
@@ -50,7 +50,7 @@ pub struct GateRequest<'a> {
 
 /// Take one snapshot of `job` under its locks, with notifications, job state, metrics and
 /// an audit record.
-pub async fn backup(
+pub(crate) async fn backup(
     plan: &JobPlan,
     trigger: Trigger,
     reason: Option<String>,
@@ -76,6 +76,7 @@ pub async fn backup(
         r = backup::run(plan, storage.clone(), &opts) => r,
         e = lock.lease.lost() => Err(e),
     };
+    lock.release().await;
     jobstate::update(&plan.name, |st| match &res {
         Ok(m) => {
             st.anomalous = m.anomalous;
@@ -119,7 +120,7 @@ pub async fn backup(
 }
 
 /// Restore a snapshot of `plan` under the job's local lock, audited.
-pub async fn restore(
+pub(crate) async fn restore(
     plan: &JobPlan,
     opts: &restore::Options,
     gate: Gate<'_>,
@@ -148,7 +149,7 @@ pub async fn restore(
 
 /// One restore drill of `plan`, recorded in job state, metrics, notifications (on
 /// failure) and the audit log whatever its outcome. The caller holds the run lock.
-pub async fn drill(
+pub(crate) async fn drill(
     plan: &JobPlan,
     storage: Arc<dyn Storage>,
     opts: &verify::Options,
@@ -196,7 +197,7 @@ pub async fn drill(
 }
 
 /// Apply `plan`'s retention under its locks; `gate` is asked before anything is deleted.
-pub async fn prune(
+pub(crate) async fn prune(
     plan: &JobPlan,
     dry_run: bool,
     o: RunOpts,
@@ -209,6 +210,7 @@ pub async fn prune(
         r = work => r,
         e = lock.lease.lost() => Err(e),
     };
+    lock.release().await;
     if let Ok(r) = &res
         && !r.dry_run
     {
@@ -230,9 +232,4 @@ pub async fn prune(
         },
     });
     res
-}
-
-/// Whether an error is another run holding the job (exit code 5).
-pub fn is_locked(e: &Error) -> bool {
-    e.kind() == Kind::Locked
 }

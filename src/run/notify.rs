@@ -13,7 +13,7 @@ use crate::snapshot::{Manifest, Trigger};
 
 /// The webhook's JSON body (`format = "json"`). Stable: fields are only ever added.
 #[derive(Debug, Clone, Serialize)]
-pub struct Event {
+pub(crate) struct Event {
     /// "failure", "success", "anomaly" or "verify_failure".
     pub event: String,
     pub job: String,
@@ -78,7 +78,7 @@ impl Event {
 }
 
 /// A backup is starting: the healthcheck's `/start` ping.
-pub async fn started(plan: &JobPlan) {
+pub(crate) async fn started(plan: &JobPlan) {
     if let Some(n) = &plan.notify
         && let Some(hc) = &n.healthcheck
     {
@@ -88,7 +88,11 @@ pub async fn started(plan: &JobPlan) {
 }
 
 /// A backup ended: healthcheck ping, and the webhook when the event is wanted.
-pub async fn after_backup(plan: &JobPlan, trigger: Trigger, res: &crate::error::Result<Manifest>) {
+pub(crate) async fn after_backup(
+    plan: &JobPlan,
+    trigger: Trigger,
+    res: &crate::error::Result<Manifest>,
+) {
     let Some(n) = &plan.notify else { return };
     let mut events = Vec::new();
     match res {
@@ -133,7 +137,7 @@ pub async fn after_backup(plan: &JobPlan, trigger: Trigger, res: &crate::error::
 }
 
 /// A restore drill failed (or found wrong data): the webhook is told.
-pub async fn verify_failed(plan: &JobPlan, error: &str) {
+pub(crate) async fn verify_failed(plan: &JobPlan, error: &str) {
     let Some(n) = &plan.notify else { return };
     let mut e = Event::new("verify_failure", &plan.name);
     e.error = Some(error.to_string());

@@ -24,18 +24,17 @@ use crate::snapshot::{self, Entry, Manifest};
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     pub snapshot: Option<String>,
     pub to: Option<String>,
     pub yes: bool,
     pub identity: Option<PathBuf>,
     pub no_owner: bool,
     pub staging: Option<PathBuf>,
-    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub job: String,
     pub snapshot: String,
     /// "postgres" | "volume"
@@ -63,7 +62,7 @@ pub struct Report {
 
 /// The identity file for restore: `--identity`, else `encryption.identity_file`, else
 /// `$BACKSTOP_IDENTITY_FILE`.
-pub fn identity_path(plan: &JobPlan, flag: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn identity_path(plan: &JobPlan, flag: Option<&Path>) -> Result<PathBuf> {
     flag.map(Path::to_path_buf)
         .or_else(|| plan.encryption.identity_file.clone())
         .or_else(crate::config::env::identity_file)
@@ -145,7 +144,7 @@ async fn inspect(psql: &Path, conn: &Conn) -> Result<TargetState> {
 }
 
 /// Restore a snapshot of `plan`.
-pub async fn run(
+pub(crate) async fn run(
     plan: &JobPlan,
     storage: Arc<dyn Storage>,
     opts: &Options,

@@ -25,14 +25,17 @@ use crate::snapshot::drill::{Check, Outcome, Summary, Verdict, record};
 use crate::storage::Storage;
 
 #[derive(Debug, Clone, Default)]
-pub struct Options {
+pub(crate) struct Options {
     pub snapshot: Option<String>,
     pub identity: Option<PathBuf>,
-    pub quiet: bool,
 }
 
 /// Run a drill of `plan`'s snapshot (default: the newest) and record the result.
-pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Outcome> {
+pub(crate) async fn run(
+    plan: &JobPlan,
+    storage: Arc<dyn Storage>,
+    opts: &Options,
+) -> Result<Outcome> {
     let clock = Instant::now();
     let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
     let d = match &plan.source {
@@ -127,7 +130,6 @@ async fn drill_volume(
         to: Some(restored.display().to_string()),
         yes: true,
         identity: opts.identity.clone(),
-        quiet: true,
         ..Default::default()
     };
     let clock = Instant::now();
@@ -258,7 +260,6 @@ async fn drill_postgres(
         identity: opts.identity.clone(),
         // Without stored roles the scratch server lacks the owners: restore without them.
         no_owner: !has_globals,
-        quiet: true,
         ..Default::default()
     };
     let clock = Instant::now();
@@ -434,7 +435,7 @@ async fn run_checks(
 }
 
 /// A throwaway PostgreSQL cluster; stopped and removed on drop, whatever happened.
-pub struct ScratchCluster {
+pub(crate) struct ScratchCluster {
     dir: Option<tempfile::TempDir>,
     bindir: PathBuf,
     pub port: u16,
@@ -458,7 +459,7 @@ fn as_server_user(program: &Path) -> std::process::Command {
 
 impl ScratchCluster {
     /// Start a cluster with server binaries of major `min_major` or newer.
-    pub async fn start(min_major: u32) -> Result<ScratchCluster> {
+    pub(crate) async fn start(min_major: u32) -> Result<ScratchCluster> {
         let tools = pg::tools_for("initdb", min_major).map_err(|e| {
             Error::failed(format!(
                 "cannot start a scratch cluster: {} (or set verify.scratch_url)",
@@ -546,7 +547,7 @@ impl ScratchCluster {
             .unwrap_or(Path::new("/nonexistent"))
     }
 
-    pub fn url(&self, db: &str) -> String {
+    pub(crate) fn url(&self, db: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
     }
 }

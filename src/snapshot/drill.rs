@@ -13,13 +13,13 @@ use crate::storage::Storage;
 /// Whether a drill's checks all passed.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum Verdict {
+pub(crate) enum Verdict {
     Passed,
     Failed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Check {
+pub(crate) struct Check {
     pub name: String,
     pub expected: String,
     pub actual: String,
@@ -28,7 +28,7 @@ pub struct Check {
 
 /// The plaintext summary object: no content facts.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     pub job: String,
     pub snapshot: String,
     pub time: String,
@@ -48,15 +48,15 @@ pub struct Summary {
 
 /// The full result, returned to the caller and stored encrypted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub summary: Summary,
     pub checks: Vec<Check>,
 }
 
-pub const PREFIX: &str = "verify-";
+pub(crate) const PREFIX: &str = "verify-";
 
 /// Write the summary (plaintext) and the details (encrypted) beside the manifest.
-pub async fn record(
+pub(crate) async fn record(
     plan: &JobPlan,
     storage: &dyn Storage,
     id: &str,
@@ -92,7 +92,7 @@ pub async fn record(
 }
 
 /// Every recorded drill summary of a snapshot, oldest first.
-pub async fn summaries(storage: &dyn Storage, job: &str, id: &str) -> Result<Vec<Summary>> {
+pub(crate) async fn summaries(storage: &dyn Storage, job: &str, id: &str) -> Result<Vec<Summary>> {
     let prefix = super::object_key(job, id, PREFIX);
     let mut out = Vec::new();
     for o in storage.list(&prefix).await? {

@@ -20,11 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
-pub const FORMAT_VERSION: u32 = 1;
-pub const MANIFEST: &str = "manifest.json";
-pub const DUMP_OBJECT: &str = "dump.zst.age";
-pub const GLOBALS_OBJECT: &str = "globals.sql.zst.age";
-pub const FACTS_OBJECT: &str = "facts.json.zst.age";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const MANIFEST: &str = "manifest.json";
+pub(crate) const DUMP_OBJECT: &str = "dump.zst.age";
+pub(crate) const GLOBALS_OBJECT: &str = "globals.sql.zst.age";
+pub(crate) const FACTS_OBJECT: &str = "facts.json.zst.age";
 
 /// A new id: UTC time first so ids sort by time, then random hex so two runs in the same
 /// second never collide: `20261124T072247Z-3fa9c1`.
@@ -148,19 +148,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    pub fn object(&self, role: &str) -> Option<&ObjectEntry> {
+    pub(crate) fn object(&self, role: &str) -> Option<&ObjectEntry> {
         self.objects.iter().find(|o| o.role == role)
     }
-    pub fn finished_at(&self) -> Option<jiff::Timestamp> {
+    pub(crate) fn finished_at(&self) -> Option<jiff::Timestamp> {
         self.finished.parse().ok()
     }
 }
 
-pub fn snapshot_prefix(job: &str, id: &str) -> String {
+pub(crate) fn snapshot_prefix(job: &str, id: &str) -> String {
     format!("{job}/{id}/")
 }
 
-pub fn object_key(job: &str, id: &str, name: &str) -> String {
+pub(crate) fn object_key(job: &str, id: &str, name: &str) -> String {
     format!("{job}/{id}/{name}")
 }
 
@@ -174,7 +174,7 @@ pub struct Entry {
 /// Complete snapshots of `job`, newest first (by the manifest's time, not key names).
 /// Incomplete ones (no manifest) are skipped; an unreadable manifest is reported as a
 /// warning and skipped, never taken for a good snapshot.
-pub async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
+pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
     let objects = storage.list(&format!("{job}/")).await?;
     let mut out = Vec::new();
     for o in &objects {
@@ -204,7 +204,7 @@ pub async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
 }
 
 /// The snapshot to restore: `wanted`, or the newest complete one.
-pub async fn pick(storage: &dyn Storage, job: &str, wanted: Option<&str>) -> Result<Entry> {
+pub(crate) async fn pick(storage: &dyn Storage, job: &str, wanted: Option<&str>) -> Result<Entry> {
     if let Some(id) = wanted
         && !is_id(id)
     {

@@ -11,15 +11,15 @@ use crate::storage::Storage;
 /// A pin written after the fact, beside a snapshot's manifest (`pin-TIME.json`): the
 /// manifest itself is never rewritten (objects may be locked).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Pin {
+pub(crate) struct Pin {
     pub until: String,
     pub reason: String,
 }
 
-pub const PIN_PREFIX: &str = "pin-";
+pub(crate) const PIN_PREFIX: &str = "pin-";
 
 /// Pin snapshot `id` of `job` until `until`, as a new object beside its manifest.
-pub async fn pin(
+pub(crate) async fn pin(
     storage: &dyn Storage,
     job: &str,
     id: &str,

@@ -17,10 +17,10 @@ use crate::snapshot::{self, MANIFEST};
 use crate::storage::Storage;
 
 /// Leftovers younger than this are left alone: they may belong to a run still going.
-pub const LEFTOVER_AGE: SignedDuration = SignedDuration::from_hours(24);
+pub(crate) const LEFTOVER_AGE: SignedDuration = SignedDuration::from_hours(24);
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub job: String,
     pub dry_run: bool,
     /// One decision per complete snapshot, newest first.
@@ -36,7 +36,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn to_delete(&self) -> impl Iterator<Item = &Decision> {
+    pub(crate) fn to_delete(&self) -> impl Iterator<Item = &Decision> {
         self.decisions.iter().filter(|d| !d.keep)
     }
 }
@@ -49,7 +49,11 @@ struct Folder {
 }
 
 /// The stale guard: `retention.stale_after`, else three schedule intervals (at least a day).
-pub fn stale_after(plan: &JobPlan, policy: &Policy, now: Timestamp) -> Option<SignedDuration> {
+pub(crate) fn stale_after(
+    plan: &JobPlan,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<SignedDuration> {
     if policy.stale_after.is_some() {
         return policy.stale_after;
     }
@@ -63,7 +67,7 @@ pub fn stale_after(plan: &JobPlan, policy: &Policy, now: Timestamp) -> Option<Si
 
 /// Work out the plan (and, with `dry_run`, stop there). `confirm` is asked before
 /// anything is deleted; it returns an error to refuse.
-pub async fn run(
+pub(crate) async fn run(
     plan: &JobPlan,
     storage: Arc<dyn Storage>,
     dry_run: bool,

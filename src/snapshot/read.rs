@@ -10,7 +10,7 @@ use crate::pipeline::{self, Expect};
 use crate::storage::Storage;
 
 /// Open one of a snapshot's stored objects for reading; a missing one is a damaged snapshot.
-pub async fn open_object(
+pub(crate) async fn open_object(
     storage: &dyn Storage,
     entry: &Entry,
     obj: &ObjectEntry,
@@ -28,7 +28,7 @@ pub async fn open_object(
 }
 
 /// Download one object, decrypt and decompress it into `dest`, checking it whole.
-pub async fn fetch(
+pub(crate) async fn fetch(
     storage: &dyn Storage,
     entry: &Entry,
     obj: &ObjectEntry,

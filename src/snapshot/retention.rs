@@ -19,11 +19,11 @@ use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-pub use crate::config::retention::Policy;
+pub(crate) use crate::config::retention::Policy;
 
 /// One complete snapshot as retention sees it.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub id: String,
     /// The manifest's finish time (never the key name).
     pub time: Timestamp,
@@ -37,7 +37,7 @@ pub struct Candidate {
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Decision {
+pub(crate) struct Decision {
     pub snapshot: String,
     pub time: String,
     pub keep: bool,
@@ -47,7 +47,7 @@ pub struct Decision {
 
 /// Why a prune must not run at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stale {
+pub(crate) struct Stale {
     pub newest: Option<Timestamp>,
     pub stale_after: SignedDuration,
 }
@@ -56,7 +56,7 @@ pub struct Stale {
 type BucketOf = fn(&jiff::Zoned) -> String;
 
 /// The plan for `snapshots` (any order): one decision per snapshot, newest first.
-pub fn plan(
+pub(crate) fn plan(
     snapshots: &[Candidate],
     policy: &Policy,
     tz: &TimeZone,

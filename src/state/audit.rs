@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-pub fn log_path() -> PathBuf {
+pub(crate) fn log_path() -> PathBuf {
     crate::config::env::audit_log().unwrap_or_else(|| super::state_dir().join("audit.log"))
 }
 
@@ -48,7 +48,7 @@ struct Line<'a> {
 }
 
 /// One recorded action.
-pub struct Record<'a> {
+pub(crate) struct Record<'a> {
     pub action: &'a str,
     pub job: Option<&'a str>,
     pub snapshot: Option<&'a str>,
@@ -58,7 +58,7 @@ pub struct Record<'a> {
 
 /// Append a record. A log that cannot be written is reported on stderr but does not fail
 /// the action it records (a backup must not fail because the log disk is full).
-pub fn append(r: Record<'_>) {
+pub(crate) fn append(r: Record<'_>) {
     let (result, exit_code, error) = match r.outcome {
         Ok(()) => ("ok", None, None),
         Err(e) => ("error", Some(e.kind().exit_code()), Some(e.message())),

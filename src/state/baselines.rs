@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// Tables smaller than this are not compared one by one (4 -> 1 rows is not news).
-pub const MIN_ROWS: u64 = 100;
+pub(crate) const MIN_ROWS: u64 = 100;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Baseline {
+pub(crate) struct Baseline {
     pub job: String,
     pub snapshot: String,
     pub time: String,
@@ -40,13 +40,13 @@ fn path(job: &str) -> PathBuf {
 }
 
 /// The previous snapshot's figures, if this host has them.
-pub fn load(job: &str) -> Option<Baseline> {
+pub(crate) fn load(job: &str) -> Option<Baseline> {
     let text = std::fs::read_to_string(path(job)).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Keep `b` as the figures the next backup is compared with (written atomically).
-pub fn save(b: &Baseline) {
+pub(crate) fn save(b: &Baseline) {
     let p = path(&b.job);
     let tmp = p.with_extension("json.tmp");
     let res = std::fs::create_dir_all(p.parent().unwrap_or(&p))
@@ -69,7 +69,7 @@ fn drop_pct(before: u64, after: u64) -> f64 {
 }
 
 /// What shrank beyond `percent`: one line per finding (names included: local only).
-pub fn compare(prev: &Baseline, cur: &Baseline, percent: u32) -> Vec<String> {
+pub(crate) fn compare(prev: &Baseline, cur: &Baseline, percent: u32) -> Vec<String> {
     let limit = percent as f64;
     let mut out = Vec::new();
     for (table, &before) in &prev.tables {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::lock::FileLock;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Run {
+pub(crate) struct Run {
     pub time: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<String>,
@@ -24,7 +24,7 @@ pub struct Run {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct JobState {
+pub(crate) struct JobState {
     pub job: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_ok: Option<Run>,
@@ -51,7 +51,7 @@ fn path(job: &str) -> PathBuf {
     dir().join(format!("{job}.json"))
 }
 
-pub fn load(job: &str) -> JobState {
+pub(crate) fn load(job: &str) -> JobState {
     std::fs::read_to_string(path(job))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
@@ -62,7 +62,7 @@ pub fn load(job: &str) -> JobState {
 }
 
 /// Every job this host has state for.
-pub fn load_all() -> Vec<JobState> {
+pub(crate) fn load_all() -> Vec<JobState> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(dir()) {
         for e in rd.flatten() {
@@ -79,7 +79,7 @@ pub fn load_all() -> Vec<JobState> {
 }
 
 /// Change job `job`'s state under a lock (runs of different jobs may finish together).
-pub fn update(job: &str, f: impl FnOnce(&mut JobState)) {
+pub(crate) fn update(job: &str, f: impl FnOnce(&mut JobState)) {
     let d = dir();
     if let Err(e) = std::fs::create_dir_all(&d) {
         tracing::warn!("cannot keep job state in {}: {e}", d.display());

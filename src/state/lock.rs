@@ -4,19 +4,18 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 
 use crate::error::{Error, Result};
 
 /// Holds an flock until dropped.
-pub struct FileLock<'a> {
+pub(crate) struct FileLock<'a> {
     fd: std::os::fd::RawFd,
     _file: std::marker::PhantomData<&'a File>,
 }
 
 impl<'a> FileLock<'a> {
     /// Wait for an exclusive lock on `f` (used for short critical sections).
-    pub fn exclusive_blocking(f: &'a File) -> Option<FileLock<'a>> {
+    pub(crate) fn exclusive_blocking(f: &'a File) -> Option<FileLock<'a>> {
         let fd = f.as_raw_fd();
         // SAFETY: fd is a valid open descriptor borrowed for 'a.
         (unsafe { libc::flock(fd, libc::LOCK_EX) } == 0).then_some(FileLock {
@@ -36,13 +35,12 @@ impl Drop for FileLock<'_> {
 }
 
 /// A held job lock; released on drop or process exit.
-pub struct JobLock {
+pub(crate) struct JobLock {
     _file: File,
-    pub path: PathBuf,
 }
 
 /// Take job `job`'s lock without waiting; exit code 5 if another run holds it.
-pub fn job_lock(job: &str) -> Result<JobLock> {
+pub(crate) fn job_lock(job: &str) -> Result<JobLock> {
     let dir = crate::state::state_dir().join("locks");
     std::fs::create_dir_all(&dir).map_err(|e| {
         Error::failed(format!(
@@ -67,5 +65,5 @@ pub fn job_lock(job: &str) -> Result<JobLock> {
     }
     let _ = file.set_len(0);
     let _ = std::io::Write::write_all(&mut &file, format!("{}\n", std::process::id()).as_bytes());
-    Ok(JobLock { _file: file, path })
+    Ok(JobLock { _file: file })
 }

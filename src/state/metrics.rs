@@ -11,12 +11,12 @@ use crate::state::jobstate::{JobState, Run};
 static FILE: OnceLock<Option<PathBuf>> = OnceLock::new();
 
 /// Set where metrics go for this process (`--metrics-file` / `$BACKSTOP_METRICS_FILE`).
-pub fn configure(path: Option<PathBuf>) {
+pub(crate) fn configure(path: Option<PathBuf>) {
     let _ = FILE.set(path);
 }
 
 /// After a run: rewrite the metrics file if one is configured (failures only logged).
-pub fn after_run() {
+pub(crate) fn after_run() {
     if let Some(Some(p)) = FILE.get()
         && let Err(e) = write_file(p)
     {
@@ -25,7 +25,7 @@ pub fn after_run() {
 }
 
 /// Write every job's metrics to `path` atomically (temp file, then rename).
-pub fn write_file(path: &Path) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path) -> std::io::Result<()> {
     let text = render(&crate::state::jobstate::load_all());
     let dir = path
         .parent()
@@ -54,7 +54,7 @@ fn label(job: &str) -> String {
 }
 
 /// The text exposition format for `states`.
-pub fn render(states: &[JobState]) -> String {
+pub(crate) fn render(states: &[JobState]) -> String {
     type Get = fn(&JobState) -> Option<f64>;
     let families: [(&str, &str, Get); 11] = [
         (
@@ -134,7 +134,7 @@ pub fn render(states: &[JobState]) -> String {
 }
 
 /// Serve `GET /metrics` on `addr` (loopback only) until the task is dropped.
-pub async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
+pub(crate) async fn serve(addr: std::net::SocketAddr) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind(addr).await?;
     loop {

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 
 /// The state directory: `$BACKSTOP_STATE_DIR`, else `/var/lib/backstop` for root, else
 /// `$XDG_STATE_HOME/backstop`, else `~/.local/state/backstop`.
-pub fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     if let Some(d) = crate::config::env::state_dir() {
         return d;
     }

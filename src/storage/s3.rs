@@ -599,7 +599,7 @@ impl Storage for S3Storage {
 impl S3Storage {
     /// Delete every version of `key` (and its delete markers): what an attacker holding
     /// these credentials could do. Fails where Object Lock protects a version.
-    pub async fn delete_all_versions(&self, key: &str) -> Result<usize> {
+    pub(crate) async fn delete_all_versions(&self, key: &str) -> Result<usize> {
         let full = self.full_key(key);
         let out = self
             .client
@@ -638,7 +638,7 @@ impl S3Storage {
     }
 
     /// The bucket's versioning status and Object Lock default ("COMPLIANCE 30 days").
-    pub async fn bucket_settings(&self) -> Result<(Option<String>, Option<String>)> {
+    pub(crate) async fn bucket_settings(&self) -> Result<(Option<String>, Option<String>)> {
         // Some servers answer GetBucketVersioning in a shape the SDK cannot read (moto
         // uses the wrong root element); the lock configuration below is what matters.
         let versioning = match self
@@ -684,7 +684,7 @@ impl S3Storage {
     }
 
     /// When the storage says `key` was last written (its clock, to the second).
-    pub async fn last_modified(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
+    pub(crate) async fn last_modified(&self, key: &str) -> Result<Option<jiff::Timestamp>> {
         Ok(self.head_object(key).await?.and_then(|out| {
             out.last_modified()
                 .and_then(|d| jiff::Timestamp::from_second(d.secs()).ok())

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 
 /// One entry of the tree as recorded in the (encrypted) facts object.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct EntryFact {
+pub(crate) struct EntryFact {
     /// Path relative to the root; see `encode_path`.
     pub path: String,
     /// "file" | "dir" | "symlink" | "hardlink"
@@ -41,7 +41,7 @@ pub struct EntryFact {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct VolumeFacts {
+pub(crate) struct VolumeFacts {
     pub root_mode: u32,
     pub root_uid: u32,
     pub root_gid: u32,
@@ -57,7 +57,7 @@ pub struct VolumeFacts {
 
 /// Paths go into JSON as UTF-8 when they are; otherwise as "\0" + hex of the raw bytes (a
 /// NUL can never occur in a real file name, so the two forms cannot collide).
-pub fn encode_path(p: &Path) -> String {
+pub(crate) fn encode_path(p: &Path) -> String {
     let b = p.as_os_str().as_bytes();
     match std::str::from_utf8(b) {
         Ok(s) if !s.starts_with('\0') => s.to_string(),
@@ -65,7 +65,7 @@ pub fn encode_path(p: &Path) -> String {
     }
 }
 
-pub fn decode_path(s: &str) -> PathBuf {
+pub(crate) fn decode_path(s: &str) -> PathBuf {
     match s.strip_prefix('\0').and_then(|h| hex::decode(h).ok()) {
         Some(bytes) => PathBuf::from(OsStr::from_bytes(&bytes)),
         None => PathBuf::from(s),
@@ -74,7 +74,7 @@ pub fn decode_path(s: &str) -> PathBuf {
 
 /// Bytes the tree's files occupy on disk (sparse-aware), by a stat-only walk; `None` if
 /// the root cannot be read. A size hint, not a promise: the tree may change meanwhile.
-pub fn tree_size(root: &Path) -> Option<u64> {
+pub(crate) fn tree_size(root: &Path) -> Option<u64> {
     fn walk(dir: &Path, total: &mut u64) {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
@@ -95,7 +95,7 @@ pub fn tree_size(root: &Path) -> Option<u64> {
 }
 
 /// Write `root`'s tree as a tar stream into `out`.
-pub fn write_tree<W: Write>(root: &Path, out: W) -> Result<(W, VolumeFacts)> {
+pub(crate) fn write_tree<W: Write>(root: &Path, out: W) -> Result<(W, VolumeFacts)> {
     let meta = std::fs::symlink_metadata(root)
         .map_err(|e| Error::failed(format!("cannot read the volume {}: {e}", root.display())))?;
     if !meta.is_dir() {

@@ -20,13 +20,13 @@ use crate::volume::source::{EntryFact, VolumeFacts, decode_path, encode_path};
 
 /// What the target directory holds now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetState {
+pub(crate) enum TargetState {
     Missing,
     Empty,
     NonEmpty(u64),
 }
 
-pub fn inspect(target: &Path) -> Result<TargetState> {
+pub(crate) fn inspect(target: &Path) -> Result<TargetState> {
     match std::fs::symlink_metadata(target) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TargetState::Missing),
         Err(e) => Err(Error::failed(format!(
@@ -72,7 +72,7 @@ fn check_rel(p: &Path, what: &str) -> Result<()> {
 }
 
 /// Extract a tar stream into `dst` (an empty directory). Returns the number of entries.
-pub fn extract<R: Read>(reader: R, dst: &Path, facts: &VolumeFacts) -> Result<u64> {
+pub(crate) fn extract<R: Read>(reader: R, dst: &Path, facts: &VolumeFacts) -> Result<u64> {
     let mut ar = tar::Archive::new(reader);
     ar.set_preserve_permissions(true);
     ar.set_preserve_mtime(true);
@@ -167,7 +167,7 @@ fn set_meta(p: &Path, mode: u32, mtime: i64, owner: (u32, u32)) -> Result<()> {
 }
 
 /// Check the extracted tree against the recorded list; every difference is named.
-pub fn verify(root: &Path, facts: &VolumeFacts) -> Result<()> {
+pub(crate) fn verify(root: &Path, facts: &VolumeFacts) -> Result<()> {
     let mut problems = Vec::new();
     let mut expected: BTreeMap<PathBuf, &EntryFact> = BTreeMap::new();
     for f in &facts.entries {
@@ -311,7 +311,7 @@ pub fn hash_file(p: &Path) -> io::Result<String> {
 
 /// Atomically exchange two paths (Linux renameat2 RENAME_EXCHANGE); falls back to two
 /// renames where the filesystem does not support it.
-pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     let ca = CString::new(a.as_os_str().as_bytes())?;
     let cb = CString::new(b.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them relative to cwd.
@@ -341,7 +341,7 @@ pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
 }
 
 /// Removes a directory tree on drop unless disarmed (a failed or cancelled restore).
-pub struct DirGuard(pub Option<PathBuf>);
+pub(crate) struct DirGuard(pub Option<PathBuf>);
 
 impl Drop for DirGuard {
     fn drop(&mut self) {
@@ -353,7 +353,7 @@ impl Drop for DirGuard {
 }
 
 /// Directories restored read-only would block their removal.
-pub fn make_writable(p: &Path) -> io::Result<()> {
+pub(crate) fn make_writable(p: &Path) -> io::Result<()> {
     let m = std::fs::symlink_metadata(p)?;
     if m.is_dir() {
         std::fs::set_permissions(
