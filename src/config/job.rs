@@ -215,6 +215,22 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
+    /// The identity file for restore: `--identity`, else `encryption.identity_file`, else
+    /// `$BACKSTOP_IDENTITY_FILE`.
+    pub fn identity_path(&self, flag: Option<&Path>) -> Result<PathBuf> {
+        flag.map(Path::to_path_buf)
+            .or_else(|| self.encryption.identity_file.clone())
+            .or_else(crate::config::env::identity_file)
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "job {}: restoring needs the private key matching the job's recipients; \
+                     pass --identity FILE, set encryption.identity_file in {}, or set BACKSTOP_IDENTITY_FILE",
+                    self.name,
+                    self.file.display()
+                ))
+            })
+    }
+
     pub(crate) fn is_production(&self) -> bool {
         self.environment
             .as_deref()

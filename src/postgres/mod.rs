@@ -5,8 +5,11 @@
 //! May import: snapshot, pipeline, storage, state, config, cleanup, text, error.
 
 pub mod archive;
+pub mod checks;
 mod client;
 pub mod dump;
 pub mod load;
+pub mod restore;
+pub mod scratch;
 
 pub(crate) use client::*;

@@ -12,13 +12,15 @@
 //! Volumes: extract into a temp dir with every file's hash and metadata checked, then the
 //! optional `verify.command` runs with the tree in `$BACKSTOP_RESTORED`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::{JobPlan, SourcePlan};
 use crate::error::{Error, Kind, Result};
+use crate::postgres::checks::{amcheck, run_checks, target_url};
+use crate::postgres::scratch::ScratchCluster;
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
 use crate::snapshot;
 use crate::snapshot::drill::{Check, Outcome, Summary, Verdict, record};
@@ -266,7 +268,14 @@ async fn drill_postgres(
     let result = async {
         let report = crate::run::restore::run(plan, storage.clone(), &ropts, &no_prompt).await?;
         let restore_ms = clock.elapsed().as_millis() as u64;
-        let mut checks = run_checks(plan, storage.as_ref(), entry, &target, opts).await?;
+        let mut checks = run_checks(
+            plan,
+            storage.as_ref(),
+            entry,
+            &target,
+            opts.identity.as_deref(),
+        )
+        .await?;
         if let Some(c) = amcheck(&target).await {
             checks.push(c);
         }
@@ -298,274 +307,6 @@ async fn drill_postgres(
         Some(&report),
         scratch_desc,
     ))
-}
-
-/// `pg_amcheck` of the restored database (heap and B-tree indexes, every heap tuple found
-/// in its indexes), when installed.
-async fn amcheck(target: &Conn) -> Option<Check> {
-    let bin = pg::installed("pg_amcheck")
-        .into_values()
-        .next_back()?
-        .bin("pg_amcheck");
-    let out = tokio::process::Command::new(&bin)
-        .args(["--install-missing", "--heapallindexed", "--no-password"])
-        .arg(target.url.conninfo())
-        .envs(target.env().ok()?)
-        .kill_on_drop(true)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .ok()?;
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    // Exit 2 means corruption was found; any other failure means the check could not run,
-    // which is logged and not counted as a finding.
-    if !out.status.success() && out.status.code() != Some(2) {
-        tracing::warn!(
-            "pg_amcheck could not run ({}): {}",
-            out.status,
-            crate::text::summarize(&text)
-        );
-        return None;
-    }
-    Some(Check {
-        name: "pg_amcheck --heapallindexed".into(),
-        expected: "no corruption".into(),
-        actual: if out.status.success() {
-            "no corruption".into()
-        } else {
-            crate::text::summarize(&text)
-        },
-        ok: out.status.success(),
-    })
-}
-
-fn target_url(c: &Conn) -> String {
-    // Restore's --to takes a URL; a password for a configured scratch server stays in
-    // the environment (PGPASSWORD / .pgpass), never on a command line.
-    c.url.conninfo().replacen("postgresql://", "postgres://", 1)
-}
-
-async fn run_checks(
-    plan: &JobPlan,
-    storage: &dyn Storage,
-    entry: &snapshot::Entry,
-    target: &Conn,
-    opts: &Options,
-) -> Result<Vec<Check>> {
-    let psql = pg::any_psql()?;
-    let mut checks = Vec::new();
-    // Row counts recorded at backup time (from the dump's own snapshot).
-    let identities = Arc::new(crate::pipeline::load_identities(
-        &crate::run::restore::identity_path(plan, opts.identity.as_deref())?,
-    )?);
-    let facts_obj = entry
-        .manifest
-        .object("facts")
-        .ok_or_else(|| Error::failed(format!("snapshot {} has no facts object", entry.id)))?;
-    let tmp = tempfile::tempdir().map_err(|e| Error::failed(format!("temp dir: {e}")))?;
-    let p = tmp.path().join("facts.json");
-    crate::snapshot::read::fetch(storage, entry, facts_obj, identities, &p).await?;
-    let facts: crate::snapshot::facts::Facts = serde_json::from_slice(
-        &std::fs::read(&p).map_err(|e| Error::failed(format!("reading facts: {e}")))?,
-    )
-    .map_err(|e| Error::failed(format!("unreadable facts of snapshot {}: {e}", entry.id)))?;
-    match &facts.dump {
-        Some(d) => {
-            for t in &d.tables {
-                let sql = format!(
-                    "SELECT count(*) FROM {}.{}",
-                    quote_ident(&t.schema),
-                    quote_ident(&t.table)
-                );
-                let actual =
-                    match pg::query(&psql, target, &format!("SET row_security = off; {sql}")).await
-                    {
-                        Ok(rows) => rows
-                            .first()
-                            .and_then(|r| r.first())
-                            .cloned()
-                            .unwrap_or_default(),
-                        Err(e) => format!("error: {e}"),
-                    };
-                checks.push(Check {
-                    name: format!(
-                        "row count of {}.{}",
-                        quote_ident(&t.schema),
-                        quote_ident(&t.table)
-                    ),
-                    expected: t.rows.to_string(),
-                    ok: actual == t.rows.to_string(),
-                    actual,
-                });
-            }
-        }
-        None => checks.push(Check {
-            name: "row counts recorded at backup time".into(),
-            expected: "present".into(),
-            actual: facts
-                .counts_unavailable
-                .clone()
-                .unwrap_or_else(|| "missing".into()),
-            ok: false,
-        }),
-    }
-    for sql in plan
-        .verify
-        .as_ref()
-        .map(|v| v.checks.clone())
-        .unwrap_or_default()
-    {
-        let actual = match pg::query(&psql, target, &sql).await {
-            Ok(rows) => rows
-                .first()
-                .and_then(|r| r.first())
-                .cloned()
-                .unwrap_or_else(|| "(no row)".into()),
-            Err(e) => format!("error: {}", e.message()),
-        };
-        checks.push(Check {
-            name: format!("verify.checks: {sql}"),
-            expected: "t".into(),
-            ok: actual == "t",
-            actual,
-        });
-    }
-    Ok(checks)
-}
-
-/// A throwaway PostgreSQL cluster; stopped and removed on drop, whatever happened.
-pub(crate) struct ScratchCluster {
-    dir: Option<tempfile::TempDir>,
-    bindir: PathBuf,
-    pub port: u16,
-    pub major: u32,
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-fn as_server_user(program: &Path) -> std::process::Command {
-    if is_root() {
-        let mut c = std::process::Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        std::process::Command::new(program)
-    }
-}
-
-impl ScratchCluster {
-    /// Start a cluster with server binaries of major `min_major` or newer.
-    pub(crate) async fn start(min_major: u32) -> Result<ScratchCluster> {
-        let tools = pg::tools_for("initdb", min_major).map_err(|e| {
-            Error::failed(format!(
-                "cannot start a scratch cluster: {} (or set verify.scratch_url)",
-                e.message()
-            ))
-        })?;
-        tokio::task::spawn_blocking(move || Self::start_blocking(tools))
-            .await
-            .map_err(|e| Error::failed(format!("scratch cluster task: {e}")))?
-    }
-
-    fn start_blocking(tools: pg::Tools) -> Result<ScratchCluster> {
-        let dir = tempfile::Builder::new()
-            .prefix("backstop-verify-pg-")
-            .tempdir()
-            .map_err(|e| Error::failed(format!("cannot create a scratch directory: {e}")))?;
-        if is_root() {
-            let st = std::process::Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(dir.path())
-                .status();
-            if !st.is_ok_and(|s| s.success()) {
-                return Err(Error::failed(
-                    "cannot start a scratch cluster as root: no `postgres` user to own it (create one, or set verify.scratch_url)",
-                ));
-            }
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(|e| Error::failed(format!("no free port: {e}")))?;
-        let mut c = ScratchCluster {
-            dir: Some(dir),
-            bindir: tools.dir.clone(),
-            port,
-            major: tools.major,
-        };
-        let path = c.path().to_path_buf();
-        let run = |cmd: &mut std::process::Command, what: &str| -> Result<()> {
-            let out = cmd
-                .output()
-                .map_err(|e| Error::failed(format!("cannot run {what}: {e}")))?;
-            if !out.status.success() {
-                return Err(Error::failed(format!(
-                    "scratch cluster: {what} failed: {}",
-                    crate::text::summarize(&String::from_utf8_lossy(&out.stderr))
-                )));
-            }
-            Ok(())
-        };
-        run(
-            as_server_user(&c.bindir.join("initdb"))
-                .arg("-D")
-                .arg(path.join("data"))
-                .args(["-U", "postgres", "-A", "trust", "--no-sync"])
-                .stdin(Stdio::null()),
-            "initdb",
-        )?;
-        let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
-            path.display()
-        );
-        run(
-            as_server_user(&c.bindir.join("pg_ctl"))
-                .arg("-D")
-                .arg(path.join("data"))
-                .args(["-o", &opts, "-l"])
-                .arg(path.join("server.log"))
-                .args(["-w", "-t", "120", "start"])
-                .stdin(Stdio::null()),
-            "pg_ctl start",
-        )
-        .map_err(|e| {
-            let log = std::fs::read_to_string(path.join("server.log")).unwrap_or_default();
-            e.context(format!("server log: {}", crate::text::summarize(&log)))
-        })?;
-        c.port = port;
-        Ok(c)
-    }
-
-    fn path(&self) -> &Path {
-        self.dir
-            .as_ref()
-            .map(|d| d.path())
-            .unwrap_or(Path::new("/nonexistent"))
-    }
-
-    pub(crate) fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
-    }
-}
-
-impl Drop for ScratchCluster {
-    fn drop(&mut self) {
-        let data = self.path().join("data");
-        if data.join("postmaster.pid").exists() {
-            let _ = as_server_user(&self.bindir.join("pg_ctl"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdin(Stdio::null())
-                .output();
-        }
-        // TempDir removes the directory.
-        self.dir.take();
-    }
 }
 
 /// Drills restore into scratch places with `yes` set: nothing is ever asked.

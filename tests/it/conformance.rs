@@ -1,5 +1,6 @@
 //! One storage conformance suite, run against every backend: `file://` and S3 (a real
-//! moto_server). Checks the contract written in `src/storage/mod.rs`.
+//! moto_server). One test per point of the contract written in `src/storage/mod.rs`, for
+//! each backend (`file_backend::*`, `s3_backend::*`), `put_if_absent` included.
 
 use std::sync::Arc;
 
@@ -41,13 +42,18 @@ async fn put_via_writer(
     res
 }
 
-async fn suite(s: &dyn Storage) {
-    // not found is not an error
+// One function per point of the contract in `src/storage/mod.rs`; `contract!` runs each
+// against a fresh `file://` root and a fresh bucket on a real S3 server.
+
+/// `get` and `head` answer `None` for a missing object, and `list` an empty list.
+async fn not_found_is_none(s: &dyn Storage) {
     assert!(s.get("job/none/x").await.unwrap().is_none());
     assert_eq!(s.head("job/none/x").await.unwrap(), None);
     assert!(s.list("job/").await.unwrap().is_empty());
+}
 
-    // small put/get/head
+/// Small objects (and empty ones) round-trip, and `head` gives their size.
+async fn small_objects_round_trip(s: &dyn Storage) {
     s.put_bytes("job/a/one", Bytes::from_static(b"hello"))
         .await
         .unwrap();
@@ -55,16 +61,21 @@ async fn suite(s: &dyn Storage) {
     assert_eq!(s.head("job/a/one").await.unwrap(), Some(5));
     s.put_bytes("job/a/empty", Bytes::new()).await.unwrap();
     assert_eq!(s.head("job/a/empty").await.unwrap(), Some(0));
+    assert_eq!(s.get_bytes("job/a/empty").await.unwrap().unwrap(), b"");
+}
 
-    // a stream of several chunks (a multipart upload on S3) round-trips byte for byte
+/// A stream of several chunks (a multipart upload on S3) round-trips byte for byte.
+async fn streams_round_trip(s: &dyn Storage) {
     let big = pattern(s.chunk_size() * 2 + 12_345, 7);
     let n = put_via_writer(s, "job/b/big", big.clone(), true)
         .await
         .unwrap();
     assert_eq!(n, big.len() as u64);
     assert_eq!(s.get_bytes("job/b/big").await.unwrap().unwrap(), big);
+}
 
-    // a stream that stops without End leaves nothing
+/// A put is all-or-nothing: a stream that stops without `End` leaves nothing visible.
+async fn unfinished_streams_leave_nothing(s: &dyn Storage) {
     let err = put_via_writer(
         s,
         "job/c/partial",
@@ -81,8 +92,20 @@ async fn suite(s: &dyn Storage) {
     drop(tx);
     assert!(s.put_stream("job/c/short", rx).await.is_err());
     assert_eq!(s.head("job/c/short").await.unwrap(), None);
+    assert!(s.list("job/c/").await.unwrap().is_empty());
+}
 
-    // list by prefix, in key order, with sizes
+/// `list` returns every object below a prefix, with sizes, in key order; a prefix is a
+/// path prefix of whole keys.
+async fn list_by_prefix_in_key_order(s: &dyn Storage) {
+    for (k, v) in [
+        ("job/b/2", &b"xx"[..]),
+        ("job/a/1", b"x"),
+        ("job/a/0", b""),
+        ("other/a", b"y"),
+    ] {
+        s.put_bytes(k, Bytes::copy_from_slice(v)).await.unwrap();
+    }
     let keys: Vec<(String, u64)> = s
         .list("job/")
         .await
@@ -93,30 +116,159 @@ async fn suite(s: &dyn Storage) {
     assert_eq!(
         keys,
         vec![
-            ("job/a/empty".to_string(), 0),
-            ("job/a/one".to_string(), 5),
-            ("job/b/big".to_string(), big.len() as u64)
+            ("job/a/0".to_string(), 0),
+            ("job/a/1".to_string(), 1),
+            ("job/b/2".to_string(), 2)
         ]
     );
     assert_eq!(s.list("job/a/").await.unwrap().len(), 2);
     assert!(s.list("jo/").await.unwrap().is_empty());
-
-    // delete, and deleting a missing object is fine
-    s.delete("job/a/one").await.unwrap();
-    s.delete("job/a/one").await.unwrap();
-    assert_eq!(s.head("job/a/one").await.unwrap(), None);
-
-    // bad keys are refused
-    assert!(s.put_bytes("../escape", Bytes::new()).await.is_err());
-    assert!(s.get("a//b").await.is_err());
 }
 
+/// Deleting removes the object; deleting a missing one is not an error.
+async fn delete_is_idempotent(s: &dyn Storage) {
+    s.put_bytes("job/d/one", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    s.delete("job/d/one").await.unwrap();
+    assert_eq!(s.head("job/d/one").await.unwrap(), None);
+    s.delete("job/d/one").await.unwrap();
+}
+
+/// Keys that could escape the root or are not plain paths are refused.
+async fn bad_keys_are_refused(s: &dyn Storage) {
+    assert!(s.put_bytes("../escape", Bytes::new()).await.is_err());
+    assert!(s.put_bytes("job/../../escape", Bytes::new()).await.is_err());
+    assert!(s.get("a//b").await.is_err());
+    assert!(s.put_bytes("/abs", Bytes::new()).await.is_err());
+}
+
+/// `put_if_absent` stores only when the name is free, and never replaces what is there.
+async fn put_if_absent_never_replaces(s: &dyn Storage) {
+    assert!(
+        s.put_if_absent("job/lease/000000000001", Bytes::from_static(b"first"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.put_if_absent("job/lease/000000000001", Bytes::from_static(b"second"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_bytes("job/lease/000000000001")
+            .await
+            .unwrap()
+            .unwrap(),
+        b"first"
+    );
+}
+
+/// Of several `put_if_absent` racing for one name, exactly one wins, and its bytes stay.
+async fn put_if_absent_has_one_winner(s: &dyn Storage) {
+    let tries = (0..8u8).map(|i| async move {
+        let won = s
+            .put_if_absent("job/lease/000000000002", Bytes::from(vec![i; 16]))
+            .await
+            .unwrap();
+        (i, won)
+    });
+    let results = futures_join_all(tries).await;
+    let winners: Vec<u8> = results.iter().filter(|r| r.1).map(|r| r.0).collect();
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    assert_eq!(
+        s.get_bytes("job/lease/000000000002")
+            .await
+            .unwrap()
+            .unwrap(),
+        vec![winners[0]; 16]
+    );
+}
+
+/// Poll the futures together on this task, so their requests are in flight at once.
+async fn futures_join_all<F: std::future::Future>(fs: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut futs: Vec<std::pin::Pin<Box<F>>> = fs.map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *o = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|o| o.expect("polled to completion"))
+        .collect()
+}
+
+macro_rules! contract {
+    ($($point:ident),* $(,)?) => {
+        mod file_backend {
+            $(
+                #[tokio::test]
+                async fn $point() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let s = backstop::storage::fs::FileStorage::new(dir.path().to_path_buf());
+                    super::$point(&s).await;
+                    // no temp files left behind, whatever the point did
+                    let leftovers: Vec<_> = super::walk(dir.path())
+                        .into_iter()
+                        .filter(|p| p.contains(".tmp-"))
+                        .collect();
+                    assert!(leftovers.is_empty(), "{leftovers:?}");
+                }
+            )*
+        }
+        mod s3_backend {
+            $(
+                #[tokio::test]
+                async fn $point() {
+                    let s3 = crate::support::S3::start();
+                    let s = s3.storage("conformance", "pre/fix", 5, false).await;
+                    super::$point(&s).await;
+                    // keys live under the prefix, and no multipart upload is left pending
+                    let raw = s
+                        .client()
+                        .list_objects_v2()
+                        .bucket("conformance")
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(raw.contents().iter().all(|o| o.key().unwrap().starts_with("pre/fix/")));
+                    assert!(backstop::storage::s3::pending_uploads(&s).await.unwrap().is_empty());
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    not_found_is_none,
+    small_objects_round_trip,
+    streams_round_trip,
+    unfinished_streams_leave_nothing,
+    list_by_prefix_in_key_order,
+    delete_is_idempotent,
+    bad_keys_are_refused,
+    put_if_absent_never_replaces,
+    put_if_absent_has_one_winner,
+);
+
+/// The file backend refuses to replace an object with a plain put.
 #[tokio::test]
-async fn file_backend_keeps_the_contract() {
+async fn file_backend_never_overwrites() {
     let dir = tempfile::tempdir().unwrap();
     let s = backstop::storage::fs::FileStorage::new(dir.path().to_path_buf());
-    suite(&s).await;
-    // no silent overwrite
     s.put_bytes("job/x/obj", Bytes::from_static(b"1"))
         .await
         .unwrap();
@@ -126,12 +278,6 @@ async fn file_backend_keeps_the_contract() {
             .is_err()
     );
     assert_eq!(s.get_bytes("job/x/obj").await.unwrap().unwrap(), b"1");
-    // no temp files left behind by the failed puts
-    let leftovers: Vec<_> = walk(dir.path())
-        .into_iter()
-        .filter(|p| p.contains(".tmp-"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 fn walk(p: &std::path::Path) -> Vec<String> {
@@ -144,33 +290,6 @@ fn walk(p: &std::path::Path) -> Vec<String> {
         }
     }
     out
-}
-
-#[tokio::test]
-async fn s3_backend_keeps_the_contract() {
-    let s3 = S3::start();
-    let s = s3.storage("conformance", "pre/fix", 5, false).await;
-    suite(&s).await;
-    // keys live under the prefix
-    let raw = s
-        .client()
-        .list_objects_v2()
-        .bucket("conformance")
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        raw.contents()
-            .iter()
-            .all(|o| o.key().unwrap().starts_with("pre/fix/job/"))
-    );
-    // the unfinished multipart upload was aborted, not left pending
-    assert!(
-        backstop::storage::s3::pending_uploads(&s)
-            .await
-            .unwrap()
-            .is_empty()
-    );
 }
 
 #[tokio::test]
