@@ -335,6 +335,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 identity,
                 no_owner,
                 staging,
+                skip_roles: false,
             };
             restore::restore(g, &job, opts).await
         }

@@ -370,6 +370,12 @@ impl<W: Write> SplitWriter<W> {
 
     /// Wait for pg_restore's COPY of the table, then start the other sessions.
     fn start_lanes(&mut self) -> io::Result<()> {
+        if !plain_copy(&self.copy_stmt) {
+            return Err(self.fail(format!(
+                "the archive's COPY statement for {}.{} is not a plain `COPY ... FROM stdin;` and is not handed to psql",
+                self.plan.schema, self.plan.table
+            )));
+        }
         let name = format!(
             "{}.{}",
             crate::postgres::quote_ident(&self.plan.schema),
@@ -554,6 +560,15 @@ fn exited(pid: u32) -> bool {
     }
 }
 
+/// Whether a COPY statement read from the archive may be handed to `psql -c`: stored text
+/// is hostile, and psql runs a `-c` string that starts with a backslash as a meta-command
+/// (`\! ...` runs a shell). Only `COPY ... FROM stdin;` without any backslash passes; any
+/// other table is loaded by pg_restore alone.
+fn plain_copy(stmt: &str) -> bool {
+    let t = stmt.trim();
+    t.starts_with("COPY ") && t.ends_with("FROM stdin;") && !t.contains('\\') && !t.contains('\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -622,5 +637,13 @@ mod tests {
         w.write_all(&junk).unwrap();
         w.finish().unwrap();
         assert_eq!(out, junk);
+    }
+
+    #[test]
+    fn only_plain_copy_statements_reach_psql() {
+        assert!(super::plain_copy("COPY public.t (id, x) FROM stdin;"));
+        assert!(!super::plain_copy("\\! touch /tmp/x"));
+        assert!(!super::plain_copy("COPY t FROM stdin; \\! id"));
+        assert!(!super::plain_copy("COPY t (a) FROM PROGRAM 'id';"));
     }
 }

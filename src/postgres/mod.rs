@@ -10,6 +10,7 @@ mod client;
 pub mod dump;
 pub mod load;
 pub mod restore;
+pub mod roles;
 pub mod scratch;
 
 pub(crate) use client::*;

@@ -152,35 +152,6 @@ pub(crate) async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
     }
 }
 
-/// Roles first: existing roles make "already exists" errors, which are expected.
-pub(crate) async fn apply_globals(psql: &Path, admin: &Conn, file: &Path) -> Result<()> {
-    let out = tokio::process::Command::new(psql)
-        .kill_on_drop(true)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-f"])
-        .arg(file)
-        .arg("-d")
-        .arg(admin.url.conninfo())
-        .envs(admin.env()?)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| Error::failed(format!("cannot run psql: {e}")))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    for line in stderr
-        .lines()
-        .filter(|l| l.contains("ERROR") && !l.contains("already exists"))
-    {
-        tracing::warn!("restoring roles: {line}");
-    }
-    if !out.status.success() {
-        return Err(Error::failed(format!(
-            "restoring roles failed: {}",
-            crate::text::summarize(&stderr)
-        )));
-    }
-    Ok(())
-}
-
 /// Whether to restore the dump while it downloads (one `pg_restore` job reading a pipe)
 /// rather than staging it for `pg_restore --jobs`: when one table holds most of the rows,
 /// parallel jobs have nothing to share and staging only adds the download time.

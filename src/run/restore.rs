@@ -18,8 +18,8 @@ use crate::config::{JobPlan, SourcePlan};
 use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
-    ScratchDb, apply_globals, create_database, db_name, drop_database, inspect, load_sessions,
-    maintenance_db, pg_restore, pg_restore_streaming, read_dump_facts, stream_worthwhile,
+    ScratchDb, create_database, db_name, drop_database, inspect, load_sessions, maintenance_db,
+    pg_restore, pg_restore_streaming, read_dump_facts, stream_worthwhile,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
 use crate::snapshot::read::{fetch, open_object};
@@ -34,6 +34,8 @@ pub(crate) struct Options {
     pub identity: Option<PathBuf>,
     pub no_owner: bool,
     pub staging: Option<PathBuf>,
+    /// Never touch roles, even when the snapshot stored them (drills on a shared server).
+    pub skip_roles: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -49,6 +51,9 @@ pub(crate) struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<u64>,
     pub roles_restored: bool,
+    /// Stored roles: which were created, which already existed and were left alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub roles: Option<crate::postgres::roles::RolesReport>,
     pub restored_bytes: u64,
     pub download_ms: u64,
     pub restore_ms: u64,
@@ -134,7 +139,7 @@ pub(crate) async fn run(
             entry.id
         ))
     })?;
-    let globals_path = match m.object("globals") {
+    let globals_path = match m.object("globals").filter(|_| !opts.skip_roles) {
         Some(g) => {
             let p = staging.path().join("globals.sql");
             fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
@@ -190,10 +195,9 @@ pub(crate) async fn run(
     let sessions = load_sessions();
     let split = biggest.filter(|_| sessions > 1 && state.server_major >= 14);
     let outcome = async {
-        let mut roles = false;
+        let mut roles = None;
         if let Some(g) = &globals_path {
-            apply_globals(&psql, &admin, g).await?;
-            roles = true;
+            roles = Some(crate::postgres::roles::apply(&psql, &admin, g).await?);
         }
         if streaming {
             // Restored while it downloads, into the new database only; the hash is proven
@@ -215,10 +219,10 @@ pub(crate) async fn run(
         } else {
             pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         }
-        Ok::<bool, Error>(roles)
+        Ok::<_, Error>(roles)
     }
     .await;
-    let roles_restored = match outcome {
+    let roles = match outcome {
         Ok(r) => r,
         Err(e) => {
             scratch.psql = None;
@@ -275,7 +279,8 @@ pub(crate) async fn run(
         created: !state.exists,
         previous_kept_as,
         files: None,
-        roles_restored,
+        roles_restored: roles.is_some(),
+        roles,
         restored_bytes,
         download_ms,
         restore_ms: rs_clock.elapsed().as_millis() as u64,
@@ -509,6 +514,7 @@ async fn run_volume(
         previous_kept_as,
         files: Some(facts.files),
         roles_restored: false,
+        roles: None,
         restored_bytes: facts.bytes,
         download_ms,
         restore_ms: sw_clock.elapsed().as_millis() as u64,

@@ -254,7 +254,10 @@ async fn drill_postgres(
         }
     };
     let target = scratch_conn.with_dbname(&dbname);
-    let has_globals = m.object("globals").is_some();
+    // Roles are applied only inside a scratch cluster of our own, never on a shared
+    // scratch_url server (whose roles belong to someone else).
+    let own_cluster = cluster.is_some();
+    let has_globals = own_cluster && m.object("globals").is_some();
     let ropts = crate::run::restore::Options {
         snapshot: Some(entry.id.clone()),
         to: Some(target_url(&target)),
@@ -262,6 +265,7 @@ async fn drill_postgres(
         identity: opts.identity.clone(),
         // Without stored roles the scratch server lacks the owners: restore without them.
         no_owner: !has_globals,
+        skip_roles: !own_cluster,
         ..Default::default()
     };
     let clock = Instant::now();

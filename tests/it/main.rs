@@ -7,6 +7,7 @@ mod daemon;
 mod doctor;
 mod failures;
 mod hook;
+mod hostile;
 mod lease;
 mod observe;
 mod prune;
