@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::{File, FileTimes};
 use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
@@ -97,9 +98,9 @@ pub(crate) fn extract<R: Read>(reader: R, dst: &Path, facts: &VolumeFacts) -> Re
             let mode = h.mode().unwrap_or(0o755);
             let mtime = h.mtime().unwrap_or(0);
             let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
-            let full = dst.join(&path);
-            std::fs::create_dir_all(&full)
-                .map_err(|e| Error::failed(format!("creating {}: {e}", full.display())))?;
+            // Created beneath `dst` without following any symlink an earlier entry laid
+            // down (`a -> /etc`, then `a/`).
+            open_dir_beneath(dst, &path, true)?;
             dirs.push((path, mode, mtime, uid, gid));
         } else if kind.is_hard_link()
             || kind.is_symlink()
@@ -115,10 +116,19 @@ pub(crate) fn extract<R: Read>(reader: R, dst: &Path, facts: &VolumeFacts) -> Re
                         Error::failed(format!("hard link {} has no target", path.display()))
                     })?;
                 check_rel(&target, "hard link target")?;
+                if let Some(parent) = target.parent() {
+                    open_dir_beneath(dst, parent, false)?;
+                }
             }
-            let done = e
-                .unpack_in(dst)
-                .map_err(|err| Error::failed(format!("extracting {}: {err}", path.display())))?;
+            if let Some(parent) = path.parent() {
+                open_dir_beneath(dst, parent, true)?;
+            }
+            let done = e.unpack_in(dst).map_err(|err| {
+                let cause = std::error::Error::source(&err)
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default();
+                Error::failed(format!("extracting {}: {err}{cause}", path.display()))
+            })?;
             if !done {
                 return Err(Error::failed(format!(
                     "refusing archive entry {}",
@@ -137,8 +147,8 @@ pub(crate) fn extract<R: Read>(reader: R, dst: &Path, facts: &VolumeFacts) -> Re
     // their contents changed their mtimes.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (rel, mode, mtime, uid, gid) in dirs {
-        let full = dst.join(&rel);
-        set_meta(&full, mode, mtime as i64, (uid as u32, gid as u32))?;
+        let fd = open_dir_beneath(dst, &rel, false)?;
+        set_meta_fd(&fd, &rel, mode, mtime as i64, (uid as u32, gid as u32))?;
     }
     set_meta(
         dst,
@@ -163,6 +173,94 @@ fn set_meta(p: &Path, mode: u32, mtime: i64, owner: (u32, u32)) -> Result<()> {
     File::open(p)
         .and_then(|f| f.set_times(FileTimes::new().set_modified(t)))
         .map_err(err)?;
+    Ok(())
+}
+
+/// Open directory `rel` beneath `root` one component at a time with `O_NOFOLLOW`, creating
+/// missing ones when `create`: a symlink anywhere on the way is refused, so no entry of an
+/// archive can reach outside the tree it is extracted into.
+fn open_dir_beneath(root: &Path, rel: &Path, create: bool) -> Result<OwnedFd> {
+    let flags = libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_RDONLY;
+    let refuse = |what: &str, e: io::Error| {
+        Error::failed(format!(
+            "refusing archive entry {}: {what} ({e}); a snapshot may not lay a path through a symlink",
+            rel.display()
+        ))
+    };
+    let c = CString::new(root.as_os_str().as_bytes()).map_err(|e| Error::failed(e.to_string()))?;
+    // SAFETY: c is a valid NUL-terminated path; the result is checked.
+    let fd = unsafe { libc::open(c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(refuse(
+            "cannot open the extraction directory",
+            io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    let mut dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    for comp in rel.components() {
+        let name = match comp {
+            Component::Normal(n) => n,
+            Component::CurDir => continue,
+            _ => {
+                return Err(refuse(
+                    "not a plain relative path",
+                    io::Error::other("bad component"),
+                ));
+            }
+        };
+        let cname = CString::new(name.as_bytes()).map_err(|e| Error::failed(e.to_string()))?;
+        if create {
+            // SAFETY: dir is open and cname NUL-terminated; EEXIST is fine (opened below).
+            let rc = unsafe { libc::mkdirat(dir.as_raw_fd(), cname.as_ptr(), 0o700) };
+            if rc != 0 {
+                let e = io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(refuse("cannot create a directory", e));
+                }
+            }
+        }
+        // SAFETY: as above; O_NOFOLLOW makes a symlink fail with ELOOP (or ENOTDIR).
+        let next = unsafe { libc::openat(dir.as_raw_fd(), cname.as_ptr(), flags) };
+        if next < 0 {
+            return Err(refuse(
+                "a component is not a directory",
+                io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: next is a fresh descriptor we own.
+        dir = unsafe { OwnedFd::from_raw_fd(next) };
+    }
+    Ok(dir)
+}
+
+/// Set a directory's owner, mode and mtime through its open handle.
+fn set_meta_fd(fd: &OwnedFd, rel: &Path, mode: u32, mtime: i64, owner: (u32, u32)) -> Result<()> {
+    let err =
+        |e: io::Error| Error::failed(format!("setting the metadata of {}: {e}", rel.display()));
+    let raw = fd.as_raw_fd();
+    // SAFETY: raw is an open descriptor for the calls below.
+    if is_root() && unsafe { libc::fchown(raw, owner.0, owner.1) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fchmod(raw, (mode & 0o7777) as libc::mode_t) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    let times = [
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime.max(0) as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: times holds two valid timespecs.
+    if unsafe { libc::futimens(raw, times.as_ptr()) } != 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
     Ok(())
 }
 

@@ -128,3 +128,79 @@ fn a_forged_roles_file_runs_no_command_and_leaves_existing_roles_alone() {
     assert_eq!(r["roles"]["refused"], 3, "{r}");
     assert_eq!(pg.sql("app", "SELECT sum(x) FROM t"), "3");
 }
+
+/// A tar stream an attacker builds: a symlink to a directory outside the target, then a
+/// directory entry and files laid through it.
+fn symlink_escape_tar(outside: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let header = || {
+        let mut h = tar::Header::new_gnu();
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "a", outside).unwrap();
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_data(&mut h, "a/", std::io::empty()).unwrap();
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_data(&mut h, "a/newdir/", std::io::empty())
+        .unwrap();
+    let mut h = header();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_size(5);
+    h.set_mode(0o644);
+    b.append_data(&mut h, "a/evil", &b"owned"[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn mode_of(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+/// A forged volume snapshot whose entries go through a symlink it laid down itself: restore
+/// and verify both refuse it, and the directory outside the target is untouched.
+#[test]
+fn a_forged_volume_cannot_change_anything_outside_its_target() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let vol = sb.path().join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    std::fs::write(vol.join("f"), b"data").unwrap();
+    let outside = sb.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::set_permissions(&outside, std::fs::Permissions::from_mode(0o750)).unwrap();
+    sb.volume_job("vol", &vol, "");
+    expect_code(&sb.run(&["backup", "vol"]), 0);
+    let dir = newest_dir(&sb, "vol");
+    forge_object(
+        &sb,
+        &dir,
+        "dump",
+        "dump.zst.age",
+        &symlink_escape_tar(&outside),
+    );
+    let target = sb.path().join("restored");
+    let out = sb.run(&["restore", "vol", "--to", target.to_str().unwrap()]);
+    let err = expect_code(&out, 1);
+    assert!(err.contains("symlink"), "{err}");
+    let out = sb.run(&["verify", "vol"]);
+    let err = expect_code(&out, 1);
+    assert!(err.contains("symlink"), "{err}");
+    // Nothing outside changed: no new entries, same mode.
+    let entries: Vec<_> = std::fs::read_dir(&outside).unwrap().collect();
+    assert!(entries.is_empty(), "{entries:?}");
+    assert_eq!(mode_of(&outside), 0o750);
+    assert!(!target.exists(), "a half-restored target was left behind");
+}
