@@ -48,7 +48,7 @@ impl PgUrl {
                 .unwrap_or_default()
         };
         let user = (!u.username().is_empty()).then(|| dec(u.username()));
-        let password = u.password().map(dec);
+        let mut password = u.password().map(dec);
         let mut host = u
             .host_str()
             .unwrap_or("")
@@ -58,6 +58,9 @@ impl PgUrl {
         for (k, v) in u.query_pairs() {
             if k == "host" && host.is_empty() {
                 host = v.into_owned();
+            } else if k == "password" {
+                // Held apart like the URL's own password: never in argv or logs.
+                password.get_or_insert_with(|| v.into_owned());
             } else {
                 params.push((k.into_owned(), v.into_owned()));
             }

@@ -93,7 +93,7 @@ impl ScratchCluster {
             "initdb",
         )?;
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+            "-p {port} -k {} -c listen_addresses='' -c unix_socket_permissions=0700 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
             path.display()
         );
         run(
@@ -121,8 +121,16 @@ impl ScratchCluster {
             .unwrap_or(Path::new("/nonexistent"))
     }
 
+    /// The cluster listens on no TCP address, only on a socket in its own 0700 directory:
+    /// a `trust` cluster that other local users cannot reach.
     pub(crate) fn url(&self, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+        let dir: String =
+            url::form_urlencoded::byte_serialize(self.path().as_os_str().as_encoded_bytes())
+                .collect();
+        format!(
+            "postgres://postgres@localhost:{}/{db}?host={dir}",
+            self.port
+        )
     }
 }
 

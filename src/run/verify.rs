@@ -247,7 +247,7 @@ async fn drill_postgres(
             let c = ScratchCluster::start(major).await?;
             let url = PgUrl::parse(&c.url("postgres")).map_err(Error::failed)?;
             let desc = format!(
-                "scratch cluster PostgreSQL {} on 127.0.0.1:{}",
+                "scratch cluster PostgreSQL {} on a private socket (port {})",
                 c.major, c.port
             );
             (Conn::new(url, None), Some(c), desc)

@@ -204,3 +204,25 @@ fn a_forged_volume_cannot_change_anything_outside_its_target() {
     assert_eq!(mode_of(&outside), 0o750);
     assert!(!target.exists(), "a half-restored target was left behind");
 }
+
+/// The drill's scratch cluster runs with `trust` authentication, so it must be reachable
+/// by no one else: it listens on no TCP address, only on a socket in its 0700 directory.
+#[test]
+fn the_drill_cluster_listens_on_no_tcp_address() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    sb.file_job("app", &pg.url("app"), "");
+    sb.append_job(
+        "app",
+        "",
+        "[verify]\nchecks = [\"SELECT current_setting('listen_addresses') = ''\", \"SELECT inet_server_addr() IS NULL\", \"SELECT current_setting('unix_socket_permissions') = '0700'\"]",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "verify", "app"]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["summary"]["outcome"], "passed", "{r}");
+    assert!(r["summary"]["checks_passed"].as_u64().unwrap() >= 4, "{r}");
+}
