@@ -171,11 +171,19 @@ pub struct Entry {
     pub manifest: Manifest,
 }
 
+/// The most a manifest may hold (a real one is a few KiB).
+pub(crate) const MANIFEST_MAX: u64 = 1 << 20;
+
+/// How far ahead of this host's clock a snapshot's time may be and still be trusted.
+pub(crate) const ALLOWED_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
+
 /// Complete snapshots of `job`, newest first (by the manifest's time, not key names).
-/// Incomplete ones (no manifest) are skipped; an unreadable manifest is reported as a
-/// warning and skipped, never taken for a good snapshot.
+/// Incomplete ones (no manifest) are skipped; an unreadable, oversized or future-dated
+/// manifest is reported as a warning and skipped, never taken for a good snapshot (a
+/// snapshot "from the future" would otherwise stay newest forever).
 pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
     let objects = storage.list(&format!("{job}/")).await?;
+    let horizon = crate::config::env::now() + ALLOWED_SKEW;
     let mut out = Vec::new();
     for o in &objects {
         let Some(rest) = o.key.strip_prefix(&format!("{job}/")) else {
@@ -187,10 +195,32 @@ pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entr
         if name != MANIFEST || !is_id(id) {
             continue;
         }
-        let Some(bytes) = storage.get_bytes(&o.key).await? else {
+        if o.size > MANIFEST_MAX {
+            tracing::warn!(
+                "{}: a manifest of {} bytes (at most {MANIFEST_MAX} are read); skipped",
+                o.key,
+                o.size
+            );
             continue;
+        }
+        let bytes = match storage.get_bytes_limited(&o.key, MANIFEST_MAX).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!("{}: {}; skipped", o.key, e.message());
+                continue;
+            }
         };
         match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m)
+                if m.finished_at().is_some_and(|t| t > horizon)
+                    || id_time(id).is_some_and(|t| t > horizon) =>
+            {
+                tracing::warn!(
+                    "job {job}: snapshot {id} claims to be from {} (ahead of this host's clock by more than {ALLOWED_SKEW:#}); not trusted, skipped",
+                    m.finished
+                );
+            }
             Ok(m) if m.job == job && m.snapshot == id => out.push(Entry {
                 id: id.to_string(),
                 manifest: m,
@@ -201,6 +231,16 @@ pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entr
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
     Ok(out)
+}
+
+/// The time a snapshot id starts with (`20261124T072247Z-...`).
+pub(crate) fn id_time(id: &str) -> Option<jiff::Timestamp> {
+    let stamp = id.split('-').next()?;
+    jiff::civil::DateTime::strptime("%Y%m%dT%H%M%SZ", stamp)
+        .ok()?
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .ok()
+        .map(|z| z.timestamp())
 }
 
 /// The snapshot to restore: `wanted`, or the newest complete one.

@@ -194,7 +194,7 @@ pub(crate) async fn run(
         if f.has_manifest {
             continue;
         }
-        let started = id_time(id);
+        let started = super::id_time(id);
         if started.is_some_and(|t| t < cutoff) {
             leftovers.push(format!(
                 "{job}/{id}/: incomplete snapshot ({} object(s), no manifest)",
@@ -262,19 +262,13 @@ pub(crate) async fn run(
 }
 
 /// The time at the start of a snapshot id.
-fn id_time(id: &str) -> Option<Timestamp> {
-    let dt = jiff::civil::DateTime::strptime("%Y%m%dT%H%M%S", id.get(..15)?).ok()?;
-    dt.to_zoned(jiff::tz::TimeZone::UTC)
-        .ok()
-        .map(|z| z.timestamp())
-}
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn id_times() {
-        let t = super::id_time("20261124T072247Z-3fa9c1").unwrap();
+        let t = crate::snapshot::id_time("20261124T072247Z-3fa9c1").unwrap();
         assert_eq!(t.to_string(), "2026-11-24T07:22:47Z");
-        assert!(super::id_time("lease").is_none());
+        assert!(crate::snapshot::id_time("lease").is_none());
     }
 }

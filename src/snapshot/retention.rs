@@ -121,7 +121,8 @@ pub(crate) fn plan(
     }
     if let (Some(within), Some(newest)) = (policy.keep_within, snaps.first()) {
         for (i, c) in snaps.iter().enumerate() {
-            if newest.time.duration_since(c.time) <= within {
+            // Measured from the newest snapshot, but never from a time ahead of now.
+            if newest.time.min(now).duration_since(c.time) <= within {
                 reasons[i].push(format!("keep_within {within:#}"));
             }
         }

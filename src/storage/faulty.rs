@@ -98,7 +98,7 @@ impl<S: Storage> Storage for FlipOnRead<S> {
         if key.ends_with("manifest.json") {
             return self.inner.get(key).await;
         }
-        let Some(mut data) = self.inner.get_bytes(key).await? else {
+        let Some(mut data) = self.inner.get_bytes_limited(key, u64::MAX / 2).await? else {
             return Ok(None);
         };
         let mid = data.len() / 2;

@@ -120,19 +120,36 @@ pub trait Storage: Send + Sync {
         self.put_stream(key, rx).await
     }
 
-    /// Read a small object whole; `None` when it does not exist.
+    /// Read a small object whole (at most [`SMALL_OBJECT_MAX`] bytes); `None` when it does
+    /// not exist.
     async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.get_bytes_limited(key, SMALL_OBJECT_MAX).await
+    }
+
+    /// Read an object whole if it holds at most `max` bytes; a larger one is an error that
+    /// says so, read no further than `max + 1` bytes (what is stored may be hostile).
+    async fn get_bytes_limited(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
         use tokio::io::AsyncReadExt;
-        let Some(mut r) = self.get(key).await? else {
+        let Some(r) = self.get(key).await? else {
             return Ok(None);
         };
         let mut buf = Vec::new();
-        r.read_to_end(&mut buf)
+        r.take(max + 1)
+            .read_to_end(&mut buf)
             .await
             .map_err(|e| Error::failed(format!("reading {key} from {}: {e}", self.describe())))?;
+        if buf.len() as u64 > max {
+            return Err(Error::failed(format!(
+                "{key} in {} is larger than {max} bytes, which no object of its kind is; it was not read",
+                self.describe()
+            )));
+        }
         Ok(Some(buf))
     }
 }
+
+/// The most a small object (manifest, pin, drill result, lease) may hold when read whole.
+pub const SMALL_OBJECT_MAX: u64 = 16 << 20;
 
 /// Build the backend a job's `[storage]` names.
 pub async fn open(plan: &StoragePlan) -> Result<Arc<dyn Storage>> {

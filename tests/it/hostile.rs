@@ -226,3 +226,71 @@ fn the_drill_cluster_listens_on_no_tcp_address() {
     assert_eq!(r["summary"]["outcome"], "passed", "{r}");
     assert!(r["summary"]["checks_passed"].as_u64().unwrap() >= 4, "{r}");
 }
+
+/// Copy snapshot folder `dir` to a new id dated `stamp` (e.g. 20991231T000000Z), with a
+/// manifest that claims that time: a snapshot "from the future".
+fn forge_future_copy(dir: &Path, stamp: &str) -> String {
+    let id = format!("{stamp}-f00d00");
+    let new = dir.parent().unwrap().join(&id);
+    std::fs::create_dir_all(&new).unwrap();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        std::fs::copy(e.path(), new.join(e.file_name())).unwrap();
+    }
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(new.join("manifest.json")).unwrap()).unwrap();
+    m["snapshot"] = id.clone().into();
+    m["started"] = "2099-12-31T00:00:00Z".into();
+    m["finished"] = "2099-12-31T00:00:01Z".into();
+    std::fs::remove_file(new.join("manifest.json")).unwrap();
+    std::fs::write(new.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+    id
+}
+
+/// A snapshot dated in the future is never newest: list skips it, restore takes the real
+/// newest, and prune's keep_within counts from now, so the real snapshots survive.
+#[test]
+fn a_snapshot_from_the_future_is_never_newest_and_prune_keeps_the_real_ones() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    sb.file_job("app", &pg.url("app"), "");
+    sb.append_job("app", "", "[retention]\nkeep_within = \"7d\"");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let real: Vec<String> = sb.snapshots("app").into_iter().map(|s| s.0).collect();
+    assert_eq!(real.len(), 2);
+    let future = forge_future_copy(&newest_dir(&sb, "app"), "20991231T000000Z");
+    let listed: Vec<String> = sb.snapshots("app").into_iter().map(|s| s.0).collect();
+    assert_eq!(listed, real, "the future-dated snapshot was listed");
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshot"], real[0].as_str(), "{r}");
+    expect_code(&sb.run(&["prune", "app", "--yes"]), 0);
+    let after: Vec<String> = sb.snapshots("app").into_iter().map(|s| s.0).collect();
+    assert_eq!(after, real, "prune deleted real snapshots");
+    assert!(sb.store().join("app").join(&future).exists());
+}
+
+/// A junk manifest of many megabytes is not read whole: list and restore still work from
+/// the real snapshots.
+#[test]
+fn an_oversized_manifest_is_skipped_not_read() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (7);");
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let real = sb.snapshots("app")[0].0.clone();
+    let junk = sb.store().join("app").join("20991230T000000Z-0bad00");
+    std::fs::create_dir_all(&junk).unwrap();
+    let f = std::fs::File::create(junk.join("manifest.json")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let listed: Vec<String> = sb.snapshots("app").into_iter().map(|s| s.0).collect();
+    assert_eq!(listed, vec![real.clone()]);
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    assert_eq!(pg.sql("copy", "SELECT sum(x) FROM t"), "7");
+}
