@@ -261,7 +261,6 @@ pub(crate) async fn run(
     Ok(report)
 }
 
-/// The time at the start of a snapshot id.
 
 #[cfg(test)]
 mod tests {
