@@ -13,6 +13,7 @@ fi
 command -v pg_dump >/dev/null || need_apt+=(postgresql-client)
 command -v age >/dev/null || need_apt+=(age)
 command -v zstd >/dev/null || need_apt+=(zstd)
+command -v minisign >/dev/null || need_apt+=(minisign)   # checks signatures by hand in tests
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # the systemd unit tests
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -4,13 +4,14 @@
 //!
 //! Layers, top to bottom; a module imports only those below it (`scripts/check-layers.py`
 //! checks this in CI): cli, ops, run, guard, postgres, volume, snapshot, pipeline, storage,
-//! state, config, then the leaves cleanup, text, error.
+//! state, config, then the leaves minisign, cleanup, text, error.
 
 pub mod cleanup;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod guard;
+pub mod minisign;
 pub mod ops;
 pub mod pipeline;
 pub mod postgres;

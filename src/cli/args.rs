@@ -113,6 +113,10 @@ pub enum Command {
         /// Directory for the verified, decrypted copy before pg_restore (default: $TMPDIR)
         #[arg(long, value_name = "DIR")]
         staging: Option<PathBuf>,
+        /// Restore the snapshot named by --snapshot even though it is foreign (unsigned,
+        /// wrongly signed, dated in the future); asks for confirmation
+        #[arg(long, requires = "snapshot")]
+        allow_foreign: bool,
     },
     /// Snapshot each job, then run COMMAND only if every snapshot is durable; exits with
     /// the command's exit code
@@ -177,6 +181,13 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// The man page (roff) on stdout
     Man,
+    /// Create the key pairs a host needs: age (encryption) and signing; private files 0600,
+    /// never overwritten; the public keys are printed for the job file
+    Keygen {
+        /// Directory for age.key, age.pub, signing.key and signing.pub (default: .)
+        #[arg(long, value_name = "DIR", default_value = ".")]
+        out: PathBuf,
+    },
     /// Check connectivity, tool versions, keys, bucket lock, clock, the newest snapshot,
     /// and whether these credentials can delete backups
     Doctor { job: Option<String> },
@@ -189,5 +200,8 @@ pub enum Command {
         /// age identity file (default: encryption.identity_file, $BACKSTOP_IDENTITY_FILE)
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
+        /// Drill the snapshot named by --snapshot even though it is foreign
+        #[arg(long, requires = "snapshot")]
+        allow_foreign: bool,
     },
 }

@@ -1,5 +1,5 @@
 //! `list [JOB]`: complete snapshots, newest first: id, time, size, trigger, reason,
-//! verified.
+//! verified; foreign ones (unsigned, wrongly signed, dated in the future) marked loudly.
 
 use serde::Serialize;
 
@@ -24,6 +24,12 @@ struct Row {
     warnings: Vec<String>,
     /// The last drill of this snapshot: time, outcome and restore duration.
     last_drill: Option<Drill>,
+    /// The trusted key that signed it (jobs with `[signing]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signed_by: Option<String>,
+    /// Why it is not the job's own: never restored or counted without being asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    foreign: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -42,9 +48,8 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
     let mut rows = Vec::new();
     for plan in &plans {
         let storage = crate::storage::open(&plan.storage).await?;
-        for e in crate::snapshot::catalog(storage.as_ref(), &plan.name).await? {
-            let drills =
-                crate::snapshot::drill::summaries(storage.as_ref(), &plan.name, &e.id).await?;
+        for e in crate::snapshot::catalog_all(storage.as_ref(), plan).await? {
+            let drills = crate::snapshot::drill::summaries(storage.as_ref(), plan, &e.id).await?;
             let verified = drills
                 .iter()
                 .any(|d| d.outcome == crate::snapshot::drill::Verdict::Passed);
@@ -68,6 +73,8 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 anomalous: m.anomalous,
                 warnings: m.warnings,
                 last_drill,
+                signed_by: e.signed_by,
+                foreign: e.foreign,
             });
         }
     }
@@ -98,10 +105,10 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
             human_bytes(r.stored_bytes),
             r.trigger,
             if r.verified { "yes" } else { "-" },
-            if r.anomalous {
-                "ANOMALOUS (shrink alarm) "
-            } else {
-                ""
+            match &r.foreign {
+                Some(why) => format!("FOREIGN ({why}): not restored without --allow-foreign; "),
+                None if r.anomalous => "ANOMALOUS (shrink alarm) ".to_string(),
+                None => String::new(),
             },
             r.reason.unwrap_or_default()
         ));

@@ -10,6 +10,7 @@ mod backup;
 mod gate;
 mod guard;
 mod hook;
+mod keygen;
 mod list;
 pub mod output;
 mod prune;
@@ -244,6 +245,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             clap_complete::generate(shell, &mut cmd, "backstop", &mut std::io::stdout());
             Ok(())
         }
+        Command::Keygen { out } => keygen::keygen(g, &out),
         Command::Man => {
             use clap::CommandFactory;
             let man = clap_mangen::Man::new(crate::cli::Cli::command());
@@ -327,6 +329,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             identity,
             no_owner,
             staging,
+            allow_foreign,
         } => {
             let opts = crate::run::restore::Options {
                 snapshot,
@@ -335,6 +338,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 identity,
                 no_owner,
                 staging,
+                allow_foreign,
                 skip_roles: false,
             };
             restore::restore(g, &job, opts).await
@@ -343,8 +347,13 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             job,
             snapshot,
             identity,
+            allow_foreign,
         } => {
-            let opts = crate::run::verify::Options { snapshot, identity };
+            let opts = crate::run::verify::Options {
+                snapshot,
+                identity,
+                allow_foreign,
+            };
             verify::verify(g, &job, opts).await
         }
     }

@@ -15,7 +15,7 @@ pub(crate) async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
     let random_sample = opts.snapshot.is_none()
         && plan.verify.as_ref().map(|v| v.sample) == Some(crate::config::Sample::LatestAndRandom);
     let second = if random_sample {
-        let older: Vec<String> = crate::snapshot::catalog(storage.as_ref(), &plan.name)
+        let older: Vec<String> = crate::snapshot::catalog(storage.as_ref(), &plan)
             .await?
             .into_iter()
             .skip(1)

@@ -31,6 +31,7 @@ pub struct RawJob {
     pub hook: Option<RawHook>,
     pub alarm: Option<RawAlarm>,
     pub status: Option<RawStatus>,
+    pub signing: Option<RawSigning>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +167,24 @@ pub struct NotifyPlan {
     pub timeout: std::time::Duration,
 }
 
+/// `[signing]`: the key this host signs snapshots with, and the keys the job trusts.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSigning {
+    pub key_file: Option<Spanned<String>>,
+    #[serde(default)]
+    pub trusted: Vec<Spanned<String>>,
+}
+
+/// The `[signing]` section, checked.
+#[derive(Debug, Clone, Default)]
+pub struct SigningPlan {
+    /// The private signing key of hosts that take backups (never stored anywhere else).
+    pub key_file: Option<PathBuf>,
+    /// Public keys whose signatures make a snapshot this job's own.
+    pub trusted: Vec<crate::minisign::PublicKey>,
+}
+
 /// Agent-hook keys; used by `backstop hook`.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +231,8 @@ pub struct JobPlan {
     pub alarm: AlarmPlan,
     /// `status.max_age`.
     pub status_max_age: Option<std::time::Duration>,
+    /// `[signing]`; `None`: snapshots are neither signed nor checked (a warning in doctor).
+    pub signing: Option<SigningPlan>,
 }
 
 impl JobPlan {
@@ -471,6 +492,32 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
+    fn signing(&self, sg: &RawSigning) -> Result<SigningPlan> {
+        let key_file = match &sg.key_file {
+            Some(k) => Some(self.path_key(k, "signing.key_file")?),
+            None => None,
+        };
+        let mut trusted = Vec::new();
+        for t in &sg.trusted {
+            let v = self.expand(t, "signing.trusted")?;
+            let key = crate::minisign::PublicKey::parse(&v).or_else(|why| {
+                self.err(
+                    t.span(),
+                    "signing.trusted",
+                    format!("has {why}; list the public keys `backstop keygen` prints (RW...)"),
+                )
+            })?;
+            trusted.push(key);
+        }
+        if trusted.is_empty() {
+            return Err(Error::config(format!(
+                "job file {}: [signing] needs `trusted = [\"RW...\"]`, the public keys whose snapshots this job accepts (from `backstop keygen`)",
+                self.file.display()
+            )));
+        }
+        Ok(SigningPlan { key_file, trusted })
+    }
+
     fn verify(&self, v: RawVerify) -> Result<VerifyPlan> {
         let file = self.file.display();
         if let Some(s) = &v.schedule
@@ -626,6 +673,10 @@ impl Checker<'_> {
             Some(n) => Some(self.notify(n)?),
             None => None,
         };
+        let signing = match &raw.signing {
+            Some(sg) => Some(self.signing(sg)?),
+            None => None,
+        };
         Ok(JobPlan {
             name: self.name.to_string(),
             file: self.file.to_path_buf(),
@@ -655,6 +706,7 @@ impl Checker<'_> {
                 })?),
                 None => None,
             },
+            signing,
         })
     }
 

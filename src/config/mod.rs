@@ -2,7 +2,7 @@
 //! low-args -> high-args). Also what configures a run from outside a job file: durations,
 //! schedules, PostgreSQL URLs, retention policies and the `BACKSTOP_*` environment.
 //!
-//! May import: error.
+//! May import: minisign, error.
 
 pub mod duration;
 pub mod env;

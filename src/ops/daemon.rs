@@ -131,14 +131,14 @@ fn last_due(s: &Schedule, now: Timestamp, window: Duration) -> Option<Timestamp>
 async fn ran_since(plan: &JobPlan, kind: Kind, due: Timestamp) -> bool {
     let check = async {
         let storage = crate::storage::open(&plan.storage).await?;
-        let entries = crate::snapshot::catalog(storage.as_ref(), &plan.name).await?;
+        let entries = crate::snapshot::catalog(storage.as_ref(), plan).await?;
         Ok::<bool, Error>(match kind {
             Kind::Backup => entries
                 .first()
                 .and_then(|e| e.manifest.finished_at())
                 .is_some_and(|t| t >= due),
             Kind::Verify => match entries.first() {
-                Some(e) => crate::snapshot::drill::summaries(storage.as_ref(), &plan.name, &e.id)
+                Some(e) => crate::snapshot::drill::summaries(storage.as_ref(), plan, &e.id)
                     .await?
                     .iter()
                     .any(|s| s.time.parse::<Timestamp>().is_ok_and(|t| t >= due)),

@@ -279,7 +279,7 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
         );
     }
 
-    match crate::snapshot::catalog(storage.as_ref(), &plan.name).await {
+    match crate::snapshot::catalog(storage.as_ref(), plan).await {
         Ok(entries) => match entries
             .first()
             .and_then(|e| e.manifest.finished_at().map(|t| (e.id.clone(), t)))

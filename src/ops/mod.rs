@@ -1,6 +1,6 @@
 //! Operating backstop: the scheduler daemon, systemd units, status and health, doctor.
 //!
-//! May import: run, guard, postgres, volume, snapshot, pipeline, storage, state, config,
+//! May import: run, guard, postgres, volume, snapshot, pipeline, storage, state, config, minisign,
 //! cleanup, text, error.
 
 pub mod daemon;

@@ -163,11 +163,11 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
 
     let read = async {
         let storage = crate::storage::open(&plan.storage).await?;
-        let entries = crate::snapshot::catalog(storage.as_ref(), &plan.name).await?;
+        let entries = crate::snapshot::catalog(storage.as_ref(), plan).await?;
         // The newest passed drill, looking at the newest snapshots first.
         let mut verified: Option<Verified> = None;
         for e in entries.iter().take(30) {
-            for s in crate::snapshot::drill::summaries(storage.as_ref(), &plan.name, &e.id).await? {
+            for s in crate::snapshot::drill::summaries(storage.as_ref(), plan, &e.id).await? {
                 let Ok(t) = s.time.parse::<Timestamp>() else {
                     continue;
                 };

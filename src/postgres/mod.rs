@@ -2,7 +2,7 @@
 //! reader (row counts as the stream passes), restores (staged or streamed, with parallel
 //! loading of the biggest table), and the scratch cluster drills restore into.
 //!
-//! May import: snapshot, pipeline, storage, state, config, cleanup, text, error.
+//! May import: snapshot, pipeline, storage, state, config, minisign, cleanup, text, error.
 
 pub mod archive;
 pub mod checks;

@@ -40,6 +40,8 @@ type Sourced = (SourceInfo, Vec<ObjectEntry>, Vec<String>, Baseline);
 
 /// Take one snapshot of `plan` into `storage`.
 pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Manifest> {
+    // A job that signs must be able to, before anything is stored.
+    let signer = crate::snapshot::sign::signer(plan)?;
     let started = jiff::Timestamp::now();
     let clock = Instant::now();
     let id = snapshot::new_id(started);
@@ -115,7 +117,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         opts.trigger,
         Trigger::Snapshot | Trigger::Guard | Trigger::Hook
     );
-    let committed = commit(storage.as_ref(), &manifest, read_back).await;
+    let committed = commit(storage.as_ref(), &manifest, read_back, signer.as_ref()).await;
     guard.storage = None;
     if let Err(e) = committed {
         remove_leftovers(storage.as_ref(), &plan.name, &id).await;
@@ -126,7 +128,15 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     }
     crate::state::baselines::save(&baseline);
     if let Some(prev) = previous.filter(|_| !findings.is_empty()) {
-        raise_alarm(plan, storage.as_ref(), &manifest, &prev, &findings).await;
+        raise_alarm(
+            plan,
+            storage.as_ref(),
+            &manifest,
+            &prev,
+            &findings,
+            signer.as_ref(),
+        )
+        .await;
     }
     Ok(manifest)
 }
@@ -138,6 +148,7 @@ async fn raise_alarm(
     m: &Manifest,
     prev: &Baseline,
     findings: &[String],
+    signer: Option<&crate::minisign::SecretKey>,
 ) {
     eprintln!(
         "backstop: WARNING: shrink alarm for job {}: snapshot {} is much smaller than {}:",
@@ -163,7 +174,9 @@ async fn raise_alarm(
         .flatten()
         .is_some();
     let pinned = if exists {
-        match crate::snapshot::pin::pin(storage, &plan.name, &prev.snapshot, until, &reason).await {
+        match crate::snapshot::pin::pin(storage, &plan.name, &prev.snapshot, until, &reason, signer)
+            .await
+        {
             Ok(()) => {
                 eprintln!(
                     "backstop: WARNING:   the previous snapshot {} is pinned until {until} so retention keeps it",
@@ -212,8 +225,14 @@ impl Drop for LeftoverGuard {
     }
 }
 
-/// Check every object by size, then write the manifest and read it back.
-async fn commit(storage: &dyn Storage, m: &Manifest, read_back: bool) -> Result<()> {
+/// Check every object by size, then write the manifest (its signature first) and read it
+/// back.
+async fn commit(
+    storage: &dyn Storage,
+    m: &Manifest,
+    read_back: bool,
+    signer: Option<&crate::minisign::SecretKey>,
+) -> Result<()> {
     for o in &m.objects {
         let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
         if read_back {
@@ -262,7 +281,14 @@ async fn commit(storage: &dyn Storage, m: &Manifest, read_back: bool) -> Result<
     }
     let body = serde_json::to_vec_pretty(m).map_err(|e| Error::failed(format!("manifest: {e}")))?;
     let key = snapshot::object_key(&m.job, &m.snapshot, snapshot::MANIFEST);
-    storage.put_bytes(&key, Bytes::from(body.clone())).await?;
+    crate::snapshot::sign::put_signed(
+        storage,
+        &key,
+        Bytes::from(body.clone()),
+        signer,
+        &format!("backstop manifest job={} snapshot={}", m.job, m.snapshot),
+    )
+    .await?;
     match storage.get_bytes(&key).await? {
         Some(back) if back == body => Ok(()),
         _ => Err(Error::failed(format!(

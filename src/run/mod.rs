@@ -3,7 +3,7 @@
 //! bookkeeping every run shares (job state, metrics, notifications, audit record). The
 //! functions here are that bookkeeping, written once.
 //!
-//! May import: postgres, volume, snapshot, pipeline, storage, state, config, cleanup,
+//! May import: postgres, volume, snapshot, pipeline, storage, state, config, minisign, cleanup,
 //! text, error.
 
 pub mod backup;

@@ -34,6 +34,9 @@ pub(crate) struct Options {
     pub identity: Option<PathBuf>,
     pub no_owner: bool,
     pub staging: Option<PathBuf>,
+    /// Restore a named snapshot even though it is foreign (unsigned, wrongly signed, dated
+    /// in the future); the caller has confirmed.
+    pub allow_foreign: bool,
     /// Never touch roles, even when the snapshot stored them (drills on a shared server).
     pub skip_roles: bool,
 }
@@ -80,7 +83,7 @@ pub(crate) async fn run(
         SourcePlan::Postgres(src) => src,
         SourcePlan::Volume(vol) => return run_volume(plan, vol, storage, opts, clock, gate).await,
     };
-    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let entry = pick_confirmed(plan, storage.as_ref(), opts, gate).await?;
     let m = &entry.manifest;
     if m.source.kind != "postgres" {
         return Err(Error::failed(format!(
@@ -290,6 +293,40 @@ pub(crate) async fn run(
     })
 }
 
+/// The snapshot to restore; a foreign one (only when named with `--allow-foreign`) needs
+/// the operator to confirm, `--yes` included: it may have been forged by a bucket writer.
+async fn pick_confirmed(
+    plan: &JobPlan,
+    storage: &dyn Storage,
+    opts: &Options,
+    gate: Gate<'_>,
+) -> Result<Entry> {
+    let entry = snapshot::pick(storage, plan, opts.snapshot.as_deref(), opts.allow_foreign).await?;
+    if let Some(why) = &entry.foreign {
+        let prompt = format!(
+            "Snapshot {} of job {} is FOREIGN ({why}): anyone who can write to {} could have made it. Restore it anyway?",
+            entry.id,
+            plan.name,
+            storage.describe()
+        );
+        let refusal = format!(
+            "snapshot {} is foreign ({why}); restoring it needs --allow-foreign and --yes (or a confirmation on a terminal); nothing was changed",
+            entry.id
+        );
+        gate(&GateRequest {
+            prompt: &prompt,
+            expected: "foreign",
+            refusal: &refusal,
+        })?;
+        tracing::warn!(
+            "job {}: restoring FOREIGN snapshot {} as confirmed ({why})",
+            plan.name,
+            entry.id
+        );
+    }
+    Ok(entry)
+}
+
 /// Ask the confirmation gate before replacing a non-empty target: a production job needs
 /// the job's name typed, any other the target's name; `--yes` answers for the operator.
 fn confirm(
@@ -351,7 +388,7 @@ async fn run_volume(
             target.display()
         )));
     }
-    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let entry = pick_confirmed(plan, storage.as_ref(), opts, gate).await?;
     let m = &entry.manifest;
     if m.source.kind != "volume" {
         return Err(Error::failed(format!(

@@ -30,6 +30,8 @@ use crate::storage::Storage;
 pub(crate) struct Options {
     pub snapshot: Option<String>,
     pub identity: Option<PathBuf>,
+    /// Drill a named foreign snapshot anyway.
+    pub allow_foreign: bool,
 }
 
 /// Run a drill of `plan`'s snapshot (default: the newest) and record the result.
@@ -39,7 +41,13 @@ pub(crate) async fn run(
     opts: &Options,
 ) -> Result<Outcome> {
     let clock = Instant::now();
-    let entry = snapshot::pick(storage.as_ref(), &plan.name, opts.snapshot.as_deref()).await?;
+    let entry = snapshot::pick(
+        storage.as_ref(),
+        plan,
+        opts.snapshot.as_deref(),
+        opts.allow_foreign,
+    )
+    .await?;
     let d = match &plan.source {
         SourcePlan::Postgres(_) => drill_postgres(plan, storage.clone(), &entry, opts).await?,
         SourcePlan::Volume(_) => drill_volume(plan, storage.clone(), &entry, opts).await?,
@@ -128,6 +136,7 @@ async fn drill_volume(
         .map_err(|e| Error::failed(format!("cannot create a scratch directory: {e}")))?;
     let restored = dir.path().join("restored");
     let ropts = crate::run::restore::Options {
+        allow_foreign: opts.allow_foreign,
         snapshot: Some(entry.id.clone()),
         to: Some(restored.display().to_string()),
         yes: true,
@@ -136,7 +145,7 @@ async fn drill_volume(
     };
     let clock = Instant::now();
     let mut checks = Vec::new();
-    let report = match crate::run::restore::run(plan, storage, &ropts, &no_prompt).await {
+    let report = match crate::run::restore::run(plan, storage, &ropts, &drill_gate(opts)).await {
         Ok(r) => r,
         Err(e) if e.kind() == Kind::VerifyMismatch => {
             checks.push(Check {
@@ -259,6 +268,7 @@ async fn drill_postgres(
     let own_cluster = cluster.is_some();
     let has_globals = own_cluster && m.object("globals").is_some();
     let ropts = crate::run::restore::Options {
+        allow_foreign: opts.allow_foreign,
         snapshot: Some(entry.id.clone()),
         to: Some(target_url(&target)),
         yes: true,
@@ -270,7 +280,8 @@ async fn drill_postgres(
     };
     let clock = Instant::now();
     let result = async {
-        let report = crate::run::restore::run(plan, storage.clone(), &ropts, &no_prompt).await?;
+        let report =
+            crate::run::restore::run(plan, storage.clone(), &ropts, &drill_gate(opts)).await?;
         let restore_ms = clock.elapsed().as_millis() as u64;
         let mut checks = run_checks(
             plan,
@@ -313,7 +324,15 @@ async fn drill_postgres(
     ))
 }
 
-/// Drills restore into scratch places with `yes` set: nothing is ever asked.
-fn no_prompt(r: &super::GateRequest<'_>) -> Result<()> {
-    Err(Error::refused(r.refusal))
+/// Drills restore into scratch places with `yes` set, so the only question a drill can
+/// meet is about a foreign snapshot: `--allow-foreign` answers it, nothing else does.
+fn drill_gate(opts: &Options) -> impl Fn(&super::GateRequest<'_>) -> Result<()> + Send + Sync {
+    let allow = opts.allow_foreign;
+    move |r| {
+        if allow {
+            Ok(())
+        } else {
+            Err(Error::refused(r.refusal))
+        }
+    }
 }

@@ -82,25 +82,46 @@ pub(crate) async fn record(
         .await?;
     let summary = serde_json::to_vec_pretty(&o.summary)
         .map_err(|e| Error::failed(format!("verify summary: {e}")))?;
-    storage
-        .put_bytes(
-            &super::object_key(&plan.name, id, &format!("{base}.json")),
-            Bytes::from(summary),
-        )
-        .await?;
-    Ok(())
+    // Signed where the job signs; a drill host without the key records an unsigned
+    // result, which the job will not count as a proof.
+    let signer = match super::sign::signer(plan) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "the drill result is recorded unsigned and will not count as verified: {}",
+                e.message()
+            );
+            None
+        }
+    };
+    super::sign::put_signed(
+        storage,
+        &super::object_key(&plan.name, id, &format!("{base}.json")),
+        Bytes::from(summary),
+        signer.as_ref(),
+        &format!("backstop drill job={} snapshot={id}", plan.name),
+    )
+    .await
 }
 
 /// Every recorded drill summary of a snapshot, oldest first.
-pub(crate) async fn summaries(storage: &dyn Storage, job: &str, id: &str) -> Result<Vec<Summary>> {
-    let prefix = super::object_key(job, id, PREFIX);
+/// Drill results that are not the job's own (unsigned where the job signs, or naming
+/// another snapshot) are left out.
+pub(crate) async fn summaries(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    id: &str,
+) -> Result<Vec<Summary>> {
+    let prefix = super::object_key(&plan.name, id, PREFIX);
     let mut out = Vec::new();
     for o in storage.list(&prefix).await? {
         if !o.key.ends_with(".json") {
             continue;
         }
-        if let Some(b) = storage.get_bytes(&o.key).await?
+        if let Some(b) = super::sign::read_trusted(storage, plan, &o.key).await?
             && let Ok(s) = serde_json::from_slice::<Summary>(&b)
+            && s.job == plan.name
+            && s.snapshot == id
         {
             out.push(s);
         }

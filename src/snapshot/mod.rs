@@ -6,7 +6,7 @@
 //! catalog (this file), facts, pins, drill results; retention and prune planning; reading
 //! objects back.
 //!
-//! May import: pipeline, storage, state, config, cleanup, text, error.
+//! May import: pipeline, storage, state, config, minisign, cleanup, text, error.
 
 pub mod drill;
 pub mod facts;
@@ -14,9 +14,11 @@ pub mod pin;
 pub mod prune;
 pub mod read;
 pub mod retention;
+pub mod sign;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::JobPlan;
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
@@ -169,6 +171,11 @@ pub(crate) fn object_key(job: &str, id: &str, name: &str) -> String {
 pub struct Entry {
     pub id: String,
     pub manifest: Manifest,
+    /// The trusted key that signed the manifest, when the job uses signatures.
+    pub signed_by: Option<String>,
+    /// Why the snapshot is not the job's own (unsigned, wrongly signed, dated in the
+    /// future): such a snapshot is never newest and never restored without being asked.
+    pub foreign: Option<String>,
 }
 
 /// The most a manifest may hold (a real one is a few KiB).
@@ -177,11 +184,22 @@ pub(crate) const MANIFEST_MAX: u64 = 1 << 20;
 /// How far ahead of this host's clock a snapshot's time may be and still be trusted.
 pub(crate) const ALLOWED_SKEW: jiff::SignedDuration = jiff::SignedDuration::from_mins(5);
 
-/// Complete snapshots of `job`, newest first (by the manifest's time, not key names).
-/// Incomplete ones (no manifest) are skipped; an unreadable, oversized or future-dated
-/// manifest is reported as a warning and skipped, never taken for a good snapshot (a
-/// snapshot "from the future" would otherwise stay newest forever).
-pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entry>> {
+/// Complete snapshots of the job that are its own (see [`catalog_all`]), newest first.
+pub(crate) async fn catalog(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec<Entry>> {
+    Ok(catalog_all(storage, plan)
+        .await?
+        .into_iter()
+        .filter(|e| e.foreign.is_none())
+        .collect())
+}
+
+/// Complete snapshots of the job, newest first (by the manifest's time, not key names),
+/// foreign ones included and marked. Incomplete ones (no manifest) are skipped; an
+/// unreadable or oversized manifest is reported as a warning and skipped. A snapshot dated
+/// later than now plus [`ALLOWED_SKEW`] (it would stay newest forever) or, for a job with
+/// `[signing]`, one without a good signature by a trusted key, is foreign.
+pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec<Entry>> {
+    let job = plan.name.as_str();
     let objects = storage.list(&format!("{job}/")).await?;
     let horizon = crate::config::env::now() + ALLOWED_SKEW;
     let mut out = Vec::new();
@@ -211,23 +229,40 @@ pub(crate) async fn catalog(storage: &dyn Storage, job: &str) -> Result<Vec<Entr
                 continue;
             }
         };
-        match serde_json::from_slice::<Manifest>(&bytes) {
-            Ok(m)
-                if m.finished_at().is_some_and(|t| t > horizon)
-                    || id_time(id).is_some_and(|t| t > horizon) =>
-            {
-                tracing::warn!(
-                    "job {job}: snapshot {id} claims to be from {} (ahead of this host's clock by more than {ALLOWED_SKEW:#}); not trusted, skipped",
-                    m.finished
-                );
+        let m = match serde_json::from_slice::<Manifest>(&bytes) {
+            Ok(m) if m.job == job && m.snapshot == id => m,
+            Ok(_) => {
+                tracing::warn!("{}: manifest names another job or snapshot; skipped", o.key);
+                continue;
             }
-            Ok(m) if m.job == job && m.snapshot == id => out.push(Entry {
-                id: id.to_string(),
-                manifest: m,
-            }),
-            Ok(_) => tracing::warn!("{}: manifest names another job or snapshot; skipped", o.key),
-            Err(e) => tracing::warn!("{}: unreadable manifest ({e}); skipped", o.key),
+            Err(e) => {
+                tracing::warn!("{}: unreadable manifest ({e}); skipped", o.key);
+                continue;
+            }
+        };
+        let (signed_by, mut foreign) = match sign::check(storage, plan, &o.key, &bytes).await? {
+            sign::Verdict::Unchecked => (None, None),
+            sign::Verdict::Signed(k) => (Some(k), None),
+            sign::Verdict::Foreign(why) => (None, Some(why)),
+        };
+        if m.finished_at().is_some_and(|t| t > horizon) || id_time(id).is_some_and(|t| t > horizon)
+        {
+            foreign = Some(format!(
+                "dated {}, ahead of this host's clock by more than {ALLOWED_SKEW:#}",
+                m.finished
+            ));
         }
+        if let Some(why) = &foreign {
+            tracing::warn!(
+                "job {job}: snapshot {id} is FOREIGN ({why}): not used as a snapshot of this job"
+            );
+        }
+        out.push(Entry {
+            id: id.to_string(),
+            manifest: m,
+            signed_by,
+            foreign,
+        });
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
     Ok(out)
@@ -243,8 +278,15 @@ pub(crate) fn id_time(id: &str) -> Option<jiff::Timestamp> {
         .map(|z| z.timestamp())
 }
 
-/// The snapshot to restore: `wanted`, or the newest complete one.
-pub(crate) async fn pick(storage: &dyn Storage, job: &str, wanted: Option<&str>) -> Result<Entry> {
+/// The snapshot to restore: `wanted`, or the newest complete one of the job's own. A
+/// foreign snapshot is taken only when named and `allow_foreign` (the caller confirms).
+pub(crate) async fn pick(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    wanted: Option<&str>,
+    allow_foreign: bool,
+) -> Result<Entry> {
+    let job = plan.name.as_str();
     if let Some(id) = wanted
         && !is_id(id)
     {
@@ -252,20 +294,33 @@ pub(crate) async fn pick(storage: &dyn Storage, job: &str, wanted: Option<&str>)
             "--snapshot {id:?} is not a snapshot id; ids look like 20261124T072247Z-3fa9c1 (see `backstop list {job}`)"
         )));
     }
-    let all = catalog(storage, job).await?;
+    let all = catalog_all(storage, plan).await?;
     match wanted {
-        Some(id) => all.into_iter().find(|e| e.id == id).ok_or_else(|| {
-            Error::failed(format!(
-                "job {job} has no complete snapshot {id} in {} (see `backstop list {job}`)",
-                storage.describe()
-            ))
-        }),
-        None => all.into_iter().next().ok_or_else(|| {
-            Error::failed(format!(
-                "job {job} has no complete snapshot in {}; nothing to restore",
-                storage.describe()
-            ))
-        }),
+        Some(id) => {
+            let e = all.into_iter().find(|e| e.id == id).ok_or_else(|| {
+                Error::failed(format!(
+                    "job {job} has no complete snapshot {id} in {} (see `backstop list {job}`)",
+                    storage.describe()
+                ))
+            })?;
+            match &e.foreign {
+                Some(why) if !allow_foreign => Err(Error::refused(format!(
+                    "snapshot {id} of job {job} is FOREIGN ({why}): it may have been forged by anyone who can write to {}. \
+                     Nothing was restored; to restore it anyway pass --allow-foreign (and confirm)",
+                    storage.describe()
+                ))),
+                _ => Ok(e),
+            }
+        }
+        None => all
+            .into_iter()
+            .find(|e| e.foreign.is_none())
+            .ok_or_else(|| {
+                Error::failed(format!(
+                    "job {job} has no complete snapshot of its own in {}; nothing to restore (see `backstop list {job}`)",
+                    storage.describe()
+                ))
+            }),
     }
 }
 

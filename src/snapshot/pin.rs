@@ -14,6 +14,11 @@ use crate::storage::Storage;
 pub(crate) struct Pin {
     pub until: String,
     pub reason: String,
+    /// The job and snapshot it pins (absent in pins written before 0.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
 }
 
 pub(crate) const PIN_PREFIX: &str = "pin-";
@@ -25,18 +30,25 @@ pub(crate) async fn pin(
     id: &str,
     until: Timestamp,
     reason: &str,
+    signer: Option<&crate::minisign::SecretKey>,
 ) -> Result<()> {
     let p = Pin {
         until: until.to_string(),
         reason: reason.to_string(),
+        job: Some(job.to_string()),
+        snapshot: Some(id.to_string()),
     };
     let name = format!(
         "{PIN_PREFIX}{}.json",
         Timestamp::now().strftime("%Y%m%dT%H%M%S%.fZ")
     );
     let body = serde_json::to_vec_pretty(&p).map_err(|e| Error::failed(e.to_string()))?;
-    storage
-        .put_bytes(&super::object_key(job, id, &name), body.into())
-        .await?;
-    Ok(())
+    super::sign::put_signed(
+        storage,
+        &super::object_key(job, id, &name),
+        body.into(),
+        signer,
+        &format!("backstop pin job={job} snapshot={id}"),
+    )
+    .await
 }

@@ -95,7 +95,7 @@ pub(crate) async fn run(
     }
 
     // Complete snapshots, with drills and pins.
-    let entries = snapshot::catalog(storage.as_ref(), job).await?;
+    let entries = snapshot::catalog(storage.as_ref(), plan).await?;
     let mut candidates = Vec::new();
     for e in &entries {
         let objects = folders
@@ -115,15 +115,17 @@ pub(crate) async fn run(
                 && name.ends_with(".json")
                 && !verified
             {
-                if let Some(b) = storage.get_bytes(key).await?
+                if let Some(b) = super::sign::read_trusted(storage.as_ref(), plan, key).await?
                     && let Ok(s) = serde_json::from_slice::<crate::snapshot::drill::Summary>(&b)
+                    && s.snapshot == e.id
                 {
                     verified = s.outcome == crate::snapshot::drill::Verdict::Passed;
                 }
             } else if name.starts_with(super::pin::PIN_PREFIX)
                 && name.ends_with(".json")
-                && let Some(b) = storage.get_bytes(key).await?
+                && let Some(b) = super::sign::read_trusted(storage.as_ref(), plan, key).await?
                 && let Ok(p) = serde_json::from_slice::<super::pin::Pin>(&b)
+                && p.snapshot.as_deref().is_none_or(|s| s == e.id)
                 && let Ok(until) = p.until.parse::<Timestamp>()
                 && pinned_until.is_none_or(|u| until > u)
             {
@@ -260,7 +262,6 @@ pub(crate) async fn run(
     }
     Ok(report)
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -294,3 +294,153 @@ fn an_oversized_manifest_is_skipped_not_read() {
     expect_code(&out, 0);
     assert_eq!(pg.sql("copy", "SELECT sum(x) FROM t"), "7");
 }
+
+/// `backstop keygen` into the sandbox, and `[signing]` in job `job`: (public key, key dir).
+fn enable_signing(sb: &Sandbox, job: &str) -> (String, PathBuf) {
+    let keys = sb.path().join("keys");
+    let out = sb.run(&["--json", "keygen", "--out", keys.to_str().unwrap()]);
+    expect_code(&out, 0);
+    let k: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let public = k["signing_public_key"].as_str().unwrap().to_string();
+    sb.append_job(
+        job,
+        "",
+        &format!(
+            "[signing]\nkey_file = \"{}\"\ntrusted = [\"{public}\"]",
+            keys.join("signing.key").display()
+        ),
+    );
+    (public, keys)
+}
+
+/// Signed snapshots: the manifest's signature checks by hand with minisign; a snapshot
+/// forged with the public keys only (and an unsigned one from before signing was turned
+/// on) is FOREIGN: listed loudly, never newest, restored only when named with
+/// --allow-foreign and confirmed.
+#[test]
+fn a_forged_snapshot_is_foreign_and_never_restored_unasked() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    sb.file_job("app", &pg.url("app"), "");
+    // Before signing: an unsigned snapshot.
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let unsigned = sb.snapshots("app")[0].0.clone();
+    // The attacker's copy of the job: same storage and public age key, no signing key.
+    let attacker_jobs = sb.path().join("attacker-jobs");
+    std::fs::create_dir_all(&attacker_jobs).unwrap();
+    std::fs::copy(sb.jobs().join("app.toml"), attacker_jobs.join("app.toml")).unwrap();
+    let (public, keys) = enable_signing(&sb, "app");
+    let mode = std::fs::metadata(keys.join("signing.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // keygen never overwrites.
+    expect_code(&sb.run(&["keygen", "--out", keys.to_str().unwrap()]), 4);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let own = sb.snapshots("app");
+    assert_eq!(
+        own.len(),
+        1,
+        "the unsigned snapshot counted as the job's own: {own:?}"
+    );
+    let real = own[0].0.clone();
+    let dir = sb.store().join("app").join(&real);
+    // By hand: minisign checks the manifest with the public key.
+    let out = std::process::Command::new("minisign")
+        .arg("-Vm")
+        .arg(dir.join("manifest.json"))
+        .arg("-P")
+        .arg(&public)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The attacker: a newer snapshot with other data, encrypted to the public key, with a
+    // manifest that agrees and the real signature copied beside it.
+    pg.sql("app", "UPDATE t SET x = 666;");
+    let attacker = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .arg("--jobs")
+        .arg(&attacker_jobs)
+        .args(["backup", "app"])
+        .envs(sb.env.iter().cloned())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    expect_code(&attacker, 0);
+    let mut ids: Vec<String> = std::fs::read_dir(sb.store().join("app"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != &real && n != &unsigned && n.len() > 20)
+        .collect();
+    ids.sort();
+    let forged = ids.pop().unwrap();
+    let fdir = sb.store().join("app").join(&forged);
+    // Replace its signature by the real snapshot's: a valid signature, of other bytes.
+    let _ = std::fs::remove_file(fdir.join("manifest.json.minisig"));
+    std::fs::copy(
+        dir.join("manifest.json.minisig"),
+        fdir.join("manifest.json.minisig"),
+    )
+    .unwrap();
+    pg.sql("app", "UPDATE t SET x = 1;");
+    let out = sb.run(&["list", "app"]);
+    let text = expect_code(&out, 0);
+    let listing = String::from_utf8_lossy(&out.stdout).to_string() + &text;
+    assert!(listing.contains("FOREIGN"), "{listing}");
+    assert_eq!(sb.snapshots("app")[0].0, real);
+    // restore takes the real one.
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshot"], real.as_str());
+    assert_eq!(pg.sql("copy", "SELECT sum(x) FROM t"), "1");
+    // Named: refused (4); named with --allow-foreign but no confirmation: refused (4).
+    let err = expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--snapshot",
+            &forged,
+            "--to",
+            &pg.url("copy2"),
+        ]),
+        4,
+    );
+    assert!(err.contains("FOREIGN"), "{err}");
+    expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--snapshot",
+            &forged,
+            "--allow-foreign",
+            "--to",
+            &pg.url("copy2"),
+        ]),
+        4,
+    );
+    assert!(!pg.databases().contains(&"copy2".to_string()));
+    // Named, allowed and confirmed: restored (and it is the attacker's data).
+    expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--snapshot",
+            &forged,
+            "--allow-foreign",
+            "--yes",
+            "--to",
+            &pg.url("copy2"),
+        ]),
+        0,
+    );
+    assert_eq!(pg.sql("copy2", "SELECT sum(x) FROM t"), "666");
+}

@@ -523,7 +523,7 @@ impl Sandbox {
         std::fs::write(&path, format!("{top}\n{text}\n{tail}\n")).unwrap();
     }
 
-    /// Snapshot ids of `job`, newest first, with their triggers.
+    /// Snapshot ids of `job` (its own, not foreign ones), newest first, with their triggers.
     pub fn snapshots(&self, job: &str) -> Vec<(String, String)> {
         let out = self.run(&["--json", "list", job]);
         expect_code(&out, 0);
@@ -531,6 +531,7 @@ impl Sandbox {
         v.as_array()
             .unwrap()
             .iter()
+            .filter(|r| r.get("foreign").is_none())
             .map(|r| {
                 (
                     r["snapshot"].as_str().unwrap().to_string(),
