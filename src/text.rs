@@ -1,5 +1,6 @@
-//! Text for people: byte sizes, ages, the tail of a child's error output. A leaf module:
-//! it imports nothing of the crate.
+//! Text for people: byte sizes, ages, the tail of a child's error output, and secrets
+//! taken out of any text that is written down (manifests, the audit log, logs,
+//! notifications, errors). A leaf module: it imports nothing of the crate.
 
 /// 1536 -> "1.5 KiB".
 pub(crate) fn human_bytes(n: u64) -> String {
@@ -38,6 +39,81 @@ pub(crate) fn summarize(stderr: &str) -> String {
     }
 }
 
+/// Secrets that travel in command lines, URLs and headers, each replaced by `***`:
+/// URL credentials (`scheme://user:PASSWORD@`), `Authorization`/`Bearer`/`Basic` values,
+/// `key=value` and `--key value` pairs whose key names a password, token, secret or key,
+/// and the shapes of well-known tokens (AWS access keys, GitHub, Slack, OpenAI-style).
+pub fn redact_secrets(text: &str) -> String {
+    use std::sync::LazyLock;
+    static RULES: LazyLock<Vec<(regex::Regex, &'static str)>> = LazyLock::new(|| {
+        [
+            // scheme://user:password@host
+            (r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@", "${1}***@"),
+            // Authorization: Bearer xyz / Basic xyz / Token xyz
+            (
+                r"(?i)\b(authorization\s*[:=]\s*)(bearer\s+|basic\s+|token\s+)?[^\s'\x22]+",
+                "${1}${2}***",
+            ),
+            (r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}", "${1} ***"),
+            // password=..., "token": "...", api_key: ..., PGPASSWORD=...
+            (
+                r#"(?i)([a-z0-9_-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?)[a-z0-9_-]*\x22?\s*[:=]\s*\x22?)[^\s'\x22&,;}]+"#,
+                "${1}***",
+            ),
+            // --password VALUE, --token VALUE, -p VALUE is too common to touch
+            (
+                r"(?i)(--?(?:passw(?:or)?d|token|secret|api-?key|access-?key|auth-token)\s+)[^\s'\x22]+",
+                "${1}***",
+            ),
+            // Well-known token shapes.
+            (r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", "***"),
+            (r"\bgh[pousr]_[A-Za-z0-9]{20,}\b", "***"),
+            (r"\bgithub_pat_[A-Za-z0-9_]{20,}\b", "***"),
+            (r"\bxox[abposr]-[A-Za-z0-9-]{10,}\b", "***"),
+            (r"\bsk-[A-Za-z0-9_-]{20,}\b", "***"),
+        ]
+        .into_iter()
+        .filter_map(|(re, with)| regex::Regex::new(re).ok().map(|r| (r, with)))
+        .collect()
+    });
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for (re, with) in RULES.iter() {
+        if let std::borrow::Cow::Owned(s) = re.replace_all(&out, *with) {
+            out = std::borrow::Cow::Owned(s);
+        }
+    }
+    out.into_owned()
+}
+
+/// Every string inside a JSON document, secrets redacted.
+pub fn redact_json(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => Value::String(redact_secrets(&s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(redact_json).collect()),
+        Value::Object(o) => {
+            Value::Object(o.into_iter().map(|(k, v)| (k, redact_json(v))).collect())
+        }
+        other => other,
+    }
+}
+
+/// A bounded, redacted excerpt of a command for records that outlive it (manifests, the
+/// audit log), with the SHA-256 of the whole text so the exact command can be matched
+/// later without being stored.
+pub fn command_excerpt(text: &str, max_chars: usize) -> (String, String) {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    // Redact a bounded prefix: secrets never survive a cut in the middle of a match.
+    let head: String = text.chars().take(max_chars * 4).collect();
+    let red = redact_secrets(&head);
+    let mut out: String = red.chars().take(max_chars).collect();
+    if red.chars().count() > max_chars || head.len() < text.len() {
+        out.push('…');
+    }
+    (out, hash)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -45,5 +121,55 @@ mod tests {
         assert_eq!(super::human_bytes(10), "10 B");
         assert_eq!(super::human_bytes(1536), "1.5 KiB");
         assert_eq!(super::human_bytes(3 * 1024 * 1024 * 1024), "3.0 GiB");
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let cases = [
+            (
+                "psql postgres://admin:hunter2@db:5432/app -c 'DROP TABLE x'",
+                "hunter2",
+            ),
+            (
+                "curl -H 'Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.abc.def' https://api/x",
+                "eyJhbGciOiJIUzI1NiJ9",
+            ),
+            (
+                "curl -H \"Authorization: token ghp_abcdefghijklmnopqrstuvwxyz0123\"",
+                "ghp_abc",
+            ),
+            ("PGPASSWORD=s3cret psql -h db", "s3cret"),
+            ("mysql --password hunter3 -e 'DROP DATABASE x'", "hunter3"),
+            (
+                "curl -d '{\"api_key\": \"k-12345678\"}' https://x",
+                "k-12345678",
+            ),
+            (
+                "aws s3 rb s3://b AKIAIOSFODNN7EXAMPLE",
+                "AKIAIOSFODNN7EXAMPLE",
+            ),
+            ("https://hooks.example.com/x?token=abcdef123", "abcdef123"),
+        ];
+        for (text, secret) in cases {
+            let r = super::redact_secrets(text);
+            assert!(!r.contains(secret), "{text} -> {r}");
+            assert!(r.contains("***"), "{text} -> {r}");
+        }
+        assert_eq!(
+            super::redact_secrets("DROP TABLE users; rm -rf /var/lib/app"),
+            "DROP TABLE users; rm -rf /var/lib/app"
+        );
+    }
+
+    #[test]
+    fn excerpts_are_bounded_and_hashed() {
+        let long = format!(
+            "psql -c 'TRUNCATE t' postgres://u:pw@h/db {}",
+            "x".repeat(100_000)
+        );
+        let (e, h) = super::command_excerpt(&long, 200);
+        assert!(e.chars().count() <= 201);
+        assert!(!e.contains(":pw@"));
+        assert_eq!(h.len(), 64);
     }
 }

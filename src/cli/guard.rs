@@ -19,7 +19,7 @@ pub(crate) async fn guard(
     let until = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(keep.as_secs() as i64))
         .map_err(|e| Error::config(format!("--keep-for {keep_for}: {e}")))?;
-    let shown: String = command.join(" ").chars().take(200).collect();
+    let (shown, _) = crate::text::command_excerpt(&command.join(" "), 200);
     let reason = reason.unwrap_or_else(|| format!("guard: {shown}"));
     let mut ids = Vec::new();
     for job in jobs {

@@ -144,7 +144,8 @@ async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, Stri
     let keep = crate::config::parse_duration(keep_for)
         .map_err(|e| Error::config(format!("hook.toml: keep_for {e}")))?;
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(keep.as_secs() as i64);
-    let shown: String = text.chars().take(160).collect();
+    // The manifest's reason is stored off-site for good: a bounded, redacted excerpt.
+    let (shown, _) = crate::text::command_excerpt(&text, 160);
     let reason = format!("hook: {} before `{shown}`", why.join(", "));
     // Quiet (stdout is the answer), and waiting for a scheduled run of the job to finish
     // rather than failing: the timeout bounds it.
@@ -226,7 +227,8 @@ fn audit(
             "decision": match p { Permission::Allow => "allow", Permission::Ask => "ask", Permission::Deny => "deny" },
             "agent": call.map(|c| match c.agent { Agent::Claude => "claude-code", Agent::Cursor => "cursor" }),
             "event": call.map(|c| c.event.clone()),
-            "command": text,
+            "command": crate::text::command_excerpt(text, 500).0,
+            "command_sha256": crate::text::command_excerpt(text, 0).1,
             "rules": rules,
             "snapshots": snapshots,
         }),

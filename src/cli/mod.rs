@@ -71,11 +71,13 @@ pub async fn run(cli: Cli) -> i32 {
         Err(e) => {
             let _ = std::io::stdout().flush();
             if g.json {
-                let doc =
-                    serde_json::json!({"error": e.message(), "exit_code": e.kind().exit_code()});
+                let doc = serde_json::json!({"error": crate::text::redact_secrets(e.message()), "exit_code": e.kind().exit_code()});
                 println!("{doc}");
             }
-            eprintln!("backstop: error: {}", e.message());
+            eprintln!(
+                "backstop: error: {}",
+                crate::text::redact_secrets(e.message())
+            );
             e.kind().exit_code()
         }
     }

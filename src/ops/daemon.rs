@@ -190,8 +190,7 @@ async fn run_one(
     let pinned = crate::state::state_dir()
         .join("daemon")
         .join(format!("{job}.toml"));
-    let stash = std::fs::create_dir_all(pinned.parent().unwrap_or(&pinned))
-        .and_then(|()| std::fs::write(&pinned, &text));
+    let stash = crate::state::write_private(&pinned, text.as_bytes());
     if let Err(e) = stash {
         return (
             job,

@@ -97,7 +97,8 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         finished: finished.to_string(),
         duration_ms: clock.elapsed().as_millis() as u64,
         trigger: opts.trigger,
-        reason: opts.reason.clone(),
+        // Stored off-site for good: no secret a user pasted into --reason goes with it.
+        reason: opts.reason.as_deref().map(crate::text::redact_secrets),
         pinned_until: opts.pinned_until.map(|t| t.to_string()),
         compression: CompressionInfo {
             algorithm: "zstd".into(),

@@ -210,6 +210,7 @@ async fn deliver(n: &NotifyPlan, req: Request) {
     let timeout = n.timeout;
     // Webhook URLs carry secrets in their path: log the host only.
     let shown = req.url.split('/').take(3).collect::<Vec<_>>().join("/");
+    let full_url = req.url.clone();
     let res = tokio::task::spawn_blocking(move || {
         let agent = ureq::AgentBuilder::new()
             .timeout(timeout)
@@ -242,7 +243,14 @@ async fn deliver(n: &NotifyPlan, req: Request) {
     .await;
     match res {
         Ok(Ok(n)) => tracing::debug!("notified {shown} (attempt {n})"),
-        Ok(Err(e)) => tracing::warn!("notification to {shown} failed: {e}"),
-        Err(e) => tracing::warn!("notification to {shown} failed: {e}"),
+        // The URL is a secret (webhook tokens, healthcheck UUIDs): only its origin is shown.
+        Ok(Err(e)) => tracing::warn!(
+            "notification to {shown} failed: {}",
+            crate::text::redact_secrets(&e.to_string().replace(&full_url, &shown))
+        ),
+        Err(e) => tracing::warn!(
+            "notification to {shown} failed: {}",
+            crate::text::redact_secrets(&e.to_string().replace(&full_url, &shown))
+        ),
     }
 }

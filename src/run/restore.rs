@@ -454,7 +454,12 @@ async fn run_volume(
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
     let staging = parent.join(format!(".{name}.backstop-new-{stamp}"));
-    std::fs::create_dir(&staging).map_err(|e| {
+    // Private while it fills: the tree gets its recorded mode only once it is complete.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(0o700).create(&staging)
+    }
+    .map_err(|e| {
         Error::failed(format!(
             "cannot create the staging directory {}: {e}",
             staging.display()

@@ -42,7 +42,17 @@ pub(crate) async fn fetch(
     let sha = obj.sha256.clone();
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     tokio::task::spawn_blocking(move || {
-        let f = std::fs::File::create(&dest).map_err(|e| {
+        // Decrypted content: readable by this user only, whatever the umask.
+        let f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&dest)
+        }
+        .map_err(|e| {
             Error::failed(format!(
                 "cannot create staging file {}: {e}",
                 dest.display()

@@ -3,6 +3,7 @@
 //! one write per line under an advisory lock, so concurrent runs never interleave.
 
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -42,7 +43,7 @@ struct Line<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     exit_code: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
+    error: Option<String>,
     #[serde(skip_serializing_if = "serde_json::Value::is_null")]
     details: serde_json::Value,
 }
@@ -68,14 +69,18 @@ pub(crate) fn append(r: Record<'_>) {
         user: user(),
         host: super::hostname(),
         pid: std::process::id(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: crate::text::command_excerpt(
+            &std::env::args().collect::<Vec<_>>().join(" "),
+            2000,
+        )
+        .0,
         action: r.action,
         job: r.job,
         snapshot: r.snapshot,
         result,
         exit_code,
-        error,
-        details: r.details,
+        error: error.map(crate::text::redact_secrets),
+        details: crate::text::redact_json(r.details),
     };
     let path = log_path();
     if let Err(e) = write_line(&path, &line) {
@@ -88,11 +93,12 @@ pub(crate) fn append(r: Record<'_>) {
 
 fn write_line(path: &std::path::Path, line: &Line<'_>) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        super::private_dir(dir)?;
     }
     let mut text = serde_json::to_vec(line).map_err(std::io::Error::other)?;
     text.push(b'\n');
     let f = std::fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .append(true)
         .open(path)?;

@@ -48,10 +48,7 @@ pub(crate) fn load(job: &str) -> Option<Baseline> {
 /// Keep `b` as the figures the next backup is compared with (written atomically).
 pub(crate) fn save(b: &Baseline) {
     let p = path(&b.job);
-    let tmp = p.with_extension("json.tmp");
-    let res = std::fs::create_dir_all(p.parent().unwrap_or(&p))
-        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec_pretty(b).unwrap_or_default()))
-        .and_then(|()| std::fs::rename(&tmp, &p));
+    let res = super::write_private(&p, &serde_json::to_vec_pretty(b).unwrap_or_default());
     if let Err(e) = res {
         tracing::warn!(
             "cannot keep the shrink-alarm baseline {}: {e}; the next backup will not be compared",

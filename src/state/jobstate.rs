@@ -3,6 +3,7 @@
 //! of truth for what exists; this adds what storage cannot say (a failure leaves nothing
 //! there) and feeds the metrics file without touching the network.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -81,11 +82,12 @@ pub(crate) fn load_all() -> Vec<JobState> {
 /// Change job `job`'s state under a lock (runs of different jobs may finish together).
 pub(crate) fn update(job: &str, f: impl FnOnce(&mut JobState)) {
     let d = dir();
-    if let Err(e) = std::fs::create_dir_all(&d) {
+    if let Err(e) = super::private_dir(&d) {
         tracing::warn!("cannot keep job state in {}: {e}", d.display());
         return;
     }
     let Ok(lockf) = std::fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .truncate(false)
         .write(true)
@@ -97,9 +99,7 @@ pub(crate) fn update(job: &str, f: impl FnOnce(&mut JobState)) {
     let mut st = load(job);
     f(&mut st);
     let p = path(job);
-    let tmp = p.with_extension("json.tmp");
-    let res = std::fs::write(&tmp, serde_json::to_vec_pretty(&st).unwrap_or_default())
-        .and_then(|()| std::fs::rename(&tmp, &p));
+    let res = super::write_private(&p, &serde_json::to_vec_pretty(&st).unwrap_or_default());
     if let Err(e) = res {
         tracing::warn!("cannot write {}: {e}", p.display());
     }

@@ -4,6 +4,7 @@
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 
 use crate::error::{Error, Result};
 
@@ -42,7 +43,7 @@ pub(crate) struct JobLock {
 /// Take job `job`'s lock without waiting; exit code 5 if another run holds it.
 pub(crate) fn job_lock(job: &str) -> Result<JobLock> {
     let dir = crate::state::state_dir().join("locks");
-    std::fs::create_dir_all(&dir).map_err(|e| {
+    crate::state::private_dir(&dir).map_err(|e| {
         Error::failed(format!(
             "cannot create the lock directory {}: {e} (set BACKSTOP_STATE_DIR to a writable directory)",
             dir.display()
@@ -50,6 +51,7 @@ pub(crate) fn job_lock(job: &str) -> Result<JobLock> {
     })?;
     let path = dir.join(format!("{job}.lock"));
     let file = std::fs::OpenOptions::new()
+        .mode(0o600)
         .create(true)
         .truncate(false)
         .write(true)

@@ -43,3 +43,47 @@ pub fn hostname() -> String {
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
+
+/// Create `dir` (and its parents) private to this user: 0700, whatever the umask. The state
+/// directory holds table names, row counts and command lines.
+pub(crate) fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let root = state_dir();
+    let mut fix = vec![dir.to_path_buf()];
+    if dir.starts_with(&root) {
+        fix.push(root);
+    }
+    for d in fix {
+        let m = std::fs::metadata(&d)?;
+        if m.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Write `bytes` to `path` atomically (temp file, rename), readable by this user only.
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = path.parent() {
+        private_dir(d)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let res = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
+}

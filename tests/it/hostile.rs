@@ -444,3 +444,96 @@ fn a_forged_snapshot_is_foreign_and_never_restored_unasked() {
     );
     assert_eq!(pg.sql("copy2", "SELECT sum(x) FROM t"), "666");
 }
+
+/// Run `backstop hook` with a Claude Code Bash call of `command`; the hook's stdout.
+fn hook_bash(sb: &Sandbox, command: &str) -> String {
+    use std::io::Write;
+    let input = serde_json::json!({
+        "session_id": "s", "cwd": "/tmp", "hook_event_name": "PreToolUse",
+        "tool_name": "Bash", "tool_input": {"command": command},
+    })
+    .to_string();
+    let mut child = sb
+        .cmd(&["hook"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every file below `dir`, with its text (lossy).
+fn all_text(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(all_text(&p));
+        } else {
+            out.push((
+                p.clone(),
+                String::from_utf8_lossy(&std::fs::read(&p).unwrap()).into_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Secrets in a risky command (a URL password, a bearer token) reach neither the stored
+/// manifest, nor `list`, nor the audit log; a huge harmless command is not logged whole;
+/// the state directory is private.
+#[test]
+fn secrets_in_commands_are_never_stored() {
+    use std::os::unix::fs::PermissionsExt;
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    sb.file_job("app", &pg.url("app"), "");
+    let risky = "psql postgres://admin:Hunter2Secret@db.internal/app -c 'TRUNCATE t' && \
+                 curl -X DELETE -H 'Authorization: Bearer tok_9f8e7d6c5b4a39281706' https://api.example.com/v1/databases/app";
+    let answer = hook_bash(&sb, risky);
+    assert!(answer.contains("snapshot"), "{answer}");
+    assert_eq!(sb.snapshots("app").len(), 1, "{answer}");
+    // A harmless call of 1 MiB.
+    let huge = format!("echo {}", "a".repeat(1 << 20));
+    hook_bash(&sb, &huge);
+    // --to with a password, recorded in the audit log.
+    let with_pw = pg
+        .url("copy")
+        .replacen("postgres://", "postgres://postgres:Pw0rdInArgv@", 1);
+    sb.run(&["restore", "app", "--to", &with_pw]);
+    let out = sb.run(&["list", "app"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut texts = all_text(&sb.store());
+    texts.extend(all_text(&sb.path().join("state")));
+    texts.push(("list".into(), listing));
+    for secret in ["Hunter2Secret", "tok_9f8e7d6c5b4a39281706", "Pw0rdInArgv"] {
+        for (p, t) in &texts {
+            assert!(!t.contains(secret), "{secret} stored in {}", p.display());
+        }
+    }
+    let audit = std::fs::read_to_string(sb.path().join("state/audit.log")).unwrap();
+    assert!(
+        audit.lines().all(|l| l.len() < 16 << 10),
+        "an audit line holds a whole huge command"
+    );
+    // The state directory and what it holds are private.
+    let state = sb.path().join("state");
+    assert_eq!(
+        std::fs::metadata(&state).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for (p, _) in all_text(&state) {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o077;
+        assert_eq!(mode, 0, "{} is readable by others", p.display());
+    }
+}
