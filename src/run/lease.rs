@@ -35,14 +35,38 @@ pub(crate) struct Holder {
     pub token: String,
     #[serde(default)]
     pub released: bool,
+    /// The holder's machine id (`/etc/machine-id`): host names are not unique.
+    #[serde(default)]
+    pub machine: String,
+    /// The TTL the holder renews within, in seconds.
+    #[serde(default)]
+    pub ttl_secs: u64,
 }
 
 impl Holder {
     fn expires_at(&self) -> jiff::Timestamp {
         self.expires.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH)
     }
+    /// When the lease ends without renewal: the holder's word, but never later than the
+    /// storage's own write time of this generation plus the TTL (a holder whose clock is
+    /// off, or a forged `expires` in year 9999, cannot block the job for longer).
+    fn effective_expiry(&self, written: Option<jiff::Timestamp>, ttl: Duration) -> jiff::Timestamp {
+        let claimed = self.expires_at();
+        let ttl = ttl
+            .max(Duration::from_secs(self.ttl_secs))
+            .min(Duration::from_secs(86_400));
+        match written {
+            Some(w) => claimed.min(w + jiff::SignedDuration::from_secs(ttl.as_secs() as i64)),
+            None => claimed,
+        }
+    }
     fn alive_here(&self) -> bool {
-        if self.host != crate::state::hostname() {
+        let here = if self.machine.is_empty() {
+            self.host == crate::state::hostname()
+        } else {
+            self.machine == crate::state::machine_id()
+        };
+        if !here {
             return true;
         }
         // SAFETY: kill with signal 0 only checks whether the process exists.
@@ -51,8 +75,16 @@ impl Holder {
     }
     pub(crate) fn describe(&self) -> String {
         format!(
-            "host {}, pid {}, {} since {} (lease expires {} unless renewed)",
-            self.host, self.pid, self.action, self.since, self.expires
+            "host {}, pid {}, {} since {} (its lease runs out if not renewed within {} s)",
+            self.host,
+            self.pid,
+            self.action,
+            self.since,
+            if self.ttl_secs > 0 {
+                self.ttl_secs
+            } else {
+                300
+            }
         )
     }
 }
@@ -61,22 +93,82 @@ fn key(job: &str, generation: u64) -> String {
     format!("{job}/lease/{generation:012}")
 }
 
-/// The newest generation and what it says (`None` when the job never had a lease).
-async fn newest(storage: &dyn Storage, job: &str) -> Result<Option<(u64, Option<Holder>)>> {
+/// The newest generation, what it says and when the storage wrote it (`None` when the job
+/// never had a lease).
+async fn newest(
+    storage: &dyn Storage,
+    job: &str,
+) -> Result<Option<(u64, Option<Holder>, Option<jiff::Timestamp>)>> {
     let prefix = format!("{job}/lease/");
     let objects = storage.list(&prefix).await?;
-    let Some(generation) = objects
+    let Some((generation, written)) = objects
         .iter()
-        .filter_map(|o| o.key.strip_prefix(&prefix)?.parse::<u64>().ok())
-        .max()
+        .filter_map(|o| {
+            Some((
+                o.key.strip_prefix(&prefix)?.parse::<u64>().ok()?,
+                o.modified,
+            ))
+        })
+        .max_by_key(|(g, _)| *g)
     else {
         return Ok(None);
     };
     let holder = storage
-        .get_bytes(&key(job, generation))
-        .await?
+        .get_bytes_limited(&key(job, generation), 64 << 10)
+        .await
+        .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<Holder>(&b).ok());
-    Ok(Some((generation, holder)))
+    Ok(Some((generation, holder, written)))
+}
+
+/// How long contenders for a generation wait before they read each other's claims, on a
+/// storage that ignores conditional writes: longer than its listings lag behind writes.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// Whether `storage` honours conditional creation (`If-None-Match: *`): a second
+/// conditional put of one name must fail. Some S3-compatible servers ignore the header.
+async fn honours_conditional(storage: &dyn Storage, job: &str, token: &str) -> Result<bool> {
+    let probe = format!("{job}/lease/probe-{token}");
+    let first = storage
+        .put_if_absent(&probe, Bytes::from_static(b"1"))
+        .await?;
+    let second = storage
+        .put_if_absent(&probe, Bytes::from_static(b"2"))
+        .await?;
+    let _ = storage.delete(&probe).await;
+    Ok(first && !second)
+}
+
+/// On a storage that ignores conditional writes: claim generation `generation` with an
+/// object of our own, let the claims settle, and win only if ours is the least claim and
+/// nobody wrote the generation meanwhile. Every contender reads the same claims, so exactly
+/// one wins.
+async fn win_claim(
+    storage: &dyn Storage,
+    job: &str,
+    generation: u64,
+    token: &str,
+    settle: Duration,
+) -> Result<bool> {
+    let prefix = format!("{}.claim-", key(job, generation));
+    let mine = format!("{prefix}{token}");
+    storage.put_bytes(&mine, Bytes::from_static(b"")).await?;
+    tokio::time::sleep(settle).await;
+    let dir = format!("{job}/lease/");
+    let claims: Vec<String> = storage
+        .list(&dir)
+        .await?
+        .into_iter()
+        .filter(|o| o.key.starts_with(&prefix))
+        .map(|o| o.key)
+        .collect();
+    let taken = storage.head(&key(job, generation)).await?.is_some();
+    let won = !taken && claims.iter().min() == Some(&mine);
+    if !won {
+        let _ = storage.delete(&mine).await;
+    }
+    Ok(won)
 }
 
 /// A held lease; renewed in the background until `release` or drop.
@@ -98,18 +190,36 @@ pub(crate) async fn acquire(
     ttl: Duration,
     wait: bool,
 ) -> Result<Lease> {
+    acquire_settling(storage, job, action, ttl, wait, SETTLE).await
+}
+
+async fn acquire_settling(
+    storage: Arc<dyn Storage>,
+    job: &str,
+    action: &str,
+    ttl: Duration,
+    wait: bool,
+    settle: Duration,
+) -> Result<Lease> {
     let mut tok = [0u8; 8];
     getrandom::fill(&mut tok).map_err(|e| Error::failed(format!("random: {e}")))?;
     let token = hex::encode(tok);
     let since = jiff::Timestamp::now();
     let mut announced = false;
+    let conditional = honours_conditional(storage.as_ref(), job, &token).await?;
+    if !conditional {
+        tracing::debug!(
+            "{} ignores conditional writes: the lease is taken by settled claims",
+            storage.describe()
+        );
+    }
     loop {
         let now = jiff::Timestamp::now();
         let current = newest(storage.as_ref(), job).await?;
-        let next_gen = current.as_ref().map(|(g, _)| g + 1).unwrap_or(1);
-        if let Some((_, Some(h))) = &current
+        let next_gen = current.as_ref().map(|(g, _, _)| g + 1).unwrap_or(1);
+        if let Some((_, Some(h), written)) = &current
             && !h.released
-            && h.expires_at() > now
+            && h.effective_expiry(*written, ttl) > now
         {
             if !h.alive_here() {
                 tracing::warn!(
@@ -142,7 +252,12 @@ pub(crate) async fn acquire(
             action: action.to_string(),
             token: token.clone(),
             released: false,
+            machine: crate::state::machine_id(),
+            ttl_secs: ttl.as_secs(),
         };
+        if !conditional && !win_claim(storage.as_ref(), job, next_gen, &token, settle).await? {
+            continue; // another run claimed this generation first: look again
+        }
         if !put(storage.as_ref(), job, next_gen, &holder).await? {
             continue; // another run took this generation first: look again
         }
@@ -191,11 +306,13 @@ async fn prune_older(storage: &dyn Storage, job: &str, generation: u64) {
     let prefix = format!("{job}/lease/");
     if let Ok(objects) = storage.list(&prefix).await {
         for o in objects {
-            if o.key
-                .strip_prefix(&prefix)
-                .and_then(|g| g.parse::<u64>().ok())
-                .is_some_and(|g| g < generation)
-            {
+            let rest = o.key.strip_prefix(&prefix).unwrap_or("");
+            let old = rest.parse::<u64>().is_ok_and(|g| g < generation);
+            let claim = rest
+                .split_once(".claim-")
+                .and_then(|(g, _)| g.parse::<u64>().ok())
+                .is_some_and(|g| g <= generation);
+            if old || claim {
                 let _ = storage.delete(&o.key).await;
             }
         }
@@ -297,6 +414,60 @@ impl Drop for Lease {
                 self.job.clone(),
                 self.state.clone(),
             ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use crate::storage::Storage;
+    use crate::storage::faulty::IgnoreConditional;
+    use crate::storage::fs::FileStorage;
+
+    /// Two hosts start the same job at the same instant against a storage that ignores
+    /// conditional writes: in every round exactly one gets the lease, the other exit 5.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_winner_when_the_storage_ignores_conditional_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage: Arc<dyn Storage> = Arc::new(IgnoreConditional {
+            inner: FileStorage::new(dir.path().to_path_buf()),
+        });
+        let ttl = Duration::from_secs(60);
+        for round in 0..20 {
+            let (a, b) = tokio::join!(
+                super::acquire_settling(
+                    storage.clone(),
+                    "app",
+                    "backup",
+                    ttl,
+                    false,
+                    Duration::from_millis(150)
+                ),
+                super::acquire_settling(
+                    storage.clone(),
+                    "app",
+                    "backup",
+                    ttl,
+                    false,
+                    Duration::from_millis(150)
+                ),
+            );
+            let won: Vec<_> = [a, b].into_iter().collect();
+            let winners = won.iter().filter(|r| r.is_ok()).count();
+            let why: Vec<String> = won
+                .iter()
+                .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+                .collect();
+            assert_eq!(winners, 1, "round {round}: {winners} winners: {why:?}");
+            for r in won {
+                match r {
+                    Ok(lease) => lease.release().await,
+                    Err(e) => assert_eq!(e.kind(), crate::error::Kind::Locked, "{e}"),
+                }
+            }
         }
     }
 }

@@ -245,6 +245,11 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             sign::Verdict::Signed(k) => (Some(k), None),
             sign::Verdict::Foreign(why) => (None, Some(why)),
         };
+        if foreign.is_none()
+            && let Some(other) = other_source(&m.source, &plan.source)
+        {
+            foreign = Some(other);
+        }
         if m.finished_at().is_some_and(|t| t > horizon) || id_time(id).is_some_and(|t| t > horizon)
         {
             foreign = Some(format!(
@@ -266,6 +271,41 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
     Ok(out)
+}
+
+/// Why a snapshot's recorded source is not the job's own source, if it is not: another
+/// host's database under the same job name must never come back silently.
+fn other_source(m: &SourceInfo, job: &crate::config::SourcePlan) -> Option<String> {
+    use crate::config::SourcePlan;
+    match job {
+        SourcePlan::Postgres(pg) => {
+            let (host, port, db) = (pg.url.host(), pg.url.port(), pg.url.dbname());
+            let same = m.kind == "postgres"
+                && m.host.as_deref().is_none_or(|h| h == host)
+                && m.port.is_none_or(|p| p == port)
+                && m.database.as_deref().is_none_or(|d| d == db);
+            (!same).then(|| {
+                format!(
+                    "taken from {} {}:{}/{}, not this job's source {host}:{port}/{db}",
+                    m.kind,
+                    m.host.as_deref().unwrap_or("?"),
+                    m.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+                    m.database.as_deref().unwrap_or("?")
+                )
+            })
+        }
+        SourcePlan::Volume(v) => {
+            let path = v.path.display().to_string();
+            let same = m.kind == "volume" && m.path.as_deref().is_none_or(|p| p == path);
+            (!same).then(|| {
+                format!(
+                    "taken from {} {}, not this job's source {path}",
+                    m.kind,
+                    m.path.as_deref().unwrap_or("?")
+                )
+            })
+        }
+    }
 }
 
 /// The time a snapshot id starts with (`20261124T072247Z-...`).

@@ -87,3 +87,17 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
     }
     res
 }
+
+/// This machine's identity: `/etc/machine-id` (or D-Bus's copy), else the host name. Two
+/// machines may share a host name; they never share a machine id.
+pub(crate) fn machine_id() -> String {
+    for p in ["/etc/machine-id", "/var/lib/dbus/machine-id"] {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            let s = s.trim();
+            if !s.is_empty() && s.len() <= 64 {
+                return s.to_string();
+            }
+        }
+    }
+    format!("host:{}", hostname())
+}

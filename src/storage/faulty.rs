@@ -120,3 +120,39 @@ impl<S: Storage> Storage for FlipOnRead<S> {
         self.inner.put_if_absent(key, data).await
     }
 }
+
+/// A server that ignores `If-None-Match: *` (Garage 2.x does): a conditional put always
+/// "succeeds" and replaces whatever was there.
+pub struct IgnoreConditional<S> {
+    pub inner: S,
+}
+
+#[async_trait]
+impl<S: Storage> Storage for IgnoreConditional<S> {
+    fn describe(&self) -> String {
+        format!("ignore-conditional({})", self.inner.describe())
+    }
+    fn chunk_size(&self) -> usize {
+        self.inner.chunk_size()
+    }
+    async fn put_stream(&self, key: &str, rx: ChunkRx) -> Result<u64> {
+        self.inner.put_stream(key, rx).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Reader>> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        self.inner.delete(key).await?;
+        self.inner.put_bytes(key, data).await?;
+        Ok(true)
+    }
+}

@@ -99,12 +99,26 @@ impl Storage for FileStorage {
             tmp: Some(tmp.clone()),
             root: self.root.clone(),
         };
-        let mut f = tokio::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .await
-            .map_err(|e| self.io_err("cannot create", &tmp, e))?;
+        // A concurrent delete may remove the (then empty) directory between its creation
+        // and ours: create it again and retry a few times.
+        let mut tries = 0;
+        let mut f = loop {
+            match tokio::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+                .await
+            {
+                Ok(f) => break f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => {
+                    tries += 1;
+                    tokio::fs::create_dir_all(&dir)
+                        .await
+                        .map_err(|e| self.io_err("cannot create directory", &dir, e))?;
+                }
+                Err(e) => return Err(self.io_err("cannot create", &tmp, e)),
+            }
+        };
         let mut total = 0u64;
         let mut ended = false;
         while let Some(chunk) = rx.recv().await {
@@ -289,10 +303,13 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                 && rel.starts_with(prefix)
                 && !entry.file_name().to_string_lossy().starts_with('.')
             {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                let meta = entry.metadata().ok();
                 out.push(ObjectInfo {
                     key: rel.to_string(),
-                    size,
+                    size: meta.as_ref().map(|m| m.len()).unwrap_or(0),
+                    modified: meta
+                        .and_then(|m| m.modified().ok())
+                        .and_then(|t| jiff::Timestamp::try_from(t).ok()),
                 });
             }
         }

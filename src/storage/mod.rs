@@ -39,11 +39,13 @@ pub enum Chunk {
 pub type ChunkTx = mpsc::Sender<Chunk>;
 pub type ChunkRx = mpsc::Receiver<Chunk>;
 
-/// A stored object's key and size.
+/// A stored object's key and size, and when the storage last wrote it (by the storage's
+/// clock, not the writer's), where the backend says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectInfo {
     pub key: String,
     pub size: u64,
+    pub modified: Option<jiff::Timestamp>,
 }
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;

@@ -518,6 +518,9 @@ impl Storage for S3Storage {
                     out.push(ObjectInfo {
                         key: k[strip..].to_string(),
                         size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(|t| {
+                            jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
+                        }),
                     });
                 }
             }

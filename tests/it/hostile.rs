@@ -537,3 +537,96 @@ fn secrets_in_commands_are_never_stored() {
         assert_eq!(mode, 0, "{} is readable by others", p.display());
     }
 }
+
+/// Two hosts back up different databases under the same job name into one storage: each
+/// restores its own, and the other's snapshots are foreign to it.
+#[test]
+fn the_same_job_name_on_another_source_is_foreign() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app; CREATE DATABASE other;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    pg.sql(
+        "other",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (500);",
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let own = sb.snapshots("app")[0].0.clone();
+    // The second host: job "app" on database "other", same storage.
+    let other_jobs = sb.path().join("other-host-jobs");
+    std::fs::create_dir_all(&other_jobs).unwrap();
+    let text = std::fs::read_to_string(sb.jobs().join("app.toml"))
+        .unwrap()
+        .replace(&pg.url("app"), &pg.url("other"));
+    std::fs::write(other_jobs.join("app.toml"), text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .arg("--jobs")
+        .arg(&other_jobs)
+        .args(["backup", "app"])
+        .envs(sb.env.iter().cloned())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_eq!(
+        sb.snapshots("app"),
+        vec![(own.clone(), "manual".to_string())]
+    );
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    assert_eq!(pg.sql("copy", "SELECT sum(x) FROM t"), "1");
+    let out = sb.run(&["list", "app"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        listing.contains("FOREIGN (taken from postgres"),
+        "{listing}"
+    );
+}
+
+/// A lease object's `expires` is the holder's word: one from year 9999 blocks the job only
+/// until the storage's own write time plus the TTL; and a holder with this host's name on
+/// another machine is not taken over as if it were a dead local process.
+#[test]
+fn leases_trust_neither_the_holders_clock_nor_its_host_name() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    sb.file_job("app", &pg.url("app"), "");
+    let lease_dir = sb.store().join("app/lease");
+    std::fs::create_dir_all(&lease_dir).unwrap();
+    let write = |body: serde_json::Value, age_secs: u64| {
+        let p = lease_dir.join("000000000007");
+        std::fs::write(&p, body.to_string()).unwrap();
+        let t = std::time::SystemTime::now() - std::time::Duration::from_secs(age_secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    // Same host name, another machine, a pid that does not exist here: still held.
+    write(
+        serde_json::json!({
+            "host": backstop::state::hostname(), "pid": 999_999, "since": "2026-11-25T06:00:00Z",
+            "expires": (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(600)).to_string(),
+            "action": "backup", "token": "feedface", "machine": "another-machine-0123456789abcdef",
+            "ttl_secs": 300,
+        }),
+        0,
+    );
+    let text = expect_code(&sb.run(&["backup", "app"]), 5);
+    assert!(text.contains("pid 999999"), "{text}");
+    // Expires in year 9999, but written 10 minutes ago and never renewed: taken over.
+    write(
+        serde_json::json!({
+            "host": "db-backup-2.example", "pid": 4242, "since": "2026-11-25T06:00:00Z",
+            "expires": "9999-12-31T00:00:00Z", "action": "backup", "token": "feedface",
+        }),
+        600,
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    assert_eq!(sb.snapshots("app").len(), 1);
+}
