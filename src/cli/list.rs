@@ -30,6 +30,9 @@ struct Row {
     /// Why it is not the job's own: never restored or counted without being asked.
     #[serde(skip_serializing_if = "Option::is_none")]
     foreign: Option<String>,
+    /// Its manifest was rewritten or hidden after it was written (the original is used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tampered: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -75,6 +78,7 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 last_drill,
                 signed_by: e.signed_by,
                 foreign: e.foreign,
+                tampered: e.tampered,
             });
         }
     }
@@ -105,10 +109,13 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
             human_bytes(r.stored_bytes),
             r.trigger,
             if r.verified { "yes" } else { "-" },
-            match &r.foreign {
-                Some(why) => format!("FOREIGN ({why}): not restored without --allow-foreign; "),
-                None if r.anomalous => "ANOMALOUS (shrink alarm) ".to_string(),
-                None => String::new(),
+            match (&r.foreign, &r.tampered) {
+                (Some(why), _) => {
+                    format!("FOREIGN ({why}): not restored without --allow-foreign; ")
+                }
+                (None, Some(t)) => format!("TAMPERED ({t}); "),
+                (None, None) if r.anomalous => "ANOMALOUS (shrink alarm) ".to_string(),
+                (None, None) => String::new(),
             },
             r.reason.unwrap_or_default()
         ));

@@ -16,6 +16,8 @@ pub mod read;
 pub mod retention;
 pub mod sign;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::JobPlan;
@@ -176,6 +178,9 @@ pub struct Entry {
     /// Why the snapshot is not the job's own (unsigned, wrongly signed, dated in the
     /// future): such a snapshot is never newest and never restored without being asked.
     pub foreign: Option<String>,
+    /// Signs that someone rewrote or hid its manifest after it was written (several
+    /// versions, delete markers); the original version is what is used.
+    pub tampered: Option<String>,
 }
 
 /// The most a manifest may hold (a real one is a few KiB).
@@ -200,11 +205,26 @@ pub(crate) async fn catalog(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec
 /// `[signing]`, one without a good signature by a trusted key, is foreign.
 pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec<Entry>> {
     let job = plan.name.as_str();
-    let objects = storage.list(&format!("{job}/")).await?;
+    let prefix = format!("{job}/");
+    let objects = storage.list(&prefix).await?;
+    let versions = history(storage, &prefix).await;
     let horizon = crate::config::env::now() + ALLOWED_SKEW;
+    // Every manifest key, also those hidden behind a delete marker.
+    let mut keys: BTreeMap<String, u64> = objects
+        .iter()
+        .filter(|o| o.key.ends_with(&format!("/{MANIFEST}")))
+        .map(|o| (o.key.clone(), o.size))
+        .collect();
+    for (k, h) in &versions {
+        if k.ends_with(&format!("/{MANIFEST}"))
+            && let Some(first) = h.original()
+        {
+            keys.entry(k.clone()).or_insert(first.size);
+        }
+    }
     let mut out = Vec::new();
-    for o in &objects {
-        let Some(rest) = o.key.strip_prefix(&format!("{job}/")) else {
+    for (key, size) in &keys {
+        let Some(rest) = key.strip_prefix(&prefix) else {
             continue;
         };
         let Some((id, name)) = rest.split_once('/') else {
@@ -213,38 +233,54 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         if name != MANIFEST || !is_id(id) {
             continue;
         }
-        if o.size > MANIFEST_MAX {
+        let hist = versions.get(key.as_str());
+        let original = hist.and_then(|h| h.original());
+        let size = original.map(|v| v.size).unwrap_or(*size);
+        if size > MANIFEST_MAX {
             tracing::warn!(
-                "{}: a manifest of {} bytes (at most {MANIFEST_MAX} are read); skipped",
-                o.key,
-                o.size
+                "{key}: a manifest of {size} bytes (at most {MANIFEST_MAX} are read); skipped"
             );
             continue;
         }
-        let bytes = match storage.get_bytes_limited(&o.key, MANIFEST_MAX).await {
+        let tampered = hist.and_then(|h| h.tampering());
+        if let Some(t) = &tampered {
+            tracing::warn!("job {job}: snapshot {id}: TAMPERING: {t}");
+        }
+        let read = match original.filter(|_| tampered.is_some()) {
+            Some(v) => read_version(storage, key, &v.version_id, MANIFEST_MAX).await,
+            None => storage.get_bytes_limited(key, MANIFEST_MAX).await,
+        };
+        let bytes = match read {
             Ok(Some(b)) => b,
             Ok(None) => continue,
             Err(e) => {
-                tracing::warn!("{}: {}; skipped", o.key, e.message());
+                tracing::warn!("{key}: {}; skipped", e.message());
                 continue;
             }
         };
         let m = match serde_json::from_slice::<Manifest>(&bytes) {
             Ok(m) if m.job == job && m.snapshot == id => m,
             Ok(_) => {
-                tracing::warn!("{}: manifest names another job or snapshot; skipped", o.key);
+                tracing::warn!("{key}: manifest names another job or snapshot; skipped");
                 continue;
             }
             Err(e) => {
-                tracing::warn!("{}: unreadable manifest ({e}); skipped", o.key);
+                tracing::warn!("{key}: unreadable manifest ({e}); skipped");
                 continue;
             }
         };
-        let (signed_by, mut foreign) = match sign::check(storage, plan, &o.key, &bytes).await? {
-            sign::Verdict::Unchecked => (None, None),
-            sign::Verdict::Signed(k) => (Some(k), None),
-            sign::Verdict::Foreign(why) => (None, Some(why)),
-        };
+        let sig_key = format!("{key}{}", crate::minisign::SUFFIX);
+        let sig_version = versions
+            .get(sig_key.as_str())
+            .filter(|h| h.tampering().is_some())
+            .and_then(|h| h.original())
+            .map(|v| v.version_id.as_str());
+        let (signed_by, mut foreign) =
+            match sign::check(storage, plan, key, &bytes, sig_version).await? {
+                sign::Verdict::Unchecked => (None, None),
+                sign::Verdict::Signed(k) => (Some(k), None),
+                sign::Verdict::Foreign(why) => (None, Some(why)),
+            };
         if foreign.is_none()
             && let Some(other) = other_source(&m.source, &plan.source)
         {
@@ -267,10 +303,73 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             manifest: m,
             signed_by,
             foreign,
+            tampered,
         });
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
     Ok(out)
+}
+
+/// The stored versions of one key, newest first (versioned buckets).
+#[derive(Debug, Default)]
+pub(crate) struct History(Vec<crate::storage::VersionInfo>);
+
+impl History {
+    /// The first version written (not a delete marker).
+    pub(crate) fn original(&self) -> Option<&crate::storage::VersionInfo> {
+        self.0.iter().rev().find(|v| !v.delete_marker)
+    }
+
+    /// What is wrong with a key that is written once: more than one version, or a delete
+    /// marker hiding it.
+    pub(crate) fn tampering(&self) -> Option<String> {
+        let real = self.0.iter().filter(|v| !v.delete_marker).count();
+        let markers = self.0.len() - real;
+        (real > 1 || markers > 0).then(|| {
+            format!(
+                "{real} version(s) and {markers} delete marker(s) under a key that is written once: \
+                 it was rewritten or hidden after the snapshot was taken; the original version is used"
+            )
+        })
+    }
+}
+
+/// Every key's versions below `prefix`; empty where the storage keeps none (or cannot say).
+pub(crate) async fn history(storage: &dyn Storage, prefix: &str) -> BTreeMap<String, History> {
+    let mut out: BTreeMap<String, History> = BTreeMap::new();
+    match storage.versions(prefix).await {
+        Ok(vs) => {
+            for v in vs {
+                out.entry(v.key.clone()).or_default().0.push(v);
+            }
+        }
+        Err(e) => tracing::debug!("no version listing for {prefix}: {}", e.message()),
+    }
+    out
+}
+
+/// Read one version of a small object whole, bounded.
+pub(crate) async fn read_version(
+    storage: &dyn Storage,
+    key: &str,
+    version_id: &str,
+    max: u64,
+) -> Result<Option<Vec<u8>>> {
+    use tokio::io::AsyncReadExt;
+    let Some(r) = storage.get_version(key, version_id).await? else {
+        return Ok(None);
+    };
+    let mut buf = Vec::new();
+    r.take(max + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| Error::failed(format!("reading {key} (version {version_id}): {e}")))?;
+    if buf.len() as u64 > max {
+        return Err(Error::failed(format!(
+            "{key} (version {version_id}) is larger than {max} bytes; not read"
+        )));
+    }
+    Ok(Some(buf))
 }
 
 /// Why a snapshot's recorded source is not the job's own source, if it is not: another

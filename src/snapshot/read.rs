@@ -16,6 +16,22 @@ pub(crate) async fn open_object(
     obj: &ObjectEntry,
 ) -> Result<(String, crate::storage::Reader)> {
     let key = super::object_key(&entry.manifest.job, &entry.id, &obj.name);
+    // Written once: on a versioned bucket, a rewritten or hidden object is read in the
+    // version the manifest describes (its recorded size; the SHA-256 is checked as it
+    // streams), not in whatever was put over it.
+    let hist = super::history(storage, &key).await;
+    if let Some(h) = hist.get(&key)
+        && let Some(why) = h.tampering()
+        && let Some(v) =
+            h.0.iter()
+                .rev()
+                .find(|v| !v.delete_marker && v.size == obj.stored_bytes)
+    {
+        tracing::warn!("{key}: TAMPERING: {why}; reading version {}", v.version_id);
+        if let Some(r) = storage.get_version(&key, &v.version_id).await? {
+            return Ok((key, r));
+        }
+    }
     let reader = storage.get(&key).await?.ok_or_else(|| {
         Error::failed(format!(
             "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \

@@ -69,17 +69,24 @@ pub(crate) async fn put_signed(
 }
 
 /// Check `data` (read from `key`) against its stored signature, as `plan` requires.
+/// `sig_version`: read that version of the signature (the original, on a versioned bucket
+/// where someone wrote over it).
 pub(crate) async fn check(
     storage: &dyn Storage,
     plan: &JobPlan,
     key: &str,
     data: &[u8],
+    sig_version: Option<&str>,
 ) -> Result<Verdict> {
     let Some(sg) = &plan.signing else {
         return Ok(Verdict::Unchecked);
     };
     let sig_key = format!("{key}{}", minisign::SUFFIX);
-    let sig = match storage.get_bytes_limited(&sig_key, minisign::SIG_MAX).await {
+    let read = match sig_version {
+        Some(v) => super::read_version(storage, &sig_key, v, minisign::SIG_MAX).await,
+        None => storage.get_bytes_limited(&sig_key, minisign::SIG_MAX).await,
+    };
+    let sig = match read {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(Verdict::Foreign("unsigned".into())),
         Err(e) => {
@@ -105,7 +112,7 @@ pub(crate) async fn read_trusted(
     let Some(data) = storage.get_bytes(key).await? else {
         return Ok(None);
     };
-    match check(storage, plan, key, &data).await? {
+    match check(storage, plan, key, &data, None).await? {
         Verdict::Foreign(why) => {
             tracing::warn!("{key}: not trusted ({why}); ignored");
             Ok(None)

@@ -50,6 +50,17 @@ pub struct ObjectInfo {
 
 pub type Reader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// One stored version of an object, on a storage that keeps versions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    pub key: String,
+    pub version_id: String,
+    /// A delete marker: the object looks deleted, but its older versions remain.
+    pub delete_marker: bool,
+    pub size: u64,
+    pub modified: Option<jiff::Timestamp>,
+}
+
 #[async_trait]
 pub trait Storage: Send + Sync {
     /// A short description for logs ("s3://bucket/prefix", "file:///dir").
@@ -99,6 +110,20 @@ pub trait Storage: Send + Sync {
     async fn clean_incomplete(&self, prefix: &str, before: jiff::Timestamp) -> Result<Vec<String>> {
         let _ = (prefix, before);
         Ok(Vec::new())
+    }
+
+    /// Every version of every object below `prefix`, delete markers included; per key the
+    /// versions come newest first (as S3 lists them), then the delete markers. Backends
+    /// without versions answer an empty list.
+    async fn versions(&self, prefix: &str) -> Result<Vec<VersionInfo>> {
+        let _ = prefix;
+        Ok(Vec::new())
+    }
+
+    /// Open one version of an object; `None` when it does not exist.
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<Reader>> {
+        let _ = version_id;
+        self.get(key).await
     }
 
     /// Store a small object only if nothing exists at `key`: `Ok(false)` when something

@@ -145,6 +145,23 @@ impl S3Storage {
         Some((mode, DateTime::from(until)))
     }
 
+    /// A failed write: HTTP 412 means the object exists and was not replaced.
+    fn write_err(
+        &self,
+        op: &str,
+        key: &str,
+        status: Option<u16>,
+        e: impl std::error::Error,
+    ) -> Error {
+        match status {
+            Some(412) => Error::failed(format!(
+                "refusing to overwrite existing object {key} in {} (objects are written once)",
+                self.describe()
+            )),
+            _ => self.err(op, key, e),
+        }
+    }
+
     async fn put_single(&self, key: &str, data: Bytes) -> Result<u64> {
         let len = data.len() as u64;
         let mut req = self
@@ -152,6 +169,8 @@ impl S3Storage {
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
+            // Write-once: never a new version over an existing object.
+            .if_none_match("*")
             .content_length(len as i64);
         if let Some((mode, until)) = self.retain_until() {
             req = req
@@ -159,10 +178,10 @@ impl S3Storage {
                 .object_lock_retain_until_date(until)
                 .content_md5(content_md5(&data));
         }
-        req.body(ByteStream::from(data))
-            .send()
-            .await
-            .map_err(|e| self.err("PutObject", key, e))?;
+        req.body(ByteStream::from(data)).send().await.map_err(|e| {
+            let status = e.raw_response().map(|r| r.status().as_u16());
+            self.write_err("PutObject", key, status, e)
+        })?;
         Ok(len)
     }
 
@@ -209,6 +228,7 @@ impl S3Storage {
                     .bucket(&self.bucket)
                     .key(&full)
                     .upload_id(&upload_id)
+                    .if_none_match("*")
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
                             .set_parts(Some(parts))
@@ -216,7 +236,10 @@ impl S3Storage {
                     )
                     .send()
                     .await
-                    .map_err(|e| self.err("CompleteMultipartUpload", key, e))?;
+                    .map_err(|e| {
+                        let status = e.raw_response().map(|r| r.status().as_u16());
+                        self.write_err("CompleteMultipartUpload", key, status, e)
+                    })?;
                 guard.upload_id = None;
                 self.ensure_retention(key).await?;
                 Ok(total)
@@ -576,6 +599,81 @@ impl Storage for S3Storage {
                 Ok(false)
             }
             Err(e) => Err(self.err("PutObject (If-None-Match)", key, e)),
+        }
+    }
+
+    async fn versions(&self, prefix: &str) -> Result<Vec<super::VersionInfo>> {
+        let full = self.full_key(prefix);
+        let strip = self.full_key("").len();
+        let ts = |t: Option<&DateTime>| {
+            t.and_then(|t| jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
+        };
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectVersions", prefix, e))?;
+            for v in page.versions() {
+                if let Some(k) = v.key().filter(|k| k.len() > strip) {
+                    out.push(super::VersionInfo {
+                        key: k[strip..].to_string(),
+                        version_id: v.version_id().unwrap_or("null").to_string(),
+                        delete_marker: false,
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        modified: ts(v.last_modified()),
+                    });
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(k) = m.key().filter(|k| k.len() > strip) {
+                    out.push(super::VersionInfo {
+                        key: k[strip..].to_string(),
+                        version_id: m.version_id().unwrap_or("null").to_string(),
+                        delete_marker: true,
+                        size: 0,
+                        modified: ts(m.last_modified()),
+                    });
+                }
+            }
+            if page.is_truncated() == Some(true) {
+                key_marker = page.next_key_marker().map(str::to_string);
+                version_marker = page.next_version_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        // Per key, S3 lists versions newest first; a stable sort by key keeps that order.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<Reader>> {
+        check_key(key)?;
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .version_id(version_id)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(Box::new(out.body.into_async_read()))),
+            Err(e) if matches!(e.raw_response().map(|r| r.status().as_u16()), Some(404)) => {
+                Ok(None)
+            }
+            Err(e) => Err(self.err("GetObject (version)", key, e)),
         }
     }
 

@@ -164,6 +164,20 @@ async fn put_if_absent_never_replaces(s: &dyn Storage) {
     );
 }
 
+/// Objects are written once: a plain put over an existing object fails and the first
+/// bytes stay (S3: `If-None-Match: *`, so no new version either).
+async fn puts_never_overwrite(s: &dyn Storage) {
+    s.put_bytes("job/x/obj", Bytes::from_static(b"1"))
+        .await
+        .unwrap();
+    let err = s
+        .put_bytes("job/x/obj", Bytes::from_static(b"2"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("overwrite"), "{err}");
+    assert_eq!(s.get_bytes("job/x/obj").await.unwrap().unwrap(), b"1");
+}
+
 /// Of several `put_if_absent` racing for one name, exactly one wins, and its bytes stay.
 async fn put_if_absent_has_one_winner(s: &dyn Storage) {
     let tries = (0..8u8).map(|i| async move {
@@ -262,23 +276,8 @@ contract!(
     bad_keys_are_refused,
     put_if_absent_never_replaces,
     put_if_absent_has_one_winner,
+    puts_never_overwrite,
 );
-
-/// The file backend refuses to replace an object with a plain put.
-#[tokio::test]
-async fn file_backend_never_overwrites() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = backstop::storage::fs::FileStorage::new(dir.path().to_path_buf());
-    s.put_bytes("job/x/obj", Bytes::from_static(b"1"))
-        .await
-        .unwrap();
-    assert!(
-        s.put_bytes("job/x/obj", Bytes::from_static(b"2"))
-            .await
-            .is_err()
-    );
-    assert_eq!(s.get_bytes("job/x/obj").await.unwrap().unwrap(), b"1");
-}
 
 fn walk(p: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();

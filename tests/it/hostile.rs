@@ -630,3 +630,70 @@ fn leases_trust_neither_the_holders_clock_nor_its_host_name() {
     expect_code(&sb.run(&["backup", "app"]), 0);
     assert_eq!(sb.snapshots("app").len(), 1);
 }
+
+/// On a versioned (Object Lock) bucket, a bucket writer puts a new version over a
+/// snapshot's manifest, then hides it behind a delete marker: backstop's own writes never
+/// overwrite; list still shows the snapshot and says TAMPERED; restore uses the original.
+#[test]
+fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
+    let pg = Pg::start();
+    let s3 = crate::support::S3::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (5);");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(s3.storage("locked", "backups", 5, true));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        "locked",
+        "object_lock_days = 1\nobject_lock_mode = \"governance\"",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let id = sb.snapshots("app")[0].0.clone();
+    let key = format!("backups/app/{id}/manifest.json");
+    // backstop itself never writes over an object.
+    let err = rt
+        .block_on(backstop::storage::Storage::put_bytes(
+            &store,
+            &format!("app/{id}/manifest.json"),
+            bytes::Bytes::from_static(b"{}"),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("overwrite"), "{err}");
+    // The attacker's plain PUT: a new version over the manifest.
+    rt.block_on(
+        store
+            .client()
+            .put_object()
+            .bucket("locked")
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(
+                b"{\"job\":\"app\"}".to_vec(),
+            ))
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(sb.snapshots("app")[0].0, id);
+    let out = sb.run(&["list", "app"]);
+    let listing = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(listing.contains("TAMPERED"), "{listing}");
+    let out = sb.run(&["restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    assert_eq!(pg.sql("copy", "SELECT sum(x) FROM t"), "5");
+    // Hidden behind a delete marker: still found, still restores.
+    rt.block_on(
+        store
+            .client()
+            .delete_object()
+            .bucket("locked")
+            .key(&key)
+            .send(),
+    )
+    .unwrap();
+    assert_eq!(sb.snapshots("app")[0].0, id);
+    let out = sb.run(&["restore", "app", "--to", &pg.url("copy2")]);
+    expect_code(&out, 0);
+    assert_eq!(pg.sql("copy2", "SELECT sum(x) FROM t"), "5");
+}
