@@ -148,6 +148,7 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
         ),
         _ => r.add("private key", Status::Ok, "no age identity on this host: backups are write-only here"),
     }
+    signing(plan, r);
 
     let storage = match crate::storage::open(&plan.storage).await {
         Ok(s) => s,
@@ -312,4 +313,37 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
 
 fn first_line(s: &str) -> String {
     s.chars().take(200).collect()
+}
+
+/// Whether snapshots are signed, and whether this host can sign them.
+fn signing(plan: &JobPlan, r: &mut Report<'_>) {
+    match &plan.signing {
+        None => r.add(
+            "signing",
+            Status::Warn,
+            "snapshots are not signed: anyone who can write to the storage could forge one that restores. \
+             Run `backstop keygen` and add [signing] (key_file, trusted) to the job",
+        ),
+        Some(sg) => match crate::snapshot::sign::signer(plan) {
+            Ok(Some(k)) => r.add(
+                "signing",
+                Status::Ok,
+                format!(
+                    "snapshots are signed with key {} and {} key(s) are trusted",
+                    k.public().id_hex(),
+                    sg.trusted.len()
+                ),
+            ),
+            Ok(None) => {}
+            Err(_) if sg.key_file.is_none() => r.add(
+                "signing",
+                Status::Ok,
+                format!(
+                    "no signing key on this host (restores and drills only); {} key(s) trusted",
+                    sg.trusted.len()
+                ),
+            ),
+            Err(e) => r.add("signing", Status::Error, e.message()),
+        },
+    }
 }

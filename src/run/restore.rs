@@ -446,14 +446,19 @@ async fn run_volume(
     )
     .map_err(|e| Error::failed(format!("snapshot {}: unreadable file list: {e}", entry.id)))?;
 
-    // Extract beside the target, on the same filesystem.
+    // Extract beside the target, on the same filesystem; into a mount point, inside it.
     let parent = target.parent().expect("checked above").to_path_buf();
     std::fs::create_dir_all(&parent)
         .map_err(|e| Error::failed(format!("cannot create {}: {e}", parent.display())))?;
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
         .to_string();
-    let staging = parent.join(format!(".{name}.backstop-new-{stamp}"));
+    let mount_point = tv::is_mount_point(&target);
+    let staging = if mount_point {
+        target.join(format!(".backstop-new-{stamp}"))
+    } else {
+        parent.join(format!(".{name}.backstop-new-{stamp}"))
+    };
     // Private while it fills: the tree gets its recorded mode only once it is complete.
     {
         use std::os::unix::fs::DirBuilderExt;
@@ -516,6 +521,29 @@ async fn run_volume(
                 ))
             })?;
             guard.0 = None;
+        }
+        _ if mount_point => {
+            let old_name = format!(".backstop-old-{stamp}");
+            let old = tv::swap_into_mount_point(&staging, &target, &old_name, &facts)
+                .map_err(|e| {
+                    e.context(format!(
+                        "swapping the restored tree into the mount point {} (the previous entries are in {old_name} inside it)",
+                        target.display()
+                    ))
+                })?;
+            guard.0 = None;
+            if confirmed || state == TargetState::Empty {
+                let _ = tv::make_writable(&old);
+                if let Err(e) = std::fs::remove_dir_all(&old) {
+                    tracing::warn!(
+                        "could not remove the previous content {}: {e}",
+                        old.display()
+                    );
+                    previous_kept_as = Some(old.display().to_string());
+                }
+            } else {
+                previous_kept_as = Some(old.display().to_string());
+            }
         }
         _ => {
             tv::exchange(&staging, &target).map_err(|e| {

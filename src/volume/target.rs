@@ -438,6 +438,61 @@ pub(crate) fn exchange(a: &Path, b: &Path) -> io::Result<()> {
     std::fs::rename(&tmp, a)
 }
 
+/// Whether `target` is a mount point: a directory on another filesystem than its parent.
+/// A tree cannot be renamed across filesystems, so such a target is restored inside itself.
+pub(crate) fn is_mount_point(target: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(parent), Ok(t)) = (target.parent(), std::fs::symlink_metadata(target)) else {
+        return false;
+    };
+    t.is_dir() && std::fs::metadata(parent).is_ok_and(|p| p.dev() != t.dev())
+}
+
+/// Swap a restored tree into a mount point, where the mount point itself cannot be
+/// renamed: the current entries move into `target/OLD` (0700), then the entries of
+/// `staging` (inside the target, same filesystem) move up, and the target takes the
+/// recorded root metadata. Not atomic as a whole, but every step is a rename on one
+/// filesystem and both trees are complete at every point: old entries in OLD, new ones in
+/// the staging directory or in place.
+pub(crate) fn swap_into_mount_point(
+    staging: &Path,
+    target: &Path,
+    old_name: &str,
+    facts: &VolumeFacts,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err =
+        |what: &str, p: &Path, e: io::Error| Error::failed(format!("{what} {}: {e}", p.display()));
+    let old = target.join(old_name);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&old)
+        .map_err(|e| err("cannot create", &old, e))?;
+    let staging_name = staging.file_name().map(|n| n.to_os_string());
+    for e in std::fs::read_dir(target).map_err(|e| err("cannot read", target, e))? {
+        let e = e.map_err(|e| err("cannot read", target, e))?;
+        let n = e.file_name();
+        if Some(&n) == staging_name.as_ref() || n == old_name {
+            continue;
+        }
+        std::fs::rename(e.path(), old.join(&n))
+            .map_err(|er| err("cannot move the previous entry", &e.path(), er))?;
+    }
+    for e in std::fs::read_dir(staging).map_err(|e| err("cannot read", staging, e))? {
+        let e = e.map_err(|e| err("cannot read", staging, e))?;
+        std::fs::rename(e.path(), target.join(e.file_name()))
+            .map_err(|er| err("cannot move the restored entry", &e.path(), er))?;
+    }
+    std::fs::remove_dir(staging).map_err(|e| err("cannot remove", staging, e))?;
+    set_meta(
+        target,
+        facts.root_mode,
+        facts.root_mtime,
+        (facts.root_uid, facts.root_gid),
+    )?;
+    Ok(old)
+}
+
 /// Removes a directory tree on drop unless disarmed (a failed or cancelled restore).
 pub(crate) struct DirGuard(pub Option<PathBuf>);
 

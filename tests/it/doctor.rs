@@ -60,6 +60,11 @@ fn doctor_warns_about_keys_that_can_delete_and_trusts_compliance_locks() {
     // The identity file is on this host (the sandbox's job names it).
     assert_eq!(check(&c, "private key")["status"], "warn");
     assert_eq!(check(&c, "newest snapshot")["status"], "warn");
+    assert_eq!(
+        check(&c, "signing")["status"],
+        "warn",
+        "unsigned snapshots are worth a warning"
+    );
     expect_code(&sb.run(&["backup", "open"]), 0);
     let c = doctor(&sb, "open", 0);
     assert_eq!(check(&c, "newest snapshot")["status"], "ok", "{c:?}");

@@ -697,3 +697,72 @@ fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
     expect_code(&out, 0);
     assert_eq!(pg.sql("copy2", "SELECT sum(x) FROM t"), "5");
 }
+
+/// A tmpfs mounted on a directory, unmounted when dropped (the test runs as root, as CI does).
+struct Mounted(PathBuf);
+
+impl Mounted {
+    fn tmpfs(dir: &Path) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("mount(8) is needed by this test");
+        assert!(
+            st.success(),
+            "this test mounts a tmpfs and needs root (as CI runs); mount failed"
+        );
+        Mounted(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// A volume restored onto a mount point: the tree cannot be renamed across filesystems, so
+/// it is staged inside the mount and swapped in entry by entry; the content comes back
+/// exactly and the previous content is kept inside, named.
+#[test]
+fn a_volume_restores_onto_a_mount_point() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    let vol = sb.path().join("vol");
+    let _mnt = Mounted::tmpfs(&vol);
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("sub/a.txt"), b"alpha").unwrap();
+    std::fs::write(vol.join("b.bin"), vec![7u8; 100_000]).unwrap();
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o750)).unwrap();
+    sb.volume_job("vol", &vol, "");
+    expect_code(&sb.run(&["backup", "vol"]), 0);
+    // The disaster: the data is replaced.
+    std::fs::remove_dir_all(vol.join("sub")).unwrap();
+    std::fs::write(vol.join("b.bin"), b"wrong").unwrap();
+    std::fs::write(vol.join("junk"), b"junk").unwrap();
+    let out = sb.run(&["--json", "restore", "vol", "--yes"]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(std::fs::read(vol.join("sub/a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        std::fs::read(vol.join("b.bin")).unwrap(),
+        vec![7u8; 100_000]
+    );
+    assert!(!vol.join("junk").exists());
+    assert_eq!(
+        std::fs::metadata(&vol).unwrap().permissions().mode() & 0o777,
+        0o750
+    );
+    // --yes removed the previous content; nothing else is left inside.
+    let names: Vec<String> = std::fs::read_dir(&vol)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?} ({r})");
+}
