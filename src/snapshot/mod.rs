@@ -215,6 +215,11 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         .filter(|o| o.key.ends_with(&format!("/{MANIFEST}")))
         .map(|o| (o.key.clone(), o.size))
         .collect();
+    // When the storage wrote each manifest, by its own clock.
+    let written: BTreeMap<&str, jiff::Timestamp> = objects
+        .iter()
+        .filter_map(|o| Some((o.key.as_str(), o.modified?)))
+        .collect();
     for (k, h) in &versions {
         if k.ends_with(&format!("/{MANIFEST}"))
             && let Some(first) = h.original()
@@ -285,6 +290,15 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             && let Some(other) = other_source(&m.source, &plan.source)
         {
             foreign = Some(other);
+        }
+        // A manifest cannot have finished after the storage wrote it.
+        if let (Some(t), Some(w)) = (m.finished_at(), written.get(key.as_str()))
+            && t > *w + ALLOWED_SKEW
+        {
+            foreign = Some(format!(
+                "dated {}, after the storage wrote it ({w})",
+                m.finished
+            ));
         }
         if m.finished_at().is_some_and(|t| t > horizon) || id_time(id).is_some_and(|t| t > horizon)
         {
