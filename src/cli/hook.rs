@@ -59,13 +59,38 @@ pub(crate) async fn run(g: &Global) -> Result<i32> {
         }
     };
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
-    let (decision, message, approve) = match decide(g, &dir, &call).await {
-        Ok(d) => d,
-        Err(e) => (
+    // Any internal error, and a panic too, is a deny with a reason: the agent's call must
+    // never run because backstop failed to look at it.
+    let decided = {
+        let (g, dir, call) = (g.clone(), dir.clone(), call.clone());
+        tokio::spawn(async move { decide(&g, &dir, &call).await }).await
+    };
+    let (decision, message, approve) = match decided {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => (
             Permission::Deny,
             format!("backstop: {}", e.message()),
             false,
         ),
+        Err(e) => {
+            let msg = format!(
+                "backstop: internal error while checking this call ({}); refusing it",
+                if e.is_panic() {
+                    "a panic"
+                } else {
+                    "the check was cancelled"
+                }
+            );
+            audit(
+                Some(&call),
+                Permission::Deny,
+                &call.text(),
+                &[],
+                &[],
+                Some(&msg),
+            );
+            (Permission::Deny, msg, false)
+        }
     };
     tracing::debug!("hook decided in {:?}", started.elapsed());
     // Claude Code shows a systemMessage to the user: say nothing about harmless calls.
@@ -111,6 +136,16 @@ async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, Stri
         Action::Other(_) => Vec::new(),
     };
     let text = call.text();
+    // Fail closed: a call that could not be read in full is refused, never waved through.
+    if let Some(limit) = hits.iter().find(|h| h.rule.starts_with(rules::LIMIT)) {
+        let msg = format!(
+            "backstop: refusing a call it cannot fully check ({}); rewrite it without the nesting, or run it yourself",
+            limit.rule.trim_start_matches(rules::LIMIT).trim()
+        );
+        let why = vec![limit.rule.clone()];
+        audit(Some(call), Permission::Deny, &text, &why, &[], Some(&msg));
+        return Ok((Permission::Deny, msg, false));
+    }
     if hits.is_empty() {
         let msg = HARMLESS.to_string();
         audit(Some(call), Permission::Allow, &text, &[], &[], None);

@@ -100,8 +100,16 @@ fn hit(rule: &str, what: &str) -> Hit {
     }
 }
 
+/// The prefix of a rule that says the call could not be read in full (too deep, too
+/// large): the hook fails closed on it and denies.
+pub const LIMIT: &str = "limit:";
+
 fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usize) {
     if depth > 8 {
+        hits.push(hit(
+            &format!("{LIMIT} commands nested more than 8 deep"),
+            src,
+        ));
         return;
     }
     let (pipelines, nested) = parse_shell(src);
@@ -708,6 +716,29 @@ mod tests {
         assert!(!classify_json("graphql", &v, &c).is_empty());
         assert!(
             !classify_json("mcp__railway__volume_delete", &serde_json::json!({}), &c).is_empty()
+        );
+    }
+
+    #[test]
+    fn the_hook_fails_closed_on_what_it_cannot_read() {
+        // An unterminated heredoc is read to the end of the text (it once panicked).
+        assert!(rules_of("psql -d app <<SQL\nDROP TABLE users;").contains(&"SQL DROP".to_string()));
+        assert!(rules_of("cat <<EOF").is_empty());
+        // Nesting past the limit is a limit hit (the hook denies), never "harmless".
+        let mut cmd = "psql -c 'SELECT 1'".to_string();
+        for _ in 0..12 {
+            cmd = format!("bash -c {}", serde_json::to_string(&cmd).unwrap());
+        }
+        assert!(
+            rules_of(&cmd).iter().any(|r| r.starts_with(LIMIT)),
+            "{:?}",
+            rules_of(&cmd)
+        );
+        // Many dollar-quoted strings: each is skipped where it closes.
+        let many: String = (0..20_000).map(|i| format!("$t{i}$ x $t{i}$ ")).collect();
+        assert!(
+            rules_of(&format!("psql -c \"SELECT {many}; DROP TABLE t\""))
+                .contains(&"SQL DROP".to_string())
         );
     }
 }

@@ -121,6 +121,10 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
                     for (delim, strip) in std::mem::take(&mut pending_heredocs) {
                         let mut body = String::new();
                         loop {
+                            // An unterminated heredoc runs to the end of the text.
+                            if j >= chars.len() {
+                                break;
+                            }
                             let start = j;
                             while j < chars.len() && chars[j] != '\n' {
                                 j += 1;

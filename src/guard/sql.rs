@@ -83,11 +83,12 @@ fn split_sql(sql: &str) -> Vec<String> {
                 j += 1;
             }
             if j < b.len() && b[j] == '$' {
-                let tag: String = b[i..=j].iter().collect();
-                let rest: String = b[j + 1..].iter().collect();
-                match rest.find(&tag) {
+                // Search in place: linear in the distance to the closing tag (copying the
+                // rest of the text for every tag made long commands quadratic).
+                let tag = &b[i..=j];
+                match b[j + 1..].windows(tag.len()).position(|w| w == tag) {
                     Some(k) => {
-                        i = j + 1 + rest[..k].chars().count() + tag.chars().count();
+                        i = j + 1 + k + tag.len();
                         cur.push(' ');
                         continue;
                     }
