@@ -130,6 +130,28 @@ pub(crate) const RULES: &[CommandRule] = &[
     // PostgreSQL tools.
     rule!("postgres", "dropdb", &["dropdb"], words: &[]),
     rule!("postgres", "pg_dropcluster", &["pg_dropcluster"], words: &[]),
+    // ORMs and frameworks: resets that drop or empty the database they point at.
+    rule!("orm", "prisma reset", &["prisma"], words: &[&["migrate"], &["reset"]]),
+    rule!("orm", "prisma reset", &["prisma"], words: &[&["db"], &["push"]], flags: &["--force-reset", "--accept-data-loss"]),
+    rule!("orm", "rails db reset", &["rails", "rake"], words: &[&["db:drop", "db:reset", "db:schema:load", "db:structure:load", "db:purge", "db:truncate_all", "db:migrate:reset", "db:seed:replant"]]),
+    rule!("orm", "django flush", &["manage.py", "django-admin"], words: &[&["flush", "reset_db", "sqlflush"]]),
+    rule!("orm", "django migrate to zero", &["manage.py", "django-admin"], words: &[&["migrate"], &["*"], &["zero"]]),
+    rule!("orm", "drizzle push --force", &["drizzle-kit"], words: &[&["push", "push:pg"]], flags: &["--force"]),
+    rule!("orm", "drizzle drop", &["drizzle-kit"], words: &[&["drop"]]),
+    rule!("orm", "sequelize db:drop", &["sequelize", "sequelize-cli"], words: &[&["db:drop", "db:migrate:undo:all", "db:seed:undo:all"]]),
+    rule!("orm", "knex rollback --all", &["knex"], words: &[&["migrate:rollback"]], flags: &["--all"]),
+    rule!("orm", "alembic downgrade base", &["alembic"], words: &[&["downgrade"], &["base"]]),
+    rule!("orm", "laravel migrate:fresh", &["artisan"], words: &[&["migrate:fresh", "migrate:reset", "migrate:refresh", "db:wipe"]]),
+    rule!("orm", "ecto reset", &["mix"], words: &[&["ecto.reset", "ecto.drop"]]),
+    rule!("orm", "typeorm schema:drop", &["typeorm", "typeorm-ts-node-commonjs", "typeorm-ts-node-esm"], words: &[&["schema:drop"]]),
+    rule!("orm", "migration tool drop", &["flyway"], words: &[&["clean"]]),
+    rule!("orm", "migration tool drop", &["liquibase"], words: &[&["dropAll", "drop-all"]]),
+    rule!("orm", "migration tool drop", &["diesel", "sqlx"], words: &[&["database"], &["reset", "drop"]]),
+    rule!("orm", "migration tool drop", &["dbmate"], words: &[&["drop"]]),
+    rule!("orm", "migration tool drop", &["goose"], words: &[&["reset"]]),
+    rule!("orm", "migration tool drop", &["migrate"], words: &[], anywhere: &[&["drop"]]),
+    rule!("orm", "migration tool drop", &["atlas"], words: &[&["schema"], &["clean"]]),
+    rule!("orm", "mikro-orm schema:drop", &["mikro-orm"], words: &[&["schema:drop", "schema:fresh", "migration:fresh"]]),
     // Containers.
     rule!("containers", "docker volume removal", DOCKER, words: &[&["volume"], &["rm", "remove", "prune"]]),
     rule!("containers", "docker volume removal", DOCKER, words: &[&["compose"], &["down"]], flags: &["-v", "--volumes"]),
@@ -173,6 +195,91 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("backstop", "backstop prune --yes", &["backstop"], words: &[], anywhere: &[&["prune"]], flags: &["--yes", "-y"]),
     rule!("backstop", "backstop restore --yes", &["backstop"], words: &[], anywhere: &[&["restore"]], flags: &["--yes", "-y"]),
 ];
+
+/// Package runners and interpreters: the program after them does the work. Each entry is a
+/// runner and the words that must follow it (`poetry run`, `bundle exec`); options of the
+/// runner before the program are skipped.
+const LAUNCHERS: &[(&str, &[&str])] = &[
+    ("npx", &[]),
+    ("pnpx", &[]),
+    ("bunx", &[]),
+    ("yarn", &[]),
+    ("pnpm", &["exec"]),
+    ("pnpm", &["dlx"]),
+    ("pnpm", &[]),
+    ("npm", &["exec"]),
+    ("bun", &["x"]),
+    ("bun", &["run"]),
+    ("deno", &["run"]),
+    ("poetry", &["run"]),
+    ("uv", &["run"]),
+    ("pipenv", &["run"]),
+    ("pdm", &["run"]),
+    ("hatch", &["run"]),
+    ("bundle", &["exec"]),
+    ("dotenv", &[]),
+    ("php", &[]),
+    ("node", &[]),
+    ("ts-node", &[]),
+    ("tsx", &[]),
+];
+
+fn base(w: &str) -> &str {
+    w.rsplit('/').next().unwrap_or(w)
+}
+
+/// The words of a call with package runners and interpreters taken off the front:
+/// `npx -y prisma migrate reset` -> `prisma migrate reset`, `python3 -m alembic downgrade
+/// base` -> `alembic downgrade base`, `python manage.py flush` -> `manage.py flush`.
+pub(crate) fn unwrap_launchers<'a>(words: &[&'a str]) -> Vec<&'a str> {
+    let mut w: Vec<&'a str> = words.to_vec();
+    for _ in 0..4 {
+        let Some(first) = w.first().copied() else {
+            break;
+        };
+        let prog = base(first);
+        let mut next = None;
+        if matches!(prog, "python" | "python3" | "py") || prog.starts_with("python3.") {
+            let mut i = 1;
+            while i < w.len() && w[i].starts_with('-') && w[i] != "-m" {
+                i += 1;
+            }
+            if w.get(i) == Some(&"-m") {
+                next = Some(i + 1);
+            } else if w.get(i).is_some_and(|a| a.ends_with(".py")) {
+                next = Some(i);
+            }
+        } else {
+            for (runner, subs) in LAUNCHERS {
+                if prog != *runner || !w[1..].starts_with(subs) {
+                    continue;
+                }
+                let mut i = 1 + subs.len();
+                // The runner's own options (`npx -y`, `dotenv -e .env --`).
+                while i < w.len() && w[i].starts_with('-') {
+                    i += if matches!(w[i], "-e" | "-p" | "--package" | "-c") {
+                        2
+                    } else {
+                        1
+                    };
+                }
+                // A runner with nothing known after it (`yarn build`) is left alone
+                // unless a program follows; `php artisan` goes on to `artisan`.
+                if i < w.len() {
+                    next = Some(i);
+                }
+                break;
+            }
+        }
+        match next {
+            Some(i) if i < w.len() => {
+                w.drain(..i);
+            }
+            _ => break,
+        }
+    }
+    w
+}
 
 /// The options of `prog` that take a value.
 fn value_options(prog: &str) -> &'static [&'static str] {
@@ -255,6 +362,51 @@ mod tests {
     fn m(cmd: &str) -> Vec<&'static str> {
         let words: Vec<&str> = cmd.split_whitespace().collect();
         matching(words[0], &words[1..])
+    }
+
+    #[test]
+    fn orm_resets_through_their_runners() {
+        let via = |cmd: &str| {
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            let w = super::unwrap_launchers(&words);
+            super::matching(super::base(w[0]), &w[1..])
+        };
+        for (cmd, rule) in [
+            ("npx prisma migrate reset --force", "prisma reset"),
+            ("pnpm dlx prisma db push --force-reset", "prisma reset"),
+            ("bin/rails db:drop", "rails db reset"),
+            ("bundle exec rake db:schema:load", "rails db reset"),
+            ("python manage.py flush --noinput", "django flush"),
+            (
+                "python3 manage.py migrate billing zero",
+                "django migrate to zero",
+            ),
+            ("npx drizzle-kit push --force", "drizzle push --force"),
+            ("npx sequelize-cli db:drop", "sequelize db:drop"),
+            ("npx knex migrate:rollback --all", "knex rollback --all"),
+            (
+                "poetry run alembic downgrade base",
+                "alembic downgrade base",
+            ),
+            ("python -m alembic downgrade base", "alembic downgrade base"),
+            ("php artisan migrate:fresh --seed", "laravel migrate:fresh"),
+            ("mix ecto.reset", "ecto reset"),
+            ("yarn typeorm schema:drop", "typeorm schema:drop"),
+        ] {
+            assert!(via(cmd).contains(&rule), "{cmd}: {:?}", via(cmd));
+        }
+        for harmless in [
+            "npx prisma migrate dev",
+            "python manage.py migrate",
+            "php artisan migrate",
+            "npx drizzle-kit push",
+            "bundle exec rails db:migrate",
+            "npx knex migrate:rollback",
+            "alembic upgrade head",
+            "yarn build",
+        ] {
+            assert!(via(harmless).is_empty(), "{harmless}: {:?}", via(harmless));
+        }
     }
 
     #[test]

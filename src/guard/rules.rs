@@ -186,9 +186,15 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
         }
         return;
     };
+    let joined = words.join(" ");
+    // Package runners and interpreters in front of the tool that does the work:
+    // `npx prisma ...`, `poetry run alembic ...`, `python manage.py ...`, `php artisan ...`.
+    let words = super::packs::unwrap_launchers(&words);
+    let Some(first) = words.first().copied() else {
+        return;
+    };
     let prog = base(first);
     let args = &words[1..];
-    let joined = words.join(" ");
 
     // Shells with -c, eval, ssh and exec-into-container: the command string is checked too.
     if SHELLS.contains(&prog) {
