@@ -178,14 +178,14 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
         }
         break;
     }
-    let Some(first) = words.first().copied() else {
+    if words.is_empty() {
         for h in &s.heredocs {
             if sql_pipe {
                 sql_hits(h, hits);
             }
         }
         return;
-    };
+    }
     let joined = words.join(" ");
     // Package runners and interpreters in front of the tool that does the work:
     // `npx prisma ...`, `poetry run alembic ...`, `python manage.py ...`, `php artisan ...`.
