@@ -189,6 +189,9 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
     let joined = words.join(" ");
     // Package runners and interpreters in front of the tool that does the work:
     // `npx prisma ...`, `poetry run alembic ...`, `python manage.py ...`, `php artisan ...`.
+    // Interpreters are read before runners come off: `python3 task.py` is Python's.
+    let raw_prog = base(words[0]);
+    let raw_args: Vec<&str> = words[1..].to_vec();
     let words = super::packs::unwrap_launchers(&words);
     let Some(first) = words.first().copied() else {
         return;
@@ -198,14 +201,70 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
 
     // Shells with -c, eval, ssh and exec-into-container: the command string is checked too.
     if SHELLS.contains(&prog) {
-        if let Some(i) = args.iter().position(|a| {
+        let c_flag = args.iter().position(|a| {
             *a == "-c" || (a.starts_with('-') && a.ends_with('c') && !a.starts_with("--"))
-        }) && let Some(cmd) = args.get(i + 1)
+        });
+        if let Some(i) = c_flag
+            && let Some(cmd) = args.get(i + 1)
         {
             classify_shell_into(cmd, ctx, hits, depth + 1);
         }
         for h in &s.heredocs {
             classify_shell_into(h, ctx, hits, depth + 1);
+        }
+        // `bash reset.sh`: the script the call names, read where it lies under the cwd.
+        if c_flag.is_none()
+            && let Some(script) = args.iter().find(|a| !a.starts_with('-'))
+            && let Some(text) = read_named(script, ctx)
+        {
+            classify_shell_into(&text, ctx, hits, depth + 1);
+        }
+        for f in &s.inputs {
+            if let Some(text) = read_named(f, ctx) {
+                classify_shell_into(&text, ctx, hits, depth + 1);
+            }
+        }
+    }
+    // `./reset.sh`, `source reset.sh`
+    if (first.starts_with("./") && first.ends_with(".sh")) || prog == "source" || prog == "." {
+        let script = if first.starts_with("./") {
+            first
+        } else {
+            args.first().copied().unwrap_or("")
+        };
+        if let Some(text) = read_named(script, ctx) {
+            classify_shell_into(&text, ctx, hits, depth + 1);
+        }
+    }
+    // Language one-liners and scripts: SQL in their string literals, ORM mass deletes.
+    if INTERPRETERS.contains(&raw_prog) || raw_prog.starts_with("python3.") {
+        let args = &raw_args[..];
+        let mut i = 0;
+        let mut code: Vec<String> = s.heredocs.clone();
+        while i < args.len() {
+            let a = args[i];
+            if matches!(a, "-c" | "-e" | "--eval" | "-E" | "-p" | "--print") {
+                if let Some(v) = args.get(i + 1) {
+                    code.push(v.to_string());
+                }
+                break;
+            }
+            if a == "-m" {
+                break;
+            }
+            if !a.starts_with('-') {
+                if let Some(text) = read_named(a, ctx) {
+                    code.push(text);
+                }
+                break;
+            }
+            i += 1;
+        }
+        for f in &s.inputs {
+            code.extend(read_named(f, ctx));
+        }
+        for c in &code {
+            code_hits(c, hits);
         }
     }
     if prog == "eval" {
@@ -246,17 +305,27 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
             let inner = Simple {
                 words: rest.iter().map(|s| s.to_string()).collect(),
                 heredocs: s.heredocs.clone(),
+                inputs: s.inputs.clone(),
             };
             classify_simple(&inner, ctx, hits, depth + 1, sql_pipe);
         }
     }
 
-    // SQL clients: -c/--command strings, heredocs, and literals piped in.
+    // SQL clients: -c/--command strings, heredocs, files (-f, `< FILE`) and literals piped in.
     if SQL_CLIENTS.contains(&prog) {
         let mut i = 0;
         while i < args.len() {
             let a = args[i];
-            if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
+            if (a == "-f" || a == "--file") && i + 1 < args.len() {
+                if let Some(text) = read_named(args[i + 1], ctx) {
+                    sql_hits(&text, hits);
+                }
+                i += 1;
+            } else if let Some(f) = a.strip_prefix("--file=") {
+                if let Some(text) = read_named(f, ctx) {
+                    sql_hits(&text, hits);
+                }
+            } else if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
                 && i + 1 < args.len()
             {
                 sql_hits(args[i + 1], hits);
@@ -274,11 +343,21 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
         for h in &s.heredocs {
             sql_hits(h, hits);
         }
+        for f in &s.inputs {
+            if let Some(text) = read_named(f, ctx) {
+                sql_hits(&text, hits);
+            }
+        }
     } else if sql_pipe {
-        // echo "DROP TABLE x" | psql
+        // echo "DROP TABLE x" | psql, cat reset.sql | psql
         if ["echo", "printf", "cat"].contains(&prog) {
             for a in args {
                 sql_hits(a, hits);
+                if prog == "cat"
+                    && let Some(text) = read_named(a, ctx)
+                {
+                    sql_hits(&text, hits);
+                }
             }
         }
         for h in &s.heredocs {
@@ -471,6 +550,94 @@ pub(crate) fn graphql_delete(text: &str) -> Option<String> {
         }
     }
     None
+}
+
+/// Interpreters whose one-liners and scripts are read for SQL and ORM mass deletes.
+const INTERPRETERS: &[&str] = &[
+    "python", "python3", "py", "node", "nodejs", "deno", "bun", "ruby", "perl", "php",
+];
+
+/// The most of a file a call names that the hook reads.
+const READ_MAX: u64 = 1 << 20;
+
+/// The text of a file a call names (`psql -f reset.sql`, `bash reset.sh`), read only when
+/// it lies under the call's working directory (after resolving symlinks), is a regular
+/// file, and holds at most 1 MiB: the hook reads no other file.
+fn read_named(name: &str, ctx: &Context) -> Option<String> {
+    use std::io::Read;
+    let cwd = ctx.cwd?;
+    if name.is_empty() || name.starts_with('-') || name.contains(['$', '*', '?']) {
+        return None;
+    }
+    let path = resolve(name, Some(cwd));
+    let real = std::fs::canonicalize(&path).ok()?;
+    let root = std::fs::canonicalize(cwd).ok()?;
+    if !real.starts_with(&root) {
+        return None;
+    }
+    let f = std::fs::File::open(&real).ok()?;
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let mut buf = Vec::new();
+    f.take(READ_MAX).read_to_end(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// SQL in the string literals of code (`cur.execute("TRUNCATE users")`,
+/// `knex.raw('DROP TABLE x')`), and ORM calls that delete every row.
+fn code_hits(code: &str, hits: &mut Vec<Hit>) {
+    for lit in string_literals(code) {
+        sql_hits(&lit, hits);
+    }
+    const MASS_DELETES: &[&str] = &[
+        ".delete_all",
+        ".destroy_all",
+        ".all().delete()",
+        ".objects.all().delete()",
+        "deleteMany({})",
+        "deleteMany()",
+        "dropDatabase(",
+        ".drop_all(",
+        "metadata.drop_all",
+    ];
+    if let Some(m) = MASS_DELETES.iter().find(|m| code.contains(*m)) {
+        hits.push(hit("ORM mass delete in code", m));
+    }
+}
+
+/// The contents of `'...'`, `"..."`, `` `...` `` and triple-quoted literals of code.
+fn string_literals(code: &str) -> Vec<String> {
+    let b: Vec<char> = code.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let q = b[i];
+        if q == '\'' || q == '"' || q == '`' {
+            let triple = i + 2 < b.len() && b[i + 1] == q && b[i + 2] == q;
+            let open = if triple { 3 } else { 1 };
+            let mut j = i + open;
+            let mut lit = String::new();
+            while j < b.len() {
+                if b[j] == '\\' && j + 1 < b.len() {
+                    lit.push(b[j + 1]);
+                    j += 2;
+                    continue;
+                }
+                if b[j] == q && (!triple || (j + 2 < b.len() && b[j + 1] == q && b[j + 2] == q)) {
+                    break;
+                }
+                lit.push(b[j]);
+                j += 1;
+            }
+            out.push(lit);
+            i = j + open;
+        } else {
+            i += 1;
+        }
+    }
+    out
 }
 
 fn sql_hits(sql: &str, hits: &mut Vec<Hit>) {
@@ -746,5 +913,67 @@ mod tests {
             rules_of(&format!("psql -c \"SELECT {many}; DROP TABLE t\""))
                 .contains(&"SQL DROP".to_string())
         );
+    }
+
+    fn rules_in(dir: &Path, cmd: &str) -> Vec<String> {
+        let extra = Extra::default();
+        let ctx = Context {
+            cwd: Some(dir),
+            volume_paths: &[],
+            extra: &extra,
+        };
+        classify_shell(cmd, &ctx)
+            .into_iter()
+            .map(|h| h.rule)
+            .collect()
+    }
+
+    #[test]
+    fn files_scripts_and_one_liners_a_call_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("reset.sql"), "-- reset\nTRUNCATE bookings;\n").unwrap();
+        std::fs::write(d.join("fine.sql"), "SELECT 1;\n").unwrap();
+        std::fs::write(d.join("wipe.sh"), "#!/bin/sh\npsql -c 'DROP TABLE users'\n").unwrap();
+        std::fs::write(
+            d.join("task.py"),
+            "import psycopg\nwith psycopg.connect() as c:\n    c.execute(\"DELETE FROM users\")\n",
+        )
+        .unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("evil.sql"), "DROP TABLE x;").unwrap();
+        std::os::unix::fs::symlink(outside.path().join("evil.sql"), d.join("link.sql")).unwrap();
+        let has = |cmd: &str, rule: &str| {
+            let r = rules_in(d, cmd);
+            assert!(r.iter().any(|x| x.starts_with(rule)), "{cmd}: {r:?}");
+        };
+        has("psql -d app -f reset.sql", "SQL TRUNCATE");
+        has("psql -d app < reset.sql", "SQL TRUNCATE");
+        has("cat reset.sql | psql -d app", "SQL TRUNCATE");
+        has(
+            "docker exec -i db psql -U postgres < reset.sql",
+            "SQL TRUNCATE",
+        );
+        has("bash wipe.sh", "SQL DROP");
+        has("./wipe.sh", "SQL DROP");
+        has("python3 task.py", "SQL DELETE");
+        has(
+            "python3 -c 'import psycopg; psycopg.connect().execute(\"TRUNCATE users\")'",
+            "SQL TRUNCATE",
+        );
+        has(
+            "node -e \"require('pg'); c.query('DROP TABLE users')\"",
+            "SQL DROP",
+        );
+        has("ruby -e 'User.delete_all'", "ORM mass delete");
+        has("psql <<< \"TRUNCATE users\"", "SQL TRUNCATE");
+        has("psql -c $'-- note\\nTRUNCATE users'", "SQL TRUNCATE");
+        has("psql -c 'DROP/**/TABLE users'", "SQL DROP");
+        // Harmless: a harmless file, a file outside the cwd (through a symlink), a file
+        // that is not there.
+        assert!(rules_in(d, "psql -f fine.sql").is_empty());
+        assert!(rules_in(d, "psql -f link.sql").is_empty());
+        assert!(rules_in(d, "psql -f missing.sql").is_empty());
+        assert!(rules_in(d, "python3 -c 'print(1)'").is_empty());
     }
 }

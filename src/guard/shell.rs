@@ -2,12 +2,18 @@
 //! quotes, `|`, `&&`/`||`/`;`, heredocs, and the command strings of `$(...)` and backticks
 //! returned to be checked on their own.
 
-/// A simple command: its words (quotes removed) and any heredoc bodies fed to it.
+/// A simple command: its words (quotes removed), any heredoc and here-string bodies fed
+/// to it, and the files it reads on stdin (`< FILE`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Simple {
     pub words: Vec<String>,
     pub heredocs: Vec<String>,
+    pub inputs: Vec<String>,
 }
+
+/// Marks, among a command's words while it is parsed, that the next word is a here-string
+/// body (`<<< WORD`).
+const HERE_STRING: &str = "\u{1}<<<";
 
 /// A pipeline: simple commands joined by `|`.
 pub(crate) type Pipeline = Vec<Simple>;
@@ -92,6 +98,42 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
                 continue;
             }
             ' ' | '\t' => end_word(&mut cur, &mut word, &mut in_word),
+            '$' if chars.get(i + 1) == Some(&'\'') => {
+                // ANSI-C quoting: $'...' with backslash escapes.
+                in_word = true;
+                i += 2;
+                while i < chars.len() && chars[i] != '\'' {
+                    if chars[i] == '\\' && i + 1 < chars.len() {
+                        i += 1;
+                        match chars[i] {
+                            'n' => word.push('\n'),
+                            't' => word.push('\t'),
+                            'r' => word.push('\r'),
+                            'x' => {
+                                let hex: String =
+                                    chars[i + 1..(i + 3).min(chars.len())].iter().collect();
+                                match u8::from_str_radix(&hex, 16) {
+                                    Ok(b) => {
+                                        word.push(b as char);
+                                        i += hex.len();
+                                    }
+                                    Err(_) => word.push('x'),
+                                }
+                            }
+                            other => word.push(other),
+                        }
+                    } else {
+                        word.push(chars[i]);
+                    }
+                    i += 1;
+                }
+            }
+            '<' if chars.get(i + 1) == Some(&'<') && chars.get(i + 2) == Some(&'<') => {
+                end_word(&mut cur, &mut word, &mut in_word);
+                cur.words.push(HERE_STRING.to_string());
+                i += 3;
+                continue;
+            }
             '<' if chars.get(i + 1) == Some(&'<') && chars.get(i + 2) != Some(&'<') => {
                 end_word(&mut cur, &mut word, &mut in_word);
                 let mut j = i + 2;
@@ -171,7 +213,29 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
 }
 
 fn flush(cur: &mut Simple, pipeline: &mut Pipeline, pipelines: &mut Vec<Pipeline>, pipe: bool) {
-    if !cur.words.is_empty() || !cur.heredocs.is_empty() {
+    // Here-strings and `< FILE` are input, not arguments.
+    let mut words = Vec::new();
+    let mut it = std::mem::take(&mut cur.words).into_iter();
+    while let Some(w) = it.next() {
+        if w == HERE_STRING {
+            if let Some(body) = it.next() {
+                cur.heredocs.push(body);
+            }
+        } else if w == "<" {
+            if let Some(f) = it.next() {
+                cur.inputs.push(f);
+            }
+        } else if let Some(f) = w
+            .strip_prefix('<')
+            .filter(|f| !f.is_empty() && !f.starts_with('('))
+        {
+            cur.inputs.push(f.to_string());
+        } else {
+            words.push(w);
+        }
+    }
+    cur.words = words;
+    if !cur.words.is_empty() || !cur.heredocs.is_empty() || !cur.inputs.is_empty() {
         pipeline.push(std::mem::take(cur));
     }
     if !pipe && !pipeline.is_empty() {

@@ -64,6 +64,8 @@ fn split_sql(sql: &str) -> Vec<String> {
                 i += 1;
             }
             i += 2;
+            // A comment separates words: `DROP/**/TABLE` is `DROP TABLE`.
+            cur.push(' ');
             continue;
         }
         if c == '\'' || c == '"' {
