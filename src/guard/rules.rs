@@ -199,74 +199,8 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
     let prog = base(first);
     let args = &words[1..];
 
-    // Shells with -c, eval, ssh and exec-into-container: the command string is checked too.
-    if SHELLS.contains(&prog) {
-        let c_flag = args.iter().position(|a| {
-            *a == "-c" || (a.starts_with('-') && a.ends_with('c') && !a.starts_with("--"))
-        });
-        if let Some(i) = c_flag
-            && let Some(cmd) = args.get(i + 1)
-        {
-            classify_shell_into(cmd, ctx, hits, depth + 1);
-        }
-        for h in &s.heredocs {
-            classify_shell_into(h, ctx, hits, depth + 1);
-        }
-        // `bash reset.sh`: the script the call names, read where it lies under the cwd.
-        if c_flag.is_none()
-            && let Some(script) = args.iter().find(|a| !a.starts_with('-'))
-            && let Some(text) = read_named(script, ctx)
-        {
-            classify_shell_into(&text, ctx, hits, depth + 1);
-        }
-        for f in &s.inputs {
-            if let Some(text) = read_named(f, ctx) {
-                classify_shell_into(&text, ctx, hits, depth + 1);
-            }
-        }
-    }
-    // `./reset.sh`, `source reset.sh`
-    if (first.starts_with("./") && first.ends_with(".sh")) || prog == "source" || prog == "." {
-        let script = if first.starts_with("./") {
-            first
-        } else {
-            args.first().copied().unwrap_or("")
-        };
-        if let Some(text) = read_named(script, ctx) {
-            classify_shell_into(&text, ctx, hits, depth + 1);
-        }
-    }
-    // Language one-liners and scripts: SQL in their string literals, ORM mass deletes.
-    if INTERPRETERS.contains(&raw_prog) || raw_prog.starts_with("python3.") {
-        let args = &raw_args[..];
-        let mut i = 0;
-        let mut code: Vec<String> = s.heredocs.clone();
-        while i < args.len() {
-            let a = args[i];
-            if matches!(a, "-c" | "-e" | "--eval" | "-E" | "-p" | "--print") {
-                if let Some(v) = args.get(i + 1) {
-                    code.push(v.to_string());
-                }
-                break;
-            }
-            if a == "-m" {
-                break;
-            }
-            if !a.starts_with('-') {
-                if let Some(text) = read_named(a, ctx) {
-                    code.push(text);
-                }
-                break;
-            }
-            i += 1;
-        }
-        for f in &s.inputs {
-            code.extend(read_named(f, ctx));
-        }
-        for c in &code {
-            code_hits(c, hits);
-        }
-    }
+    shell_text(s, first, prog, args, ctx, hits, depth);
+    interpreter_code(s, raw_prog, &raw_args, ctx, hits);
     if prog == "eval" {
         classify_shell_into(&args.join(" "), ctx, hits, depth + 1);
     }
@@ -311,60 +245,7 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
         }
     }
 
-    // SQL clients: -c/--command strings, heredocs, files (-f, `< FILE`) and literals piped in.
-    if SQL_CLIENTS.contains(&prog) {
-        let mut i = 0;
-        while i < args.len() {
-            let a = args[i];
-            if (a == "-f" || a == "--file") && i + 1 < args.len() {
-                if let Some(text) = read_named(args[i + 1], ctx) {
-                    sql_hits(&text, hits);
-                }
-                i += 1;
-            } else if let Some(f) = a.strip_prefix("--file=") {
-                if let Some(text) = read_named(f, ctx) {
-                    sql_hits(&text, hits);
-                }
-            } else if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
-                && i + 1 < args.len()
-            {
-                sql_hits(args[i + 1], hits);
-                i += 1;
-            } else if let Some(v) = a
-                .strip_prefix("--command=")
-                .or_else(|| a.strip_prefix("--execute="))
-            {
-                sql_hits(v, hits);
-            } else if prog == "sqlite3" && i > 0 && !a.starts_with('-') {
-                sql_hits(a, hits);
-            }
-            i += 1;
-        }
-        for h in &s.heredocs {
-            sql_hits(h, hits);
-        }
-        for f in &s.inputs {
-            if let Some(text) = read_named(f, ctx) {
-                sql_hits(&text, hits);
-            }
-        }
-    } else if sql_pipe {
-        // echo "DROP TABLE x" | psql, cat reset.sql | psql
-        if ["echo", "printf", "cat"].contains(&prog) {
-            for a in args {
-                sql_hits(a, hits);
-                if prog == "cat"
-                    && let Some(text) = read_named(a, ctx)
-                {
-                    sql_hits(&text, hits);
-                }
-            }
-        }
-        for h in &s.heredocs {
-            sql_hits(h, hits);
-        }
-    }
-
+    sql_client_text(s, prog, args, ctx, hits, sql_pipe);
     let has = |w: &str| args.contains(&w);
     match prog {
         "pg_ctl" | "pg_ctlcluster"
@@ -447,6 +328,160 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
             && r.args.iter().all(|a| args.contains(&a.as_str()))
         {
             hits.push(hit(&format!("hook.toml: {}", r.name), &joined));
+        }
+    }
+}
+
+/// Shell text a call runs: `sh -c STRING`, heredocs into a shell, a script it names
+/// (`bash reset.sh`, `./reset.sh`, `source reset.sh`), read under the cwd.
+fn shell_text(
+    s: &Simple,
+    first: &str,
+    prog: &str,
+    args: &[&str],
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+    depth: usize,
+) {
+    if SHELLS.contains(&prog) {
+        let c_flag = args.iter().position(|a| {
+            *a == "-c" || (a.starts_with('-') && a.ends_with('c') && !a.starts_with("--"))
+        });
+        if let Some(i) = c_flag
+            && let Some(cmd) = args.get(i + 1)
+        {
+            classify_shell_into(cmd, ctx, hits, depth + 1);
+        }
+        for h in &s.heredocs {
+            classify_shell_into(h, ctx, hits, depth + 1);
+        }
+        // `bash reset.sh`: the script the call names, read where it lies under the cwd.
+        if c_flag.is_none()
+            && let Some(script) = args.iter().find(|a| !a.starts_with('-'))
+            && let Some(text) = read_named(script, ctx)
+        {
+            classify_shell_into(&text, ctx, hits, depth + 1);
+        }
+        for f in &s.inputs {
+            if let Some(text) = read_named(f, ctx) {
+                classify_shell_into(&text, ctx, hits, depth + 1);
+            }
+        }
+    }
+    // `./reset.sh`, `source reset.sh`
+    if (first.starts_with("./") && first.ends_with(".sh")) || prog == "source" || prog == "." {
+        let script = if first.starts_with("./") {
+            first
+        } else {
+            args.first().copied().unwrap_or("")
+        };
+        if let Some(text) = read_named(script, ctx) {
+            classify_shell_into(&text, ctx, hits, depth + 1);
+        }
+    }
+}
+
+/// Code an interpreter runs (`python -c`, `node -e`, a script, a heredoc): SQL in its
+/// string literals and ORM mass deletes.
+fn interpreter_code(
+    s: &Simple,
+    raw_prog: &str,
+    raw_args: &[&str],
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+) {
+    if INTERPRETERS.contains(&raw_prog) || raw_prog.starts_with("python3.") {
+        let args = raw_args;
+        let mut i = 0;
+        let mut code: Vec<String> = s.heredocs.clone();
+        while i < args.len() {
+            let a = args[i];
+            if matches!(a, "-c" | "-e" | "--eval" | "-E" | "-p" | "--print") {
+                if let Some(v) = args.get(i + 1) {
+                    code.push(v.to_string());
+                }
+                break;
+            }
+            if a == "-m" {
+                break;
+            }
+            if !a.starts_with('-') {
+                if let Some(text) = read_named(a, ctx) {
+                    code.push(text);
+                }
+                break;
+            }
+            i += 1;
+        }
+        for f in &s.inputs {
+            code.extend(read_named(f, ctx));
+        }
+        for c in &code {
+            code_hits(c, hits);
+        }
+    }
+}
+
+/// SQL a client runs: `-c`/`--command` strings, heredocs, files (`-f`, `< FILE`), and
+/// literals or files piped into it (`echo ... | psql`, `cat reset.sql | psql`).
+fn sql_client_text(
+    s: &Simple,
+    prog: &str,
+    args: &[&str],
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+    sql_pipe: bool,
+) {
+    if SQL_CLIENTS.contains(&prog) {
+        let mut i = 0;
+        while i < args.len() {
+            let a = args[i];
+            if (a == "-f" || a == "--file") && i + 1 < args.len() {
+                if let Some(text) = read_named(args[i + 1], ctx) {
+                    sql_hits(&text, hits);
+                }
+                i += 1;
+            } else if let Some(f) = a.strip_prefix("--file=") {
+                if let Some(text) = read_named(f, ctx) {
+                    sql_hits(&text, hits);
+                }
+            } else if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
+                && i + 1 < args.len()
+            {
+                sql_hits(args[i + 1], hits);
+                i += 1;
+            } else if let Some(v) = a
+                .strip_prefix("--command=")
+                .or_else(|| a.strip_prefix("--execute="))
+            {
+                sql_hits(v, hits);
+            } else if prog == "sqlite3" && i > 0 && !a.starts_with('-') {
+                sql_hits(a, hits);
+            }
+            i += 1;
+        }
+        for h in &s.heredocs {
+            sql_hits(h, hits);
+        }
+        for f in &s.inputs {
+            if let Some(text) = read_named(f, ctx) {
+                sql_hits(&text, hits);
+            }
+        }
+    } else if sql_pipe {
+        // echo "DROP TABLE x" | psql, cat reset.sql | psql
+        if ["echo", "printf", "cat"].contains(&prog) {
+            for a in args {
+                sql_hits(a, hits);
+                if prog == "cat"
+                    && let Some(text) = read_named(a, ctx)
+                {
+                    sql_hits(&text, hits);
+                }
+            }
+        }
+        for h in &s.heredocs {
+            sql_hits(h, hits);
         }
     }
 }
