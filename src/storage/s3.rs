@@ -31,6 +31,8 @@ pub struct S3Storage {
     part_size: usize,
     parts_in_flight: usize,
     object_lock: Option<(LockMode, u32)>,
+    /// The server answered 501 to `If-None-Match` on a write: write without it.
+    no_conditional: std::sync::atomic::AtomicBool,
 }
 
 const _: fn() = || {
@@ -106,6 +108,7 @@ impl S3Storage {
             part_size: o.part_size,
             parts_in_flight: o.parts_in_flight.max(1),
             object_lock: o.object_lock,
+            no_conditional: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -164,25 +167,51 @@ impl S3Storage {
 
     async fn put_single(&self, key: &str, data: Bytes) -> Result<u64> {
         let len = data.len() as u64;
+        let conditional = !self
+            .no_conditional
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(self.full_key(key))
-            // Write-once: never a new version over an existing object.
-            .if_none_match("*")
             .content_length(len as i64);
+        if conditional {
+            // Write-once: never a new version over an existing object.
+            req = req.if_none_match("*");
+        }
         if let Some((mode, until)) = self.retain_until() {
             req = req
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until)
                 .content_md5(content_md5(&data));
         }
-        req.body(ByteStream::from(data)).send().await.map_err(|e| {
-            let status = e.raw_response().map(|r| r.status().as_u16());
-            self.write_err("PutObject", key, status, e)
-        })?;
-        Ok(len)
+        match req.body(ByteStream::from(data.clone())).send().await {
+            Ok(_) => Ok(len),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if conditional && status == Some(501) {
+                    // A server that rejects the header (rather than ignoring it): write
+                    // without it, and say so once.
+                    self.note_no_conditional();
+                    return Box::pin(self.put_single(key, data)).await;
+                }
+                Err(self.write_err("PutObject", key, status, e))
+            }
+        }
+    }
+
+    fn note_no_conditional(&self) {
+        if !self
+            .no_conditional
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "{} does not implement If-None-Match on writes (HTTP 501): objects are written without it; \
+                 use Object Lock or versioning so they cannot be replaced",
+                self.describe()
+            );
+        }
     }
 
     async fn put_multipart(
@@ -223,23 +252,38 @@ impl S3Storage {
         };
         match self.upload_parts(key, &upload_id, first, second, rx).await {
             Ok((parts, total)) => {
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(&full)
-                    .upload_id(&upload_id)
-                    .if_none_match("*")
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        let status = e.raw_response().map(|r| r.status().as_u16());
-                        self.write_err("CompleteMultipartUpload", key, status, e)
-                    })?;
+                let complete = |conditional: bool| {
+                    let mut req = self
+                        .client
+                        .complete_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(&full)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(parts.clone()))
+                                .build(),
+                        );
+                    if conditional {
+                        req = req.if_none_match("*");
+                    }
+                    req.send()
+                };
+                let conditional = !self
+                    .no_conditional
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut res = complete(conditional).await;
+                if conditional
+                    && let Err(e) = &res
+                    && e.raw_response().map(|r| r.status().as_u16()) == Some(501)
+                {
+                    self.note_no_conditional();
+                    res = complete(false).await;
+                }
+                res.map_err(|e| {
+                    let status = e.raw_response().map(|r| r.status().as_u16());
+                    self.write_err("CompleteMultipartUpload", key, status, e)
+                })?;
                 guard.upload_id = None;
                 self.ensure_retention(key).await?;
                 Ok(total)
