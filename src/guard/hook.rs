@@ -223,9 +223,11 @@ pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Ve
             SourcePlan::Postgres(pg) => words.contains(&pg.url.dbname()),
             SourcePlan::Volume(v) => {
                 text.contains(&*v.path.to_string_lossy())
-                    || hits
-                        .iter()
-                        .any(|h| h.paths.iter().any(|x| v.path.starts_with(x)))
+                    || hits.iter().any(|h| {
+                        h.paths
+                            .iter()
+                            .any(|x| v.path.starts_with(x) || x.starts_with(&v.path))
+                    })
             }
         })
         .collect();

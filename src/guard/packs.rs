@@ -345,6 +345,13 @@ impl CommandRule {
 
 /// The rules a call of `prog` with `args` matches, by name, without repeats.
 pub(crate) fn matching(prog: &str, args: &[&str]) -> Vec<&'static str> {
+    // Asking a tool for its help or version changes nothing.
+    if args
+        .iter()
+        .any(|a| matches!(*a, "--help" | "-?" | "--version"))
+    {
+        return Vec::new();
+    }
     let words = positional(prog, args);
     let mut out: Vec<&'static str> = Vec::new();
     for r in RULES {

@@ -262,7 +262,7 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
         {
             hits.push(hit("pg_ctl stop -m immediate", &joined))
         }
-        "rm" | "rmdir" | "shred" | "srm" => {
+        "rm" | "rmdir" | "shred" | "srm" | "unlink" => {
             let recursive = prog != "rm"
                 || args.iter().any(|a| {
                     *a == "--recursive"
@@ -270,45 +270,57 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
                             && !a.starts_with("--")
                             && (a.contains('r') || a.contains('R')))
                 });
-            if recursive {
-                let targets: Vec<PathBuf> = args
-                    .iter()
-                    .filter(|a| !a.starts_with('-'))
-                    .map(|a| resolve(a, ctx.cwd))
-                    .collect();
-                let at_or_above: Vec<PathBuf> = targets
-                    .iter()
-                    .filter(|t| ctx.volume_paths.iter().any(|v| v.starts_with(t.as_path())))
-                    .cloned()
-                    .collect();
-                if !at_or_above.is_empty() {
-                    hits.push(Hit {
-                        rule: "rm -r of a volume job's path".into(),
-                        what: joined.chars().take(200).collect(),
-                        paths: at_or_above,
-                    });
-                }
+            // Recursive: at, above or inside a volume (a subdirectory is part of its data);
+            // a plain `rm FILE` inside one is left to the agent's own rules.
+            let touched = volume_targets(
+                args.iter().filter(|a| !a.starts_with('-')).copied(),
+                ctx,
+                recursive,
+            );
+            if !touched.is_empty() {
+                hits.push(Hit {
+                    rule: "rm -r of a volume job's path".into(),
+                    what: joined.chars().take(200).collect(),
+                    paths: touched,
+                });
             }
         }
-        "find" if has("-delete") => {
-            let targets: Vec<PathBuf> = args
-                .iter()
-                .take_while(|a| !a.starts_with('-'))
-                .map(|a| resolve(a, ctx.cwd))
-                .collect();
-            let at_or_above: Vec<PathBuf> = targets
-                .into_iter()
-                .filter(|t| {
-                    ctx.volume_paths
-                        .iter()
-                        .any(|v| v.starts_with(t) || t.starts_with(v))
-                })
-                .collect();
-            if !at_or_above.is_empty() {
+        "find"
+            if has("-delete")
+                || args.windows(2).any(|w| {
+                    matches!(w[0], "-exec" | "-execdir" | "-ok")
+                        && matches!(base(w[1]), "rm" | "shred" | "unlink" | "rmdir")
+                }) =>
+        {
+            let touched = volume_targets(
+                args.iter().take_while(|a| !a.starts_with('-')).copied(),
+                ctx,
+                true,
+            );
+            if !touched.is_empty() {
                 hits.push(Hit {
                     rule: "find -delete in a volume job's path".into(),
                     what: joined.chars().take(200).collect(),
-                    paths: at_or_above,
+                    paths: touched,
+                });
+            }
+        }
+        "rsync"
+            if args
+                .iter()
+                .any(|a| a.starts_with("--delete") || *a == "--remove-source-files") =>
+        {
+            // The destination (the last operand) loses what the source lacks.
+            let dst = args
+                .iter()
+                .rev()
+                .find(|a| !a.starts_with('-') && !a.contains(':'));
+            let touched = volume_targets(dst.into_iter().copied(), ctx, true);
+            if !touched.is_empty() {
+                hits.push(Hit {
+                    rule: "rsync --delete into a volume job's path".into(),
+                    what: joined.chars().take(200).collect(),
+                    paths: touched,
                 });
             }
         }
@@ -484,6 +496,23 @@ fn sql_client_text(
             sql_hits(h, hits);
         }
     }
+}
+
+/// The targets (resolved against the cwd) that remove a volume job's data: at, above or
+/// inside a volume path, when the removal is `recursive`.
+fn volume_targets<'a>(
+    targets: impl Iterator<Item = &'a str>,
+    ctx: &Context,
+    recursive: bool,
+) -> Vec<PathBuf> {
+    targets
+        .map(|a| resolve(a, ctx.cwd))
+        .filter(|t| {
+            ctx.volume_paths
+                .iter()
+                .any(|v| recursive && (v.starts_with(t.as_path()) || t.starts_with(v)))
+        })
+        .collect()
 }
 
 fn is_assignment(w: &str) -> bool {
@@ -1010,5 +1039,46 @@ mod tests {
         assert!(rules_in(d, "psql -f link.sql").is_empty());
         assert!(rules_in(d, "psql -f missing.sql").is_empty());
         assert!(rules_in(d, "python3 -c 'print(1)'").is_empty());
+    }
+
+    #[test]
+    fn parts_of_a_volume_count_and_help_does_not() {
+        for (cmd, rule) in [
+            (
+                "rm -rf /var/lib/app-data/uploads",
+                "rm -r of a volume job's path",
+            ),
+            (
+                "shred -u /var/lib/app-data/key",
+                "rm -r of a volume job's path",
+            ),
+            (
+                "find /var/lib/app-data -name '*.tmp' -exec rm {} +",
+                "find -delete in a volume job's path",
+            ),
+            (
+                "rsync -a --delete ./empty/ /var/lib/app-data/",
+                "rsync --delete into a volume job's path",
+            ),
+        ] {
+            assert!(
+                rules_of(cmd).contains(&rule.to_string()),
+                "{cmd}: {:?}",
+                rules_of(cmd)
+            );
+        }
+        for harmless in [
+            "rm -rf /tmp/build",
+            "dropdb --help",
+            "rsync -a --delete /var/lib/app-data/ /backup/app/",
+            "find /var/lib/app-data -name x",
+            "terraform destroy --help",
+        ] {
+            assert!(
+                rules_of(harmless).is_empty(),
+                "{harmless}: {:?}",
+                rules_of(harmless)
+            );
+        }
     }
 }
