@@ -362,6 +362,22 @@ fn confirm(
     Ok(true)
 }
 
+/// The previous content of a volume target, moved aside by the swap: removed when the
+/// operator confirmed replacing it (or it was empty), else kept and named in the report.
+fn dispose_previous(old: &Path, remove: bool) -> Option<String> {
+    if remove {
+        let _ = crate::volume::target::make_writable(old);
+        match std::fs::remove_dir_all(old) {
+            Ok(()) => return None,
+            Err(e) => tracing::warn!(
+                "could not remove the previous content {}: {e}",
+                old.display()
+            ),
+        }
+    }
+    Some(old.display().to_string())
+}
+
 /// Restore a volume snapshot: extract beside the target, check, swap.
 async fn run_volume(
     plan: &JobPlan,
@@ -532,18 +548,7 @@ async fn run_volume(
                     ))
                 })?;
             guard.0 = None;
-            if confirmed || state == TargetState::Empty {
-                let _ = tv::make_writable(&old);
-                if let Err(e) = std::fs::remove_dir_all(&old) {
-                    tracing::warn!(
-                        "could not remove the previous content {}: {e}",
-                        old.display()
-                    );
-                    previous_kept_as = Some(old.display().to_string());
-                }
-            } else {
-                previous_kept_as = Some(old.display().to_string());
-            }
+            previous_kept_as = dispose_previous(&old, confirmed || state == TargetState::Empty);
         }
         _ => {
             tv::exchange(&staging, &target).map_err(|e| {
@@ -561,18 +566,7 @@ async fn run_volume(
                     old.display()
                 ))
             })?;
-            if confirmed || state == TargetState::Empty {
-                let _ = tv::make_writable(&old);
-                if let Err(e) = std::fs::remove_dir_all(&old) {
-                    tracing::warn!(
-                        "could not remove the previous content {}: {e}",
-                        old.display()
-                    );
-                    previous_kept_as = Some(old.display().to_string());
-                }
-            } else {
-                previous_kept_as = Some(old.display().to_string());
-            }
+            previous_kept_as = dispose_previous(&old, confirmed || state == TargetState::Empty);
         }
     }
     Ok(Report {
