@@ -14,6 +14,19 @@ fn newest_dir(sb: &Sandbox, job: &str) -> PathBuf {
     sb.store().join(job).join(id)
 }
 
+/// A cluster with database `app` holding `t(x)` = `x`, and a file:// job `app` on it.
+fn app_job(x: i32) -> (Pg, Sandbox) {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql(
+        "app",
+        &format!("CREATE TABLE t (x int); INSERT INTO t VALUES ({x});"),
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    (pg, sb)
+}
+
 /// Replace (or add) object `role` of the snapshot in `dir` with `plaintext`, encrypted to
 /// the job's public key, and make the manifest agree: all an attacker with write access
 /// and the public key can do.
@@ -209,11 +222,7 @@ fn a_forged_volume_cannot_change_anything_outside_its_target() {
 /// by no one else: it listens on no TCP address, only on a socket in its 0700 directory.
 #[test]
 fn the_drill_cluster_listens_on_no_tcp_address() {
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (_pg, sb) = app_job(1);
     sb.append_job(
         "app",
         "",
@@ -250,11 +259,7 @@ fn forge_future_copy(dir: &Path, stamp: &str) -> String {
 /// newest, and prune's keep_within counts from now, so the real snapshots survive.
 #[test]
 fn a_snapshot_from_the_future_is_never_newest_and_prune_keeps_the_real_ones() {
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (pg, sb) = app_job(1);
     sb.append_job("app", "", "[retention]\nkeep_within = \"7d\"");
     expect_code(&sb.run(&["backup", "app"]), 0);
     expect_code(&sb.run(&["backup", "app"]), 0);
@@ -277,11 +282,7 @@ fn a_snapshot_from_the_future_is_never_newest_and_prune_keeps_the_real_ones() {
 /// the real snapshots.
 #[test]
 fn an_oversized_manifest_is_skipped_not_read() {
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (7);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (pg, sb) = app_job(7);
     expect_code(&sb.run(&["backup", "app"]), 0);
     let real = sb.snapshots("app")[0].0.clone();
     let junk = sb.store().join("app").join("20991230T000000Z-0bad00");
@@ -320,11 +321,7 @@ fn enable_signing(sb: &Sandbox, job: &str) -> (String, PathBuf) {
 #[test]
 fn a_forged_snapshot_is_foreign_and_never_restored_unasked() {
     use std::os::unix::fs::PermissionsExt;
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (pg, sb) = app_job(1);
     // Before signing: an unsigned snapshot.
     expect_code(&sb.run(&["backup", "app"]), 0);
     let unsigned = sb.snapshots("app")[0].0.clone();
@@ -493,11 +490,7 @@ fn all_text(dir: &Path) -> Vec<(PathBuf, String)> {
 #[test]
 fn secrets_in_commands_are_never_stored() {
     use std::os::unix::fs::PermissionsExt;
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (pg, sb) = app_job(1);
     let risky = "psql postgres://admin:Hunter2Secret@db.internal/app -c 'TRUNCATE t' && \
                  curl -X DELETE -H 'Authorization: Bearer tok_9f8e7d6c5b4a39281706' https://api.example.com/v1/databases/app";
     let answer = hook_bash(&sb, risky);
@@ -589,11 +582,7 @@ fn the_same_job_name_on_another_source_is_foreign() {
 /// another machine is not taken over as if it were a dead local process.
 #[test]
 fn leases_trust_neither_the_holders_clock_nor_its_host_name() {
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
-    sb.file_job("app", &pg.url("app"), "");
+    let (_pg, sb) = app_job(1);
     let lease_dir = sb.store().join("app/lease");
     std::fs::create_dir_all(&lease_dir).unwrap();
     let write = |body: serde_json::Value, age_secs: u64| {
