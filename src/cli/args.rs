@@ -173,7 +173,12 @@ pub enum Command {
     /// Pre-tool hook for AI coding agents (Claude Code PreToolUse, Cursor
     /// beforeShellExecution/beforeMCPExecution): reads one tool call as JSON on stdin,
     /// snapshots the affected jobs before a risky call, answers allow/ask/deny on stdout
-    Hook,
+    Hook {
+        /// Only say what the call would trigger (rules, jobs) as JSON; no snapshot, no
+        /// audit record. For testing hook.toml rules and a corpus of calls
+        #[arg(long)]
+        explain: bool,
+    },
     /// Per job: last snapshot, last failure, last verified restore, next run, anomalies and
     /// health (OK, STALE, UNVERIFIED, FAILING); exit 1 unless every job is OK
     Status { job: Option<String> },

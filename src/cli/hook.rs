@@ -16,7 +16,7 @@ use crate::guard::hook::{
 use crate::guard::rules::{self, Context, Extra};
 use crate::snapshot::Trigger;
 
-pub(crate) async fn run(g: &Global) -> Result<i32> {
+pub(crate) async fn run(g: &Global, explain: bool) -> Result<i32> {
     let started = std::time::Instant::now();
     let mut raw = String::new();
     let read = tokio::task::spawn_blocking(move || {
@@ -59,6 +59,9 @@ pub(crate) async fn run(g: &Global) -> Result<i32> {
         }
     };
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
+    if explain {
+        return explain_call(&dir, &call);
+    }
     // Any internal error, and a panic too, is a deny with a reason: the agent's call must
     // never run because backstop failed to look at it.
     let decided = {
@@ -103,8 +106,34 @@ pub(crate) async fn run(g: &Global) -> Result<i32> {
     Ok(code)
 }
 
-/// Classify, snapshot when risky, and decide; audits the decision.
-async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, String, bool)> {
+/// What the hook sees of one call: its settings, the jobs, and the rules the call hits.
+struct Seen {
+    hook: crate::guard::hook::HookFile,
+    plans: Vec<crate::config::JobPlan>,
+    broken: Vec<String>,
+    hits: Vec<rules::Hit>,
+}
+
+/// `hook --explain`: the rules a call hits and the jobs it would snapshot, as JSON.
+fn explain_call(dir: &Path, call: &Call) -> Result<i32> {
+    let seen = see(dir, call)?;
+    let jobs: Vec<&str> = affected(&seen.plans, &seen.hits, &call.text())
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let limit = seen.hits.iter().any(|h| h.rule.starts_with(rules::LIMIT));
+    let out = json!({
+        "risky": !seen.hits.is_empty(),
+        "decision": if limit { "deny" } else if seen.hits.is_empty() { "allow" } else { "snapshot" },
+        "rules": seen.hits.iter().map(|h| json!({"rule": h.rule, "what": h.what})).collect::<Vec<_>>(),
+        "jobs": if seen.hits.is_empty() { Vec::new() } else { jobs },
+        "broken_jobs": seen.broken,
+    });
+    super::print_line(&out.to_string());
+    Ok(0)
+}
+
+fn see(dir: &Path, call: &Call) -> Result<Seen> {
     let hook = load_hook_file(dir)?;
     let extra = Extra {
         rules: hook.rule.clone(),
@@ -135,6 +164,22 @@ async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, Stri
         Action::Tool { name, input } => rules::classify_json(name, input, &ctx),
         Action::Other(_) => Vec::new(),
     };
+    Ok(Seen {
+        hook,
+        plans,
+        broken,
+        hits,
+    })
+}
+
+/// Classify, snapshot when risky, and decide; audits the decision.
+async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, String, bool)> {
+    let Seen {
+        hook,
+        plans,
+        broken,
+        hits,
+    } = see(dir, call)?;
     let text = call.text();
     // Fail closed: a call that could not be read in full is refused, never waved through.
     if let Some(limit) = hits.iter().find(|h| h.rule.starts_with(rules::LIMIT)) {

@@ -116,8 +116,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     if let Command::Status { job } = &cli.command {
         return status(g, job.as_deref()).await;
     }
-    if let Command::Hook = &cli.command {
-        return hook::run(g).await;
+    if let Command::Hook { explain } = &cli.command {
+        return hook::run(g, *explain).await;
     }
     dispatch_plain(&cli).await.map(|()| 0)
 }
@@ -238,7 +238,10 @@ pub(crate) fn run_opts(g: &Global) -> crate::run::RunOpts {
 async fn dispatch_plain(cli: &Cli) -> Result<()> {
     let g = &cli.global;
     match cli.command.clone() {
-        Command::Guard { .. } | Command::Hook | Command::Doctor { .. } | Command::Status { .. } => {
+        Command::Guard { .. }
+        | Command::Hook { .. }
+        | Command::Doctor { .. }
+        | Command::Status { .. } => {
             unreachable!("handled by dispatch")
         }
         Command::Completions { shell } => {

@@ -59,7 +59,17 @@ pub(crate) fn parse(raw: &str) -> std::result::Result<Call, String> {
         .get("hook_event_name")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let cwd = obj.get("cwd").and_then(Value::as_str).map(PathBuf::from);
+    // Cursor's MCP calls carry no cwd: the first workspace root stands in for it.
+    let cwd = obj
+        .get("cwd")
+        .and_then(Value::as_str)
+        .or_else(|| {
+            obj.get("workspace_roots")
+                .and_then(Value::as_array)
+                .and_then(|r| r.first())
+                .and_then(Value::as_str)
+        })
+        .map(PathBuf::from);
     match event {
         "PreToolUse" => {
             let tool = obj
@@ -210,17 +220,17 @@ pub(crate) fn load_hook_file(dir: &Path) -> Result<HookFile> {
     }
 }
 
-/// Which jobs a risky call affects: those whose database or volume path it names (or
-/// whose volume an `rm` removes), else every production job.
+/// Which jobs a risky call affects: those whose database it names (as a database: a
+/// connection URL's path, `-d NAME`, `dbname=NAME`, `PGDATABASE=NAME`, a client's
+/// database operand, `DROP DATABASE NAME`, `\\c NAME`) or whose volume path it touches;
+/// else every production job (only the PostgreSQL ones when every rule hit puts only
+/// databases at risk).
 pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Vec<&'a JobPlan> {
-    let words: Vec<&str> = text
-        .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-' || c == '.'))
-        .filter(|w| !w.is_empty())
-        .collect();
+    let dbs = named_databases(text);
     let named: Vec<&JobPlan> = plans
         .iter()
         .filter(|p| match &p.source {
-            SourcePlan::Postgres(pg) => words.contains(&pg.url.dbname()),
+            SourcePlan::Postgres(pg) => dbs.iter().any(|d| d == pg.url.dbname()),
             SourcePlan::Volume(v) => {
                 text.contains(&*v.path.to_string_lossy())
                     || hits.iter().any(|h| {
@@ -234,7 +244,157 @@ pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Ve
     if !named.is_empty() {
         return named;
     }
-    plans.iter().filter(|p| p.is_production()).collect()
+    let production: Vec<&JobPlan> = plans.iter().filter(|p| p.is_production()).collect();
+    if !hits.is_empty() && hits.iter().all(|h| h.database) {
+        let databases: Vec<&JobPlan> = production
+            .iter()
+            .copied()
+            .filter(|p| matches!(p.source, SourcePlan::Postgres(_)))
+            .collect();
+        if !databases.is_empty() {
+            return databases;
+        }
+    }
+    production
+}
+
+/// Programs whose first operand is a database name.
+const DB_OPERAND: &[&str] = &[
+    "psql",
+    "pgcli",
+    "dropdb",
+    "createdb",
+    "pg_dump",
+    "vacuumdb",
+    "reindexdb",
+    "clusterdb",
+];
+
+/// Options of those programs that take a value (skipped when looking for the operand).
+const DB_VALUE_OPTIONS: &[&str] = &[
+    "-h",
+    "--host",
+    "-p",
+    "--port",
+    "-U",
+    "--username",
+    "-c",
+    "--command",
+    "-f",
+    "--file",
+    "-v",
+    "--set",
+    "--variable",
+    "-o",
+    "--output",
+    "-T",
+    "--table-attr",
+    "-P",
+    "--pset",
+    "-F",
+    "--field-separator",
+    "-R",
+    "--record-separator",
+    "-L",
+    "--log-file",
+    "-n",
+    "--schema",
+    "-t",
+    "--table",
+    "-j",
+    "--jobs",
+    "-Z",
+    "--compress",
+    "-E",
+    "--encoding",
+    "--maintenance-db",
+    "-S",
+    "--role",
+];
+
+/// The database names a call names as databases (not as words of a path or a sentence).
+pub(crate) fn named_databases(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let tokens: Vec<&str> = text
+        .split(|c: char| {
+            c.is_whitespace() || matches!(c, '"' | '\'' | '`' | ';' | '(' | ')' | '|' | '&')
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    let clean = |s: &str| -> String {
+        s.trim_matches(|c: char| !(c.is_alphanumeric() || c == '_' || c == '-'))
+            .to_string()
+    };
+    for (i, t) in tokens.iter().enumerate() {
+        let lower = t.to_ascii_lowercase();
+        // postgres://user@host:5432/NAME?opts
+        for scheme in ["postgres://", "postgresql://"] {
+            if let Some(at) = lower.find(scheme) {
+                let rest = &t[at + scheme.len()..];
+                if let Some((_, path)) = rest.split_once('/') {
+                    out.push(clean(path.split(['?', '/']).next().unwrap_or("")));
+                }
+            }
+        }
+        for key in ["dbname=", "pgdatabase=", "--dbname=", "database="] {
+            if let Some(v) = lower.strip_prefix(key) {
+                out.push(clean(&t[t.len() - v.len()..]));
+            }
+        }
+        if matches!(*t, "-d" | "--dbname" | "\\c" | "\\connect") {
+            if let Some(n) = tokens.get(i + 1) {
+                if !n.contains("://") {
+                    out.push(clean(n));
+                }
+            }
+        }
+        if lower == "database"
+            && i > 0
+            && matches!(
+                tokens[i - 1].to_ascii_lowercase().as_str(),
+                "drop" | "alter"
+            )
+        {
+            let mut j = i + 1;
+            while tokens
+                .get(j)
+                .is_some_and(|w| matches!(w.to_ascii_lowercase().as_str(), "if" | "exists"))
+            {
+                j += 1;
+            }
+            if let Some(n) = tokens.get(j) {
+                out.push(clean(n));
+            }
+        }
+    }
+    // A client's first operand, from the words of each command (quotes kept together).
+    let (pipelines, _) = crate::guard::shell::parse_shell(text);
+    for s in pipelines.iter().flatten() {
+        let Some(at) = s
+            .words
+            .iter()
+            .position(|w| DB_OPERAND.contains(&w.rsplit('/').next().unwrap_or(w)))
+        else {
+            continue;
+        };
+        let mut i = at + 1;
+        while let Some(w) = s.words.get(i) {
+            if DB_VALUE_OPTIONS.contains(&w.as_str()) {
+                i += 2;
+            } else if w.starts_with('-') {
+                i += 1;
+            } else {
+                if !w.contains('=') && !w.contains("://") {
+                    out.push(clean(w));
+                }
+                break;
+            }
+        }
+    }
+    out.retain(|d| !d.is_empty());
+    out.sort();
+    out.dedup();
+    out
 }
 
 pub(crate) const HARMLESS: &str = "backstop: no risky action found";

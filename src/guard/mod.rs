@@ -4,8 +4,11 @@
 //!
 //! May import: config, text, error.
 
+mod code;
 pub mod hook;
 mod packs;
+mod paths;
 pub mod rules;
+mod scripts;
 pub mod shell;
 pub mod sql;

@@ -10,6 +10,8 @@
 /// there are any).
 #[derive(Debug)]
 pub(crate) struct CommandRule {
+    /// The ecosystem it belongs to ("postgres" and "orm" rules put only databases at risk).
+    pub pack: &'static str,
     /// The rule's name, reported in the hook's answer and the audit log.
     pub rule: &'static str,
     pub programs: &'static [&'static str],
@@ -90,13 +92,18 @@ pub(crate) const VALUE_OPTIONS: &[(&[&str], &[&str])] = &[
         &["-chdir", "-var", "-var-file"],
     ),
     (&["supabase"], &["--workdir", "--project-ref"]),
+    (&["alembic"], &["-c", "--config", "-n", "--name", "-x"]),
+    (&["goose"], &["-dir", "-table"]),
+    (&["migrate"], &["-path", "-database", "-source"]),
+    (&["pscale"], &["--org"]),
+    (&["mc", "rclone", "s3cmd"], &["--config", "-c"]),
 ];
 
-const DOCKER: &[&str] = &["docker", "podman"];
+const DOCKER: &[&str] = &["docker", "podman", "nerdctl"];
 const KUBECTL: &[&str] = &["kubectl", "oc"];
 const IAC: &[&str] = &["terraform", "tofu", "terragrunt"];
 const FLY: &[&str] = &["fly", "flyctl"];
-const KUBE_STORAGE: &[&str] = &[
+pub(crate) const KUBE_STORAGE: &[&str] = &[
     "pvc",
     "pv",
     "persistentvolumeclaim",
@@ -109,11 +116,22 @@ const KUBE_STORAGE: &[&str] = &[
     "statefulset",
     "statefulsets",
     "sts",
+    // Database operators' clusters (CloudNativePG, Crunchy, Zalando, Percona, MySQL).
+    "cluster.postgresql*",
+    "clusters.postgresql*",
+    "postgrescluster*",
+    "postgresql",
+    "postgresqls*",
+    "perconapgcluster*",
+    "perconaxtradbcluster*",
+    "innodbcluster*",
+    "mysqlcluster*",
 ];
 
 macro_rules! rule {
     ($pack:expr, $rule:expr, $programs:expr, words: $words:expr $(, anywhere: $any:expr)? $(, flags: $flags:expr)?) => {
         CommandRule {
+            pack: $pack,
             rule: $rule,
             programs: $programs,
             words: $words,
@@ -148,10 +166,14 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("orm", "migration tool drop", &["liquibase"], words: &[&["dropAll", "drop-all"]]),
     rule!("orm", "migration tool drop", &["diesel", "sqlx"], words: &[&["database"], &["reset", "drop"]]),
     rule!("orm", "migration tool drop", &["dbmate"], words: &[&["drop"]]),
-    rule!("orm", "migration tool drop", &["goose"], words: &[&["reset"]]),
+    rule!("orm", "migration tool drop", &["goose"], words: &[], anywhere: &[&["reset"]]),
     rule!("orm", "migration tool drop", &["migrate"], words: &[], anywhere: &[&["drop"]]),
     rule!("orm", "migration tool drop", &["atlas"], words: &[&["schema"], &["clean"]]),
     rule!("orm", "mikro-orm schema:drop", &["mikro-orm"], words: &[&["schema:drop", "schema:fresh", "migration:fresh"]]),
+    rule!("orm", "payload migrate:fresh", &["payload"], words: &[&["migrate:fresh", "migrate:reset", "migrate:down"]]),
+    rule!("orm", "hasura reset", &["hasura"], words: &[&["migrate"], &["apply"]], anywhere: &[&["all"]], flags: &["--down"]),
+    rule!("orm", "hasura reset", &["hasura"], words: &[&["migrate"], &["delete"]], flags: &["--all"]),
+    rule!("orm", "migration tool drop", &["node-pg-migrate"], words: &[&["reset"]]),
     // Containers.
     rule!("containers", "docker volume removal", DOCKER, words: &[&["volume"], &["rm", "remove", "prune"]]),
     rule!("containers", "docker volume removal", DOCKER, words: &[&["compose"], &["down"]], flags: &["-v", "--volumes"]),
@@ -167,6 +189,12 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("iac", "terraform destroy", IAC, words: &[&["apply"]], flags: &["-destroy", "--destroy"]),
     rule!("iac", "terraform destroy", &["terragrunt"], words: &[&["run-all"], &["destroy"]]),
     rule!("iac", "pulumi destroy", &["pulumi"], words: &[&["destroy", "down"]]),
+    rule!("iac", "pulumi destroy", &["pulumi"], words: &[&["stack"], &["rm", "remove"]]),
+    rule!("iac", "IaC stack removal", &["cdk", "cdktf"], words: &[&["destroy"]]),
+    rule!("iac", "IaC stack removal", &["sst"], words: &[&["remove"]]),
+    rule!("iac", "IaC stack removal", &["serverless", "sls"], words: &[&["remove"]]),
+    rule!("iac", "IaC stack removal", &["copilot"], words: &[&["app", "env", "svc"], &["delete"]]),
+    rule!("iac", "IaC stack removal", &["eksctl"], words: &[&["delete"], &["cluster"]]),
     // Platforms.
     rule!("railway", "railway delete", &["railway"], words: &[&["volume"], &["delete", "rm", "remove"]]),
     rule!("railway", "railway delete", &["railway"], words: &[&["down", "delete"]]),
@@ -177,10 +205,22 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("supabase", "supabase db reset", &["supabase"], words: &[&["db"], &["reset"]]),
     rule!("supabase", "cloud delete of data", &["supabase"], words: &[&["projects", "branches"], &["delete"]]),
     rule!("neon", "cloud delete of data", &["neonctl", "neon"], words: &[], anywhere: &[&["delete"]]),
+    rule!("planetscale", "cloud delete of data", &["pscale"], words: &[&["database", "db", "branch", "backup"], &["delete"]]),
+    rule!("turso", "cloud delete of data", &["turso"], words: &[&["db", "database", "group"], &["destroy", "delete"]]),
+    rule!("cloudflare", "cloud delete of data", &["wrangler"], words: &[&["r2", "d1", "kv", "vectorize", "hyperdrive", "queues"]], anywhere: &[&["delete"]]),
+    rule!("cloudflare", "cloud delete of data", &["wrangler"], words: &[&["d1"], &["delete"]]),
+    rule!("ibm", "cloud delete of data", &["ibmcloud"], words: &[], anywhere: &[&["service-instance-delete", "delete"]]),
+    rule!("s3 tools", "cloud delete of data", &["mc"], words: &[&["rb"]]),
+    rule!("s3 tools", "cloud delete of data", &["mc"], words: &[&["rm"]], flags: &["--recursive", "-r"]),
+    rule!("s3 tools", "cloud delete of data", &["rclone"], words: &[&["purge", "delete", "rmdirs"]]),
+    rule!("s3 tools", "cloud delete of data", &["s3cmd"], words: &[&["rb"]]),
+    rule!("s3 tools", "cloud delete of data", &["s3cmd"], words: &[&["del", "rm"]], flags: &["--recursive", "-r"]),
     // Clouds.
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["rds"], &["delete-db*"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["ec2"], &["delete-volume", "delete-snapshot"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rb"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["sync"]], flags: &["--delete"]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["elasticache", "redshift", "docdb", "neptune", "opensearch", "es"], &["delete-*"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rm"]], flags: &["--recursive"]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3api"], &["delete-bucket", "delete-objects"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["dynamodb"], &["delete-table"]]),
@@ -188,6 +228,7 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["backup"], &["delete-*"]]),
     rule!("gcp", "cloud delete of data", &["gcloud"], words: &[], anywhere: &[&["delete"], &["sql", "disks", "snapshots", "filestore", "spanner", "buckets", "instances"]]),
     rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rb"]]),
+    rule!("gcp", "cloud delete of data", &["gcloud"], words: &[&["storage"], &["rm"]], flags: &["-r", "--recursive"]),
     rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rm"]], flags: &["-r", "-rf", "-R"]),
     rule!("azure", "cloud delete of data", &["az"], words: &[], anywhere: &[&["delete"], &["postgres", "mysql", "sql", "disk", "snapshot", "storage", "cosmosdb"]]),
     rule!("digitalocean", "cloud delete of data", &["doctl"], words: &[], anywhere: &[&["delete"], &["databases", "database", "volume", "volumes", "snapshot"]]),
@@ -219,6 +260,7 @@ const LAUNCHERS: &[(&str, &[&str])] = &[
     ("bundle", &["exec"]),
     ("dotenv", &[]),
     ("php", &[]),
+    ("sail", &[]),
     ("node", &[]),
     ("ts-node", &[]),
     ("tsx", &[]),
@@ -231,47 +273,11 @@ fn base(w: &str) -> &str {
 /// The words of a call with package runners and interpreters taken off the front:
 /// `npx -y prisma migrate reset` -> `prisma migrate reset`, `python3 -m alembic downgrade
 /// base` -> `alembic downgrade base`, `python manage.py flush` -> `manage.py flush`.
+#[cfg(test)]
 pub(crate) fn unwrap_launchers<'a>(words: &[&'a str]) -> Vec<&'a str> {
     let mut w: Vec<&'a str> = words.to_vec();
     for _ in 0..4 {
-        let Some(first) = w.first().copied() else {
-            break;
-        };
-        let prog = base(first);
-        let mut next = None;
-        if matches!(prog, "python" | "python3" | "py") || prog.starts_with("python3.") {
-            let mut i = 1;
-            while i < w.len() && w[i].starts_with('-') && w[i] != "-m" {
-                i += 1;
-            }
-            if w.get(i) == Some(&"-m") {
-                next = Some(i + 1);
-            } else if w.get(i).is_some_and(|a| a.ends_with(".py")) {
-                next = Some(i);
-            }
-        } else {
-            for (runner, subs) in LAUNCHERS {
-                if prog != *runner || !w[1..].starts_with(subs) {
-                    continue;
-                }
-                let mut i = 1 + subs.len();
-                // The runner's own options (`npx -y`, `dotenv -e .env --`).
-                while i < w.len() && w[i].starts_with('-') {
-                    i += if matches!(w[i], "-e" | "-p" | "--package" | "-c") {
-                        2
-                    } else {
-                        1
-                    };
-                }
-                // A runner with nothing known after it (`yarn build`) is left alone
-                // unless a program follows; `php artisan` goes on to `artisan`.
-                if i < w.len() {
-                    next = Some(i);
-                }
-                break;
-            }
-        }
-        match next {
+        match unwrap_once(&w) {
             Some(i) if i < w.len() => {
                 w.drain(..i);
             }
@@ -279,6 +285,159 @@ pub(crate) fn unwrap_launchers<'a>(words: &[&'a str]) -> Vec<&'a str> {
         }
     }
     w
+}
+
+/// How many words of a call belong to the runner or interpreter in front (`npx -y`,
+/// `poetry run`, `python3 -m`), or None when the first word is the program itself.
+pub(crate) fn unwrap_once(w: &[&str]) -> Option<usize> {
+    let first = *w.first()?;
+    let prog = base(first);
+    let mut next = None;
+    if matches!(prog, "python" | "python3" | "py") || prog.starts_with("python3.") {
+        let mut i = 1;
+        while i < w.len() && w[i].starts_with('-') && w[i] != "-m" {
+            i += 1;
+        }
+        if w.get(i) == Some(&"-m") {
+            next = Some(i + 1);
+        } else if w.get(i).is_some_and(|a| a.ends_with(".py")) {
+            next = Some(i);
+        }
+    } else {
+        for (runner, subs) in LAUNCHERS {
+            if prog != *runner || !w[1..].starts_with(subs) {
+                continue;
+            }
+            let mut i = 1 + subs.len();
+            // The runner's own options (`npx -y`, `dotenv -e .env --`).
+            while i < w.len() && w[i].starts_with('-') {
+                i += if matches!(w[i], "-e" | "-p" | "--package" | "-c") {
+                    2
+                } else {
+                    1
+                };
+            }
+            // A runner with nothing known after it (`yarn build`) is left alone
+            // unless a program follows; `php artisan` goes on to `artisan`.
+            if i < w.len() {
+                next = Some(i);
+            }
+            break;
+        }
+    }
+    next.filter(|i| *i < w.len())
+}
+
+/// Options of `docker run`/`exec` (and compose's) that take a value.
+const CONTAINER_VALUE_OPTIONS: &[&str] = &[
+    "-e",
+    "--env",
+    "--env-file",
+    "-u",
+    "--user",
+    "-w",
+    "--workdir",
+    "-v",
+    "--volume",
+    "--mount",
+    "--name",
+    "--network",
+    "--net",
+    "-p",
+    "--publish",
+    "--entrypoint",
+    "-l",
+    "--label",
+    "--platform",
+    "--pull",
+    "--restart",
+    "-m",
+    "--memory",
+    "--cpus",
+    "-h",
+    "--hostname",
+    "--add-host",
+    "--device",
+    "--log-driver",
+    "--group-add",
+    "--tmpfs",
+    "--ulimit",
+    "--cap-add",
+    "--cap-drop",
+    "--security-opt",
+    "-f",
+    "--file",
+    "--project-name",
+    "--profile",
+    "--project-directory",
+    "-H",
+    "--host",
+    "--context",
+    "-c",
+    "--config",
+    "--index",
+];
+
+/// A command run inside a container, and the container's mounts as (source, target).
+pub(crate) type Inside<'a> = (Vec<&'a str>, Vec<(String, String)>);
+
+/// The command a `docker|podman|nerdctl [compose] exec|run ... CONTAINER CMD...` call runs
+/// inside the container, with the container's mounts as (source, target) pairs.
+pub(crate) fn container_command<'a>(args: &[&'a str]) -> Option<Inside<'a>> {
+    let mut mounts = Vec::new();
+    let mut i = 0;
+    let mut seen_verb = false;
+    while i < args.len() {
+        let a = args[i];
+        let value = if CONTAINER_VALUE_OPTIONS.contains(&a) {
+            i += 1;
+            args.get(i).copied()
+        } else {
+            a.split_once('=')
+                .filter(|(k, _)| k.starts_with('-'))
+                .map(|(_, v)| v)
+        };
+        if a.starts_with('-') {
+            let key = a.split('=').next().unwrap_or(a);
+            if let Some(v) = value {
+                if matches!(key, "-v" | "--volume") {
+                    let mut parts = v.split(':');
+                    if let (Some(src), Some(dst)) = (parts.next(), parts.next()) {
+                        mounts.push((src.to_string(), dst.to_string()));
+                    }
+                } else if key == "--mount" {
+                    let field = |names: &[&str]| {
+                        v.split(',').find_map(|kv| {
+                            kv.split_once('=')
+                                .filter(|(k, _)| names.contains(k))
+                                .map(|(_, x)| x.to_string())
+                        })
+                    };
+                    if let (Some(src), Some(dst)) = (
+                        field(&["source", "src"]),
+                        field(&["target", "destination", "dst"]),
+                    ) {
+                        mounts.push((src, dst));
+                    }
+                }
+            }
+            i += 1;
+            continue;
+        }
+        if !seen_verb {
+            // `compose`, `container` come before the verb.
+            if matches!(a, "exec" | "run") {
+                seen_verb = true;
+            } else if !matches!(a, "compose" | "container") {
+                return None;
+            }
+            i += 1;
+            continue;
+        }
+        // The container, image or service; the rest is the command.
+        return Some((args[i + 1..].to_vec(), mounts));
+    }
+    None
 }
 
 /// The options of `prog` that take a value.
@@ -343,8 +502,8 @@ impl CommandRule {
     }
 }
 
-/// The rules a call of `prog` with `args` matches, by name, without repeats.
-pub(crate) fn matching(prog: &str, args: &[&str]) -> Vec<&'static str> {
+/// The rules a call of `prog` with `args` matches (name, pack), without repeats.
+pub(crate) fn matching(prog: &str, args: &[&str]) -> Vec<(&'static str, &'static str)> {
     // Asking a tool for its help or version changes nothing.
     if args
         .iter()
@@ -353,10 +512,10 @@ pub(crate) fn matching(prog: &str, args: &[&str]) -> Vec<&'static str> {
         return Vec::new();
     }
     let words = positional(prog, args);
-    let mut out: Vec<&'static str> = Vec::new();
+    let mut out: Vec<(&'static str, &'static str)> = Vec::new();
     for r in RULES {
-        if r.matches(prog, args, &words) && !out.contains(&r.rule) {
-            out.push(r.rule);
+        if r.matches(prog, args, &words) && !out.iter().any(|(n, _)| *n == r.rule) {
+            out.push((r.rule, r.pack));
         }
     }
     out
@@ -368,7 +527,11 @@ mod tests {
 
     fn m(cmd: &str) -> Vec<&'static str> {
         let words: Vec<&str> = cmd.split_whitespace().collect();
-        matching(words[0], &words[1..])
+        names(matching(words[0], &words[1..]))
+    }
+
+    fn names(found: Vec<(&'static str, &'static str)>) -> Vec<&'static str> {
+        found.into_iter().map(|(n, _)| n).collect()
     }
 
     #[test]
@@ -376,7 +539,7 @@ mod tests {
         let via = |cmd: &str| {
             let words: Vec<&str> = cmd.split_whitespace().collect();
             let w = super::unwrap_launchers(&words);
-            super::matching(super::base(w[0]), &w[1..])
+            names(super::matching(super::base(w[0]), &w[1..]))
         };
         for (cmd, rule) in [
             ("npx prisma migrate reset --force", "prisma reset"),
@@ -453,7 +616,7 @@ mod tests {
                 args.push(f);
             }
             assert!(
-                matching(prog, &args).contains(&r.rule),
+                names(matching(prog, &args)).contains(&r.rule),
                 "rule {} does not fire on {prog} {}",
                 r.rule,
                 args.join(" ")

@@ -1,13 +1,15 @@
 //! The risk rules of `backstop hook`: a shell command (or an MCP tool call's arguments)
-//! is parsed — pipes, `&&`/`||`/`;`, `sh -c`/`bash -c`, `$(...)`, wrappers like `sudo`
-//! and `env`, heredocs and `-c` strings fed to `psql` — and each simple command, and the
-//! SQL it carries, is checked against a built-in rule set plus the rules of `hook.toml`.
-//! Pure functions: no I/O, so a harmless call is decided in microseconds.
+//! is parsed — pipes, `&&`/`||`/`;`, `sh -c`/`bash -c`, `$(...)`, `$VAR`s, wrappers like
+//! `sudo` and `env`, containers and remote shells, heredocs and `-c` strings fed to `psql`,
+//! code fed to interpreters, scripts and task runners' recipes — and each simple command,
+//! and the SQL it carries, is checked against the rule packs plus the rules of `hook.toml`.
+//! No network; the only files read are those a call names under its cwd.
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use super::paths::{Vars, expand, in_pg_data_dir, read_named, resolve, touched_volumes};
 pub(crate) use super::shell::{Simple, parse_shell};
 pub(crate) use super::sql::risky_sql;
 
@@ -18,6 +20,9 @@ pub(crate) struct Hit {
     pub what: String,
     /// Paths the command removes (for matching volume jobs).
     pub paths: Vec<PathBuf>,
+    /// The rule only puts databases at risk (SQL, ORMs, PostgreSQL tools): volume jobs
+    /// need no snapshot for it.
+    pub database: bool,
 }
 
 /// Extra rules from `hook.toml` in the jobs directory.
@@ -92,17 +97,28 @@ fn dedup(mut hits: Vec<Hit>) -> Vec<Hit> {
     hits
 }
 
-fn hit(rule: &str, what: &str) -> Hit {
+pub(crate) fn hit(rule: &str, what: &str) -> Hit {
     Hit {
         rule: rule.to_string(),
         what: what.chars().take(200).collect(),
         paths: Vec::new(),
+        database: false,
     }
 }
 
 /// The prefix of a rule that says the call could not be read in full (too deep, too
 /// large): the hook fails closed on it and denies.
 pub const LIMIT: &str = "limit:";
+
+/// What a command's output feeds, when a later command of its pipeline reads stdin as
+/// SQL (`| psql`), as code (`| python`, `| rails console`) or as a command line (`| sh`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sink {
+    None,
+    Sql,
+    Code,
+    Shell,
+}
 
 fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usize) {
     if depth > 8 {
@@ -116,137 +132,622 @@ fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usi
     for n in nested {
         classify_shell_into(&n, ctx, hits, depth + 1);
     }
-    // `cd DIR` changes where later relative paths point.
+    // `cd DIR` changes where later relative paths point; `VAR=x` and `export VAR=x` set
+    // what later `$VAR`s mean.
     let mut cwd: Option<PathBuf> = ctx.cwd.map(Path::to_path_buf);
+    let mut vars = Vars::new();
     for p in &pipelines {
-        // A SQL client anywhere in a pipeline: every literal fed into it may be SQL.
-        let sql_pipe = p.iter().any(|s| {
-            s.words
-                .first()
-                .is_some_and(|w| SQL_CLIENTS.contains(&base(w)))
-        });
-        for s in p {
+        let p: Vec<Simple> = p.iter().map(|s| expand_simple(s, &vars)).collect();
+        let sinks: Vec<Sink> = p.iter().map(sink_of).collect();
+        for (i, s) in p.iter().enumerate() {
+            if let Some(set) = assignments_only(s) {
+                vars.extend(set);
+                continue;
+            }
             if s.words.first().map(String::as_str) == Some("cd") {
                 let to = s.words.get(1).map(String::as_str).unwrap_or("~/");
                 cwd = Some(resolve(to, cwd.as_deref()));
                 continue;
             }
+            let fed = sinks[i + 1..]
+                .iter()
+                .copied()
+                .find(|k| *k != Sink::None)
+                .unwrap_or(Sink::None);
             let here = Context {
                 cwd: cwd.as_deref(),
                 volume_paths: ctx.volume_paths,
                 extra: ctx.extra,
             };
-            classify_simple(s, &here, hits, depth, sql_pipe);
+            classify_simple(s, &here, hits, depth, fed);
         }
     }
 }
 
-fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize, sql_pipe: bool) {
+/// A simple command with `$VAR`s replaced (its own leading `VAR=x` assignments included).
+fn expand_simple(s: &Simple, vars: &Vars) -> Simple {
+    let mut local = vars.clone();
+    for w in s.words.iter().take_while(|w| is_assignment(w)) {
+        if let Some((k, v)) = w.split_once('=') {
+            local.insert(k.to_string(), expand(v, vars));
+        }
+    }
+    Simple {
+        words: s.words.iter().map(|w| expand(w, &local)).collect(),
+        heredocs: s.heredocs.clone(),
+        inputs: s.inputs.iter().map(|w| expand(w, &local)).collect(),
+        outputs: s.outputs.iter().map(|w| expand(w, &local)).collect(),
+    }
+}
+
+/// The variables a command made only of assignments sets (`A=1 B=2`, `export A=1`).
+fn assignments_only(s: &Simple) -> Option<Vec<(String, String)>> {
+    let mut w: &[String] = &s.words;
+    if w.first().is_some_and(|f| {
+        matches!(
+            f.as_str(),
+            "export" | "declare" | "local" | "readonly" | "typeset"
+        )
+    }) {
+        w = &w[1..];
+        while w.first().is_some_and(|f| f.starts_with('-')) {
+            w = &w[1..];
+        }
+    }
+    if w.is_empty() || !w.iter().all(|x| is_assignment(x)) {
+        return None;
+    }
+    Some(
+        w.iter()
+            .filter_map(|x| x.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    )
+}
+
+/// How a command reads its stdin.
+fn sink_of(s: &Simple) -> Sink {
+    let words = command_words(s);
+    if words.is_empty() {
+        return Sink::None;
+    }
+    let mut stage: Vec<&str> = words.clone();
+    for _ in 0..5 {
+        let prog = base(stage[0]);
+        if SQL_CLIENTS.contains(&prog) {
+            return Sink::Sql;
+        }
+        if let Some((code, file, stdin)) = super::code::code_call(&stage) {
+            if stdin && code.is_empty() && file.is_none() {
+                return Sink::Code;
+            }
+            return Sink::None;
+        }
+        if SHELLS.contains(&prog) && stage[1..].iter().all(|a| a.starts_with('-') && *a != "-c") {
+            return Sink::Shell;
+        }
+        match super::packs::unwrap_once(&stage) {
+            Some(i) if i < stage.len() => {
+                stage.drain(..i);
+            }
+            _ => break,
+        }
+    }
+    Sink::None
+}
+
+/// Shell keywords that may start a simple command and are not the program.
+const KEYWORDS: &[&str] = &[
+    "do", "then", "else", "elif", "if", "while", "until", "!", "time",
+];
+
+/// The words of a simple command after leading assignments, shell keywords and wrappers
+/// (`sudo -iu postgres`, `timeout 10s`, `env A=1`) are taken off.
+fn command_words(s: &Simple) -> Vec<&str> {
     let mut words: Vec<&str> = s.words.iter().map(String::as_str).collect();
-    // Strip leading VAR=value assignments and wrappers (with their options).
     loop {
-        while words.first().is_some_and(|w| is_assignment(w)) {
+        while words
+            .first()
+            .is_some_and(|w| is_assignment(w) || KEYWORDS.contains(w))
+        {
             words.remove(0);
         }
         let Some(first) = words.first().copied() else {
             break;
         };
-        if WRAPPERS.contains(&base(first)) {
-            words.remove(0);
-            // Options of the wrapper (sudo -u x, timeout 10, nice -n 5).
-            while let Some(w) = words.first().copied() {
-                if w.starts_with('-') {
+        if matches!(first, "for" | "case" | "select" | "function") {
+            return Vec::new();
+        }
+        if !WRAPPERS.contains(&base(first)) || base(first) == "su" {
+            break;
+        }
+        let sudo_like = matches!(base(first), "sudo" | "doas" | "runuser");
+        words.remove(0);
+        // Options of the wrapper (sudo -u x, sudo -iu x, timeout 10, nice -n 5).
+        while let Some(w) = words.first().copied() {
+            if w == "--" {
+                words.remove(0);
+                break;
+            }
+            if w.starts_with('-') {
+                words.remove(0);
+                let takes_value = [
+                    "-u", "-g", "-n", "-s", "-k", "-c", "-p", "-C", "-D", "-h", "-r", "-t", "-U",
+                ]
+                .contains(&w)
+                    || (sudo_like
+                        && !w.starts_with("--")
+                        && w.len() > 2
+                        && w.ends_with(['u', 'g', 'C', 'D', 'h', 'p', 'r', 't', 'U']));
+                if takes_value && !words.is_empty() {
                     words.remove(0);
-                    if ["-u", "-g", "-n", "-s", "-k", "-c", "-p"].contains(&w) && !words.is_empty()
-                    {
-                        words.remove(0);
-                    }
-                } else if w
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || c == '.' || c == 's' || c == 'm')
-                    && !w.is_empty()
-                    && w.chars().next().is_some_and(|c| c.is_ascii_digit())
-                {
-                    words.remove(0); // timeout 10s CMD
-                } else if is_assignment(w) {
-                    words.remove(0);
-                } else {
-                    break;
                 }
+            } else if w
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == 's' || c == 'm')
+                && w.chars().next().is_some_and(|c| c.is_ascii_digit())
+            {
+                words.remove(0); // timeout 10s CMD
+            } else if is_assignment(w) {
+                words.remove(0);
+            } else {
+                break;
             }
-            continue;
         }
-        break;
     }
+    words
+}
+
+fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize, fed: Sink) {
+    let words = command_words(s);
     if words.is_empty() {
-        for h in &s.heredocs {
-            if sql_pipe {
-                sql_hits(h, hits);
-            }
-        }
+        fed_text(s, "", &[], ctx, hits, depth, fed);
+        overwrites(s, ctx, hits);
         return;
     }
     let joined = words.join(" ");
-    // Package runners and interpreters in front of the tool that does the work:
-    // `npx prisma ...`, `poetry run alembic ...`, `python manage.py ...`, `php artisan ...`.
-    // Interpreters are read before runners come off: `python3 task.py` is Python's.
-    let raw_prog = base(words[0]);
-    let raw_args: Vec<&str> = words[1..].to_vec();
-    let words = super::packs::unwrap_launchers(&words);
-    let Some(first) = words.first().copied() else {
+    // `su - postgres -c CMD`: the command is the -c string.
+    if base(words[0]) == "su" {
+        if let Some(i) = words.iter().position(|w| *w == "-c" || *w == "--command") {
+            if let Some(cmd) = words.get(i + 1) {
+                classify_shell_into(cmd, ctx, hits, depth + 1);
+            }
+        }
         return;
-    };
-    let prog = base(first);
+    }
+    // Task runners: `npm run X`, `make X`, `just X` run what the project's files say.
+    for text in super::scripts::task_text(&words, ctx.cwd) {
+        classify_shell_into(&text, ctx, hits, depth + 1);
+    }
+    // Package runners and interpreters in front of the tool that does the work
+    // (`npx prisma ...`, `poetry run alembic ...`, `uv run python -c ...`); code is read at
+    // every stage.
+    let mut stage: Vec<&str> = words.clone();
+    for _ in 0..5 {
+        interpreter_code(s, &stage, ctx, hits);
+        match super::packs::unwrap_once(&stage) {
+            Some(i) if i < stage.len() => {
+                stage.drain(..i);
+            }
+            _ => break,
+        }
+    }
+    let words = stage;
+    let first = words[0];
+    let prog = program_name(first);
     let args = &words[1..];
 
     shell_text(s, first, prog, args, ctx, hits, depth);
-    interpreter_code(s, raw_prog, &raw_args, ctx, hits);
     if prog == "eval" {
         classify_shell_into(&args.join(" "), ctx, hits, depth + 1);
     }
-    if prog == "ssh" {
-        // ssh [opts] host CMD...: the remote command is the words after the host.
-        let mut i = 0;
-        while i < args.len() && args[i].starts_with('-') {
-            i += if ["-p", "-i", "-l", "-o", "-J", "-F"].contains(&args[i]) {
-                2
-            } else {
-                1
-            };
-        }
-        if args.len() > i + 1 {
-            classify_shell_into(&args[i + 1..].join(" "), ctx, hits, depth + 1);
+    remote_command(s, prog, args, ctx, hits, depth, fed);
+    sql_client_text(s, prog, args, ctx, hits, fed);
+    fed_text(s, prog, args, ctx, hits, depth, fed);
+    filesystem_rules(prog, args, &joined, ctx, hits);
+    overwrites(s, ctx, hits);
+    tool_rules(prog, args, &joined, s, ctx, hits);
+    for (rule, pack) in super::packs::matching(prog, args) {
+        let mut h = hit(rule, &joined);
+        h.database = matches!(pack, "orm" | "postgres");
+        hits.push(h);
+    }
+    for r in &ctx.extra.rules {
+        if let Some(c) = &r.command
+            && base(c) == prog
+            && r.args.iter().all(|a| args.contains(&a.as_str()))
+        {
+            hits.push(hit(&format!("hook.toml: {}", r.name), &joined));
         }
     }
-    if (prog == "docker" || prog == "podman" || prog == "kubectl") && args.contains(&"exec") {
-        // docker exec [opts] CONTAINER CMD..., kubectl exec POD -- CMD...
-        let rest: Vec<&str> = match args.iter().position(|a| *a == "--") {
-            Some(i) => args[i + 1..].to_vec(),
-            None => {
-                let e = args.iter().position(|a| *a == "exec").unwrap_or(0);
-                let mut i = e + 1;
-                while i < args.len() && args[i].starts_with('-') {
-                    i += if ["-u", "-e", "-w", "--user", "--env", "--workdir"].contains(&args[i]) {
-                        2
-                    } else {
-                        1
-                    };
-                }
-                args.get(i + 1..).map(<[&str]>::to_vec).unwrap_or_default()
-            }
-        };
-        if !rest.is_empty() {
-            let inner = Simple {
-                words: rest.iter().map(|s| s.to_string()).collect(),
-                heredocs: s.heredocs.clone(),
-                inputs: s.inputs.clone(),
-            };
-            classify_simple(&inner, ctx, hits, depth + 1, sql_pipe);
-        }
-    }
+}
 
-    sql_client_text(s, prog, args, ctx, hits, sql_pipe);
+/// The program's name as rules know it: the file name, without an npm version
+/// (`prisma@5` -> `prisma`).
+fn program_name(w: &str) -> &str {
+    let b = base(w);
+    match b.find('@') {
+        Some(i) if i > 0 => &b[..i],
+        _ => b,
+    }
+}
+
+/// Text a command writes into a pipe that ends in a SQL client, an interpreter or a
+/// shell: `echo ... | psql`, `cat reset.sql | psql`, `echo 'User.delete_all' | rails c`,
+/// SQL one client generates for another (`psql -Atc "select 'DROP TABLE ' || ..." | psql`).
+fn fed_text(
+    s: &Simple,
+    prog: &str,
+    args: &[&str],
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+    depth: usize,
+    fed: Sink,
+) {
+    if fed == Sink::None {
+        return;
+    }
+    let mut texts: Vec<String> = s.heredocs.clone();
+    if ["echo", "printf", "cat"].contains(&prog) {
+        for a in args.iter().filter(|a| !a.starts_with('-')) {
+            texts.push(a.to_string());
+            if prog == "cat" {
+                texts.extend(read_named(a, ctx.cwd));
+            }
+        }
+        for f in &s.inputs {
+            texts.extend(read_named(f, ctx.cwd));
+        }
+    }
+    if SQL_CLIENTS.contains(&prog) && fed == Sink::Sql {
+        // The statements it prints are built from its string literals.
+        for sql in sql_of_client(s, prog, args, ctx) {
+            for lit in single_quoted(&sql) {
+                sql_hits(&lit, hits);
+            }
+        }
+    }
+    for t in &texts {
+        match fed {
+            Sink::Sql => sql_hits(t, hits),
+            Sink::Code => super::code::code_hits(t, hits),
+            Sink::Shell => classify_shell_into(t, ctx, hits, depth + 1),
+            Sink::None => {}
+        }
+    }
+}
+
+/// The contents of the `'...'` literals of SQL (`''` is a quote inside one).
+fn single_quoted(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (&mut cur, c) {
+            (None, '\'') => cur = Some(String::new()),
+            (Some(lit), '\'') => {
+                if chars.peek() == Some(&'\'') {
+                    lit.push('\'');
+                    chars.next();
+                } else {
+                    out.push(cur.take().unwrap_or_default());
+                }
+            }
+            (Some(lit), c) => lit.push(c),
+            (None, _) => {}
+        }
+    }
+    out
+}
+
+/// Commands run elsewhere: `ssh HOST CMD`, `docker exec|run ... CMD` (and compose,
+/// podman, nerdctl), `kubectl exec ... -- CMD`, `heroku run CMD`, `railway run CMD`,
+/// `fly ssh console -C CMD`. A container's mounts map its paths back to the host's.
+fn remote_command(
+    s: &Simple,
+    prog: &str,
+    args: &[&str],
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+    depth: usize,
+    fed: Sink,
+) {
+    let inner: Option<super::packs::Inside> = match prog {
+        "ssh" => {
+            // ssh [opts] host CMD...: the remote command is the words after the host.
+            let mut i = 0;
+            while i < args.len() && args[i].starts_with('-') {
+                i += if ["-p", "-i", "-l", "-o", "-J", "-F"].contains(&args[i]) {
+                    2
+                } else {
+                    1
+                };
+            }
+            if args.len() > i + 1 {
+                classify_shell_into(&args[i + 1..].join(" "), ctx, hits, depth + 1);
+            }
+            None
+        }
+        "docker" | "podman" | "nerdctl" => super::packs::container_command(args),
+        "kubectl" | "oc" => args
+            .iter()
+            .position(|a| *a == "--")
+            .filter(|_| args.contains(&"exec") || args.contains(&"run"))
+            .map(|i| (args[i + 1..].to_vec(), Vec::new())),
+        "heroku" | "railway" if args.first() == Some(&"run") => {
+            let rest: Vec<&str> = args[1..]
+                .iter()
+                .copied()
+                .skip_while(|a| a.starts_with('-'))
+                .collect();
+            Some((rest, Vec::new()))
+        }
+        "fly" | "flyctl" if args.contains(&"ssh") => {
+            if let Some(i) = args.iter().position(|a| *a == "-C" || *a == "--command") {
+                if let Some(cmd) = args.get(i + 1) {
+                    classify_shell_into(cmd, ctx, hits, depth + 1);
+                }
+            }
+            None
+        }
+        _ => None,
+    };
+    let Some((rest, mounts)) = inner else {
+        return;
+    };
+    if rest.is_empty() {
+        return;
+    }
+    let inner = Simple {
+        words: rest.iter().map(|s| s.to_string()).collect(),
+        ..s.clone()
+    };
+    if mounts.is_empty() {
+        classify_simple(&inner, ctx, hits, depth + 1, fed);
+        return;
+    }
+    // Inside the container, each mount's target stands for its source: a host path (a
+    // volume job's, or one above or below it) or a named volume.
+    let mut paths: Vec<PathBuf> = ctx.volume_paths.to_vec();
+    let mut map: Vec<(PathBuf, Option<PathBuf>)> = Vec::new();
+    for (src, dst) in &mounts {
+        let named = !src.starts_with(['/', '.', '~', '$']);
+        let host = (!named).then(|| resolve(src, ctx.cwd));
+        let counts = named
+            || host.as_ref().is_some_and(|h| {
+                ctx.volume_paths
+                    .iter()
+                    .any(|v| v.starts_with(h) || h.starts_with(v))
+            });
+        if counts {
+            paths.push(PathBuf::from(dst));
+            map.push((PathBuf::from(dst), host));
+        }
+    }
+    let inside = Context {
+        cwd: ctx.cwd,
+        volume_paths: &paths,
+        extra: ctx.extra,
+    };
+    let mut found = Vec::new();
+    classify_simple(&inner, &inside, &mut found, depth + 1, fed);
+    for mut h in found {
+        let mut mapped = false;
+        h.paths = h
+            .paths
+            .iter()
+            .filter_map(|p| {
+                for (dst, host) in &map {
+                    if let Ok(rel) = p.strip_prefix(dst) {
+                        mapped = true;
+                        return host.as_ref().map(|h| h.join(rel));
+                    }
+                }
+                Some(p.clone())
+            })
+            .collect();
+        if mapped {
+            h.rule = "container deletes inside a volume".into();
+        }
+        hits.push(h);
+    }
+}
+
+/// Removals and overwrites of a volume job's data, a PostgreSQL data directory or a disk.
+fn filesystem_rules(prog: &str, args: &[&str], joined: &str, ctx: &Context, hits: &mut Vec<Hit>) {
+    let operands: Vec<&str> = args
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let touched = |targets: &[&str], inside: bool| -> Vec<PathBuf> {
+        targets
+            .iter()
+            .flat_map(|t| touched_volumes(t, ctx.cwd, ctx.volume_paths, inside))
+            .collect()
+    };
+    let recursive = args.iter().any(|a| {
+        *a == "--recursive"
+            || (a.starts_with('-') && !a.starts_with("--") && a.contains(['r', 'R']))
+    });
+    match prog {
+        "rm" | "rmdir" | "shred" | "srm" | "unlink" => {
+            // At or above a volume, or recursively inside one (a subdirectory is part of its
+            // data); a plain `rm FILE` inside one is left to the agent's own rules.
+            let inside = recursive || prog != "rm";
+            push_paths(
+                hits,
+                joined,
+                "rm -r of a volume job's path",
+                touched(&operands, inside),
+            );
+            if (recursive || prog == "rmdir") && operands.iter().any(|t| in_pg_data_dir(t, ctx.cwd))
+            {
+                let mut h = hit("rm -r of a PostgreSQL data directory", joined);
+                h.database = true;
+                hits.push(h);
+            }
+            if prog == "shred" && operands.iter().any(|t| t.starts_with("/dev/")) {
+                hits.push(hit("disk wipe", joined));
+            }
+        }
+        "mv" if operands.len() >= 2 => {
+            // Moving a volume (or a directory above it) away.
+            let sources = &operands[..operands.len() - 1];
+            push_paths(
+                hits,
+                joined,
+                "rm -r of a volume job's path",
+                touched(sources, false),
+            );
+        }
+        "git"
+            if args.first() == Some(&"clean")
+                && args.iter().any(|a| a.starts_with('-') && a.contains('f')) =>
+        {
+            let targets: Vec<&str> = operands.iter().skip(1).copied().collect();
+            let targets = if targets.is_empty() {
+                vec!["."]
+            } else {
+                targets
+            };
+            push_paths(
+                hits,
+                joined,
+                "rm -r of a volume job's path",
+                touched(&targets, true),
+            );
+        }
+        "find"
+            if args.contains(&"-delete")
+                || args.windows(2).any(|w| {
+                    matches!(w[0], "-exec" | "-execdir" | "-ok")
+                        && matches!(base(w[1]), "rm" | "shred" | "unlink" | "rmdir")
+                }) =>
+        {
+            let roots: Vec<&str> = args
+                .iter()
+                .take_while(|a| !a.starts_with('-'))
+                .copied()
+                .collect();
+            push_paths(
+                hits,
+                joined,
+                "find -delete in a volume job's path",
+                touched(&roots, true),
+            );
+        }
+        "rsync"
+            if args
+                .iter()
+                .any(|a| a.starts_with("--delete") || *a == "--remove-source-files") =>
+        {
+            // The destination (the last operand) loses what the source lacks.
+            let dst: Vec<&str> = operands
+                .iter()
+                .rev()
+                .find(|a| !a.contains(':'))
+                .copied()
+                .into_iter()
+                .collect();
+            push_paths(
+                hits,
+                joined,
+                "rsync --delete into a volume job's path",
+                touched(&dst, true),
+            );
+        }
+        "truncate" => {
+            let mut targets = Vec::new();
+            let mut i = 0;
+            while i < args.len() {
+                if matches!(args[i], "-s" | "--size" | "-r" | "--reference") {
+                    i += 1;
+                } else if !args[i].starts_with('-') {
+                    targets.push(args[i]);
+                }
+                i += 1;
+            }
+            push_paths(
+                hits,
+                joined,
+                "overwrite in a volume job's path",
+                touched(&targets, true),
+            );
+        }
+        "dd" => {
+            if let Some(of) = args.iter().find_map(|a| a.strip_prefix("of=")) {
+                if of.starts_with("/dev/")
+                    && !matches!(
+                        of,
+                        "/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/zero"
+                    )
+                {
+                    hits.push(hit("disk wipe", joined));
+                }
+                push_paths(
+                    hits,
+                    joined,
+                    "overwrite in a volume job's path",
+                    touched(&[of], true),
+                );
+            }
+        }
+        p if p.starts_with("mkfs") || matches!(p, "wipefs" | "blkdiscard") => {
+            hits.push(hit("disk wipe", joined))
+        }
+        "sgdisk" if args.iter().any(|a| a.starts_with("--zap") || *a == "-Z") => {
+            hits.push(hit("disk wipe", joined))
+        }
+        "zfs" | "zpool" if args.first() == Some(&"destroy") => {
+            hits.push(hit("volume manager destroy", joined))
+        }
+        "lvremove" | "vgremove" | "pvremove" => hits.push(hit("volume manager destroy", joined)),
+        "btrfs" if args.contains(&"delete") => hits.push(hit("volume manager destroy", joined)),
+        _ => {}
+    }
+}
+
+fn push_paths(hits: &mut Vec<Hit>, joined: &str, rule: &str, paths: Vec<PathBuf>) {
+    if !paths.is_empty() {
+        hits.push(Hit {
+            paths,
+            ..hit(rule, joined)
+        });
+    }
+}
+
+/// `> FILE`: a file inside a volume job's path truncated by a redirection.
+fn overwrites(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>) {
+    let paths: Vec<PathBuf> = s
+        .outputs
+        .iter()
+        .flat_map(|o| touched_volumes(o, ctx.cwd, ctx.volume_paths, true))
+        .collect();
+    if !paths.is_empty() {
+        hits.push(Hit {
+            paths,
+            ..hit("overwrite in a volume job's path", &s.outputs.join(" "))
+        });
+    }
+}
+
+/// Rules that need more than the words of a pack: option values, files the call names,
+/// HTTP methods and bodies.
+fn tool_rules(
+    prog: &str,
+    args: &[&str],
+    joined: &str,
+    s: &Simple,
+    ctx: &Context,
+    hits: &mut Vec<Hit>,
+) {
     let has = |w: &str| args.contains(&w);
+    let db = |rule: &str| {
+        let mut h = hit(rule, joined);
+        h.database = true;
+        h
+    };
     match prog {
         "pg_ctl" | "pg_ctlcluster"
             if has("stop")
@@ -260,87 +761,84 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
                             || *a == "--mode=i"
                     })) =>
         {
-            hits.push(hit("pg_ctl stop -m immediate", &joined))
+            hits.push(db("pg_ctl stop -m immediate"))
         }
-        "rm" | "rmdir" | "shred" | "srm" | "unlink" => {
-            let recursive = prog != "rm"
-                || args.iter().any(|a| {
-                    *a == "--recursive"
-                        || (a.starts_with('-')
-                            && !a.starts_with("--")
-                            && (a.contains('r') || a.contains('R')))
+        "pg_restore"
+            if args.iter().any(|a| {
+                *a == "--clean" || (a.starts_with('-') && !a.starts_with("--") && a.contains('c'))
+            }) && args.iter().any(|a| {
+                *a == "-d"
+                    || a.starts_with("--dbname")
+                    || (a.starts_with("-d") && !a.starts_with("--"))
+            }) =>
+        {
+            hits.push(db("pg_restore --clean"))
+        }
+        "pg_resetwal" | "pg_resetxlog" => hits.push(db("pg_resetwal")),
+        "kubectl" | "oc" if has("delete") => {
+            // `kubectl delete -f FILE`: the kinds the file declares.
+            let files = args
+                .windows(2)
+                .filter(|w| w[0] == "-f" || w[0] == "--filename")
+                .map(|w| w[1]);
+            for f in files {
+                let text = read_named(f, ctx.cwd).unwrap_or_default();
+                let storage = text.lines().any(|l| {
+                    l.trim_start().strip_prefix("kind:").is_some_and(|k| {
+                        let k = k.trim().to_lowercase();
+                        super::packs::KUBE_STORAGE.contains(&k.as_str())
+                            || k.contains("postgres")
+                            || k == "cluster"
+                    })
                 });
-            // Recursive: at, above or inside a volume (a subdirectory is part of its data);
-            // a plain `rm FILE` inside one is left to the agent's own rules.
-            let touched = volume_targets(
-                args.iter().filter(|a| !a.starts_with('-')).copied(),
-                ctx,
-                recursive,
-            );
-            if !touched.is_empty() {
-                hits.push(Hit {
-                    rule: "rm -r of a volume job's path".into(),
-                    what: joined.chars().take(200).collect(),
-                    paths: touched,
-                });
+                if storage {
+                    hits.push(hit("kubectl delete of storage or a namespace", joined));
+                }
             }
         }
-        "find"
-            if has("-delete")
-                || args.windows(2).any(|w| {
-                    matches!(w[0], "-exec" | "-execdir" | "-ok")
-                        && matches!(base(w[1]), "rm" | "shred" | "unlink" | "rmdir")
-                }) =>
-        {
-            let touched = volume_targets(
-                args.iter().take_while(|a| !a.starts_with('-')).copied(),
-                ctx,
-                true,
-            );
-            if !touched.is_empty() {
-                hits.push(Hit {
-                    rule: "find -delete in a volume job's path".into(),
-                    what: joined.chars().take(200).collect(),
-                    paths: touched,
+        "terraform" | "tofu" | "terragrunt" => {
+            let replaced = args
+                .iter()
+                .filter_map(|a| a.strip_prefix("-replace="))
+                .any(|r| {
+                    let r = r.to_lowercase();
+                    [
+                        "db",
+                        "rds",
+                        "sql",
+                        "postgres",
+                        "mysql",
+                        "database",
+                        "volume",
+                        "disk",
+                        "bucket",
+                        "redis",
+                        "elasticache",
+                    ]
+                    .iter()
+                    .any(|k| r.contains(k))
                 });
+            if replaced {
+                hits.push(hit("terraform replace of a data resource", joined));
             }
         }
-        "rsync"
-            if args
-                .iter()
-                .any(|a| a.starts_with("--delete") || *a == "--remove-source-files") =>
-        {
-            // The destination (the last operand) loses what the source lacks.
-            let dst = args
-                .iter()
-                .rev()
-                .find(|a| !a.starts_with('-') && !a.contains(':'));
-            let touched = volume_targets(dst.into_iter().copied(), ctx, true);
-            if !touched.is_empty() {
-                hits.push(Hit {
-                    rule: "rsync --delete into a volume job's path".into(),
-                    what: joined.chars().take(200).collect(),
-                    paths: touched,
-                });
+        "aws" if has("rds") => {
+            let zero = args
+                .windows(2)
+                .any(|w| w[0] == "--backup-retention-period" && w[1] == "0")
+                || has("--backup-retention-period=0");
+            if zero {
+                hits.push(hit("cloud delete of data", joined));
             }
         }
         "curl" | "wget" | "http" | "https" | "xh" | "httpie" => {
-            if let Some(h) = http_delete(args) {
-                hits.push(hit(&h, &joined));
+            let mut all: Vec<&str> = args.to_vec();
+            all.extend(s.heredocs.iter().map(String::as_str));
+            if let Some(h) = http_delete(&all) {
+                hits.push(hit(&h, joined));
             }
         }
         _ => {}
-    }
-    for rule in super::packs::matching(prog, args) {
-        hits.push(hit(rule, &joined));
-    }
-    for r in &ctx.extra.rules {
-        if let Some(c) = &r.command
-            && base(c) == prog
-            && r.args.iter().all(|a| args.contains(&a.as_str()))
-        {
-            hits.push(hit(&format!("hook.toml: {}", r.name), &joined));
-        }
     }
 }
 
@@ -370,12 +868,12 @@ fn shell_text(
         // `bash reset.sh`: the script the call names, read where it lies under the cwd.
         if c_flag.is_none()
             && let Some(script) = args.iter().find(|a| !a.starts_with('-'))
-            && let Some(text) = read_named(script, ctx)
+            && let Some(text) = read_named(script, ctx.cwd)
         {
             classify_shell_into(&text, ctx, hits, depth + 1);
         }
         for f in &s.inputs {
-            if let Some(text) = read_named(f, ctx) {
+            if let Some(text) = read_named(f, ctx.cwd) {
                 classify_shell_into(&text, ctx, hits, depth + 1);
             }
         }
@@ -387,132 +885,97 @@ fn shell_text(
         } else {
             args.first().copied().unwrap_or("")
         };
-        if let Some(text) = read_named(script, ctx) {
+        if let Some(text) = read_named(script, ctx.cwd) {
             classify_shell_into(&text, ctx, hits, depth + 1);
         }
     }
 }
 
-/// Code an interpreter runs (`python -c`, `node -e`, a script, a heredoc): SQL in its
-/// string literals and ORM mass deletes.
-fn interpreter_code(
-    s: &Simple,
-    raw_prog: &str,
-    raw_args: &[&str],
-    ctx: &Context,
-    hits: &mut Vec<Hit>,
-) {
-    if INTERPRETERS.contains(&raw_prog) || raw_prog.starts_with("python3.") {
-        let args = raw_args;
-        let mut i = 0;
-        let mut code: Vec<String> = s.heredocs.clone();
-        while i < args.len() {
-            let a = args[i];
-            if matches!(a, "-c" | "-e" | "--eval" | "-E" | "-p" | "--print") {
-                if let Some(v) = args.get(i + 1) {
-                    code.push(v.to_string());
-                }
-                break;
-            }
-            if a == "-m" {
-                break;
-            }
-            if !a.starts_with('-') {
-                if let Some(text) = read_named(a, ctx) {
-                    code.push(text);
-                }
-                break;
-            }
-            i += 1;
-        }
+/// Code an interpreter or console runs (`python -c`, `node -e`, a script it names, a
+/// heredoc or `< FILE`): SQL in its string literals, ORM mass deletes, HTTP DELETEs.
+fn interpreter_code(s: &Simple, words: &[&str], ctx: &Context, hits: &mut Vec<Hit>) {
+    let Some((inline, file, stdin)) = super::code::code_call(words) else {
+        return;
+    };
+    let mut code = inline;
+    code.extend(file.and_then(|f| read_named(&f, ctx.cwd)));
+    if stdin {
+        code.extend(s.heredocs.iter().cloned());
         for f in &s.inputs {
-            code.extend(read_named(f, ctx));
+            code.extend(read_named(f, ctx.cwd));
         }
-        for c in &code {
-            code_hits(c, hits);
-        }
+    }
+    for c in &code {
+        super::code::code_hits(c, hits);
     }
 }
 
-/// SQL a client runs: `-c`/`--command` strings, heredocs, files (`-f`, `< FILE`), and
-/// literals or files piped into it (`echo ... | psql`, `cat reset.sql | psql`).
+/// SQL a client runs: `-c`/`--command` strings (also in option clusters, `-Atc`),
+/// heredocs, here-strings and files (`-f`, `< FILE`).
 fn sql_client_text(
     s: &Simple,
     prog: &str,
     args: &[&str],
     ctx: &Context,
     hits: &mut Vec<Hit>,
-    sql_pipe: bool,
+    _fed: Sink,
 ) {
     if SQL_CLIENTS.contains(&prog) {
-        let mut i = 0;
-        while i < args.len() {
-            let a = args[i];
-            if (a == "-f" || a == "--file") && i + 1 < args.len() {
-                if let Some(text) = read_named(args[i + 1], ctx) {
-                    sql_hits(&text, hits);
-                }
-                i += 1;
-            } else if let Some(f) = a.strip_prefix("--file=") {
-                if let Some(text) = read_named(f, ctx) {
-                    sql_hits(&text, hits);
-                }
-            } else if (a == "-c" || a == "--command" || a == "-e" || a == "--execute")
-                && i + 1 < args.len()
-            {
-                sql_hits(args[i + 1], hits);
-                i += 1;
-            } else if let Some(v) = a
-                .strip_prefix("--command=")
-                .or_else(|| a.strip_prefix("--execute="))
-            {
-                sql_hits(v, hits);
-            } else if prog == "sqlite3" && i > 0 && !a.starts_with('-') {
-                sql_hits(a, hits);
-            }
-            i += 1;
-        }
-        for h in &s.heredocs {
-            sql_hits(h, hits);
-        }
-        for f in &s.inputs {
-            if let Some(text) = read_named(f, ctx) {
-                sql_hits(&text, hits);
-            }
-        }
-    } else if sql_pipe {
-        // echo "DROP TABLE x" | psql, cat reset.sql | psql
-        if ["echo", "printf", "cat"].contains(&prog) {
-            for a in args {
-                sql_hits(a, hits);
-                if prog == "cat"
-                    && let Some(text) = read_named(a, ctx)
-                {
-                    sql_hits(&text, hits);
-                }
-            }
-        }
-        for h in &s.heredocs {
-            sql_hits(h, hits);
+        for sql in sql_of_client(s, prog, args, ctx) {
+            sql_hits(&sql, hits);
         }
     }
 }
 
-/// The targets (resolved against the cwd) that remove a volume job's data: at, above or
-/// inside a volume path, when the removal is `recursive`.
-fn volume_targets<'a>(
-    targets: impl Iterator<Item = &'a str>,
-    ctx: &Context,
-    recursive: bool,
-) -> Vec<PathBuf> {
-    targets
-        .map(|a| resolve(a, ctx.cwd))
-        .filter(|t| {
-            ctx.volume_paths
-                .iter()
-                .any(|v| recursive && (v.starts_with(t.as_path()) || t.starts_with(v)))
-        })
-        .collect()
+/// The SQL texts a client call runs.
+fn sql_of_client(s: &Simple, prog: &str, args: &[&str], ctx: &Context) -> Vec<String> {
+    let mut out = Vec::new();
+    // `-Atc SQL`, `-qf FILE`: a cluster of one-letter options ends in the one with a value.
+    let cluster_ends = |a: &str, c: char| {
+        a.len() > 2
+            && a.starts_with('-')
+            && !a.starts_with("--")
+            && a.ends_with(c)
+            && a[1..].chars().all(|x| x.is_ascii_alphabetic())
+    };
+    let command_flag = if matches!(prog, "mysql" | "mariadb") {
+        'e'
+    } else {
+        'c'
+    };
+    let mut i = 0;
+    while i < args.len() {
+        let a = args[i];
+        let next = args.get(i + 1).copied();
+        if (a == "-f" || a == "--file" || cluster_ends(a, 'f')) && next.is_some() {
+            out.extend(next.and_then(|f| read_named(f, ctx.cwd)));
+            i += 1;
+        } else if let Some(f) = a.strip_prefix("--file=") {
+            out.extend(read_named(f, ctx.cwd));
+        } else if (a == "-c"
+            || a == "--command"
+            || a == "-e"
+            || a == "--execute"
+            || cluster_ends(a, command_flag))
+            && next.is_some()
+        {
+            out.extend(next.map(str::to_string));
+            i += 1;
+        } else if let Some(v) = a
+            .strip_prefix("--command=")
+            .or_else(|| a.strip_prefix("--execute="))
+        {
+            out.push(v.to_string());
+        } else if prog == "sqlite3" && i > 0 && !a.starts_with('-') {
+            out.push(a.to_string());
+        }
+        i += 1;
+    }
+    out.extend(s.heredocs.iter().cloned());
+    for f in &s.inputs {
+        out.extend(read_named(f, ctx.cwd));
+    }
+    out
 }
 
 fn is_assignment(w: &str) -> bool {
@@ -521,43 +984,6 @@ fn is_assignment(w: &str) -> bool {
             && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             && !k.starts_with(|c: char| c.is_ascii_digit())
     })
-}
-
-fn resolve(p: &str, cwd: Option<&Path>) -> PathBuf {
-    // A glob removes everything below its literal prefix.
-    let literal = match p.find(['*', '?', '[']) {
-        Some(i) => &p[..i],
-        None => p,
-    };
-    let literal = if literal.is_empty() { "." } else { literal };
-    let path = if let Some(rest) = literal.strip_prefix("~/") {
-        std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(rest))
-            .unwrap_or_else(|| PathBuf::from(literal))
-    } else {
-        PathBuf::from(literal)
-    };
-    let abs = if path.is_absolute() {
-        path
-    } else {
-        cwd.map(|c| c.join(&path)).unwrap_or(path)
-    };
-    normalize(&abs)
-}
-
-/// Remove `.` and `..` without touching the filesystem.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
 }
 
 /// An HTTP call that deletes data: a GraphQL delete mutation, or DELETE of a data resource.
@@ -569,23 +995,27 @@ fn http_delete(args: &[&str]) -> Option<String> {
     let method_delete = args.windows(2).any(|w| {
         (w[0] == "-X" || w[0] == "--request" || w[0] == "--method")
             && w[1].eq_ignore_ascii_case("DELETE")
-    }) || args
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case("-XDELETE") || *a == "DELETE");
+    }) || args.iter().any(|a| {
+        a.eq_ignore_ascii_case("-XDELETE")
+            || *a == "DELETE"
+            || ["--method=", "--request=", "-X="].iter().any(|p| {
+                a.strip_prefix(p)
+                    .is_some_and(|m| m.eq_ignore_ascii_case("DELETE"))
+            })
+    });
     let lower = text.to_lowercase();
-    let data_resource = [
-        "volume", "database", "/db", "snapshot", "backup", "bucket", "cluster", "disk",
-    ]
-    .iter()
-    .any(|k| lower.contains(k));
+    let data_resource = super::code::DATA_RESOURCES
+        .iter()
+        .any(|k| lower.contains(k));
     (method_delete && data_resource).then(|| "HTTP DELETE of a data resource".to_string())
 }
 
 /// A GraphQL mutation whose name deletes something data-bearing (`volumeDelete`,
 /// `deleteDatabase`, `projectDelete`, ...).
 pub(crate) fn graphql_delete(text: &str) -> Option<String> {
+    // Only a GraphQL document: prose that names `volumeDelete` is not a call of it.
     let lower = text.to_lowercase();
-    if !lower.contains("mutation") && !lower.contains("delete") {
+    if !lower.contains("mutation") || !text.contains('{') {
         return None;
     }
     let nouns = [
@@ -616,112 +1046,65 @@ pub(crate) fn graphql_delete(text: &str) -> Option<String> {
     None
 }
 
-/// Interpreters whose one-liners and scripts are read for SQL and ORM mass deletes.
-const INTERPRETERS: &[&str] = &[
-    "python", "python3", "py", "node", "nodejs", "deno", "bun", "ruby", "perl", "php",
-];
-
-/// The most of a file a call names that the hook reads.
-const READ_MAX: u64 = 1 << 20;
-
-/// The text of a file a call names (`psql -f reset.sql`, `bash reset.sh`), read only when
-/// it lies under the call's working directory (after resolving symlinks), is a regular
-/// file, and holds at most 1 MiB: the hook reads no other file.
-fn read_named(name: &str, ctx: &Context) -> Option<String> {
-    use std::io::Read;
-    let cwd = ctx.cwd?;
-    if name.is_empty() || name.starts_with('-') || name.contains(['$', '*', '?']) {
-        return None;
-    }
-    let path = resolve(name, Some(cwd));
-    let real = std::fs::canonicalize(&path).ok()?;
-    let root = std::fs::canonicalize(cwd).ok()?;
-    if !real.starts_with(&root) {
-        return None;
-    }
-    let f = std::fs::File::open(&real).ok()?;
-    let meta = f.metadata().ok()?;
-    if !meta.is_file() {
-        return None;
-    }
-    let mut buf = Vec::new();
-    f.take(READ_MAX).read_to_end(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
-/// SQL in the string literals of code (`cur.execute("TRUNCATE users")`,
-/// `knex.raw('DROP TABLE x')`), and ORM calls that delete every row.
-fn code_hits(code: &str, hits: &mut Vec<Hit>) {
-    for lit in string_literals(code) {
-        sql_hits(&lit, hits);
-    }
-    const MASS_DELETES: &[&str] = &[
-        ".delete_all",
-        ".destroy_all",
-        ".all().delete()",
-        ".objects.all().delete()",
-        "deleteMany({})",
-        "deleteMany()",
-        "dropDatabase(",
-        ".drop_all(",
-        "metadata.drop_all",
-    ];
-    if let Some(m) = MASS_DELETES.iter().find(|m| code.contains(*m)) {
-        hits.push(hit("ORM mass delete in code", m));
-    }
-}
-
-/// The contents of `'...'`, `"..."`, `` `...` `` and triple-quoted literals of code.
-fn string_literals(code: &str) -> Vec<String> {
-    let b: Vec<char> = code.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let q = b[i];
-        if q == '\'' || q == '"' || q == '`' {
-            let triple = i + 2 < b.len() && b[i + 1] == q && b[i + 2] == q;
-            let open = if triple { 3 } else { 1 };
-            let mut j = i + open;
-            let mut lit = String::new();
-            while j < b.len() {
-                if b[j] == '\\' && j + 1 < b.len() {
-                    lit.push(b[j + 1]);
-                    j += 2;
-                    continue;
-                }
-                if b[j] == q && (!triple || (j + 2 < b.len() && b[j + 1] == q && b[j + 2] == q)) {
-                    break;
-                }
-                lit.push(b[j]);
-                j += 1;
-            }
-            out.push(lit);
-            i = j + open;
-        } else {
-            i += 1;
-        }
-    }
-    out
-}
-
-fn sql_hits(sql: &str, hits: &mut Vec<Hit>) {
+pub(crate) fn sql_hits(sql: &str, hits: &mut Vec<Hit>) {
     for what in risky_sql(sql) {
         let rule = what.split(':').next().unwrap_or("SQL").to_string();
-        hits.push(hit(&rule, &what));
+        let mut h = hit(&rule, &what);
+        h.database = true;
+        hits.push(h);
     }
 }
 
-/// Classify an MCP tool call: every string in its arguments is checked as SQL, as a
-/// GraphQL document, and (for shell-like tools) as a command.
+/// Classify an MCP tool call. A database tool's strings are read as SQL; any tool's
+/// SQL-named arguments (`sql`, `statement`, ...) too; GraphQL documents are read for
+/// delete mutations; shell-like tools' strings as command lines; and a tool whose own name
+/// deletes something data-bearing is risky. Prose in other tools (an issue's body that
+/// quotes `DROP TABLE`) is not a call.
 pub(crate) fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context) -> Vec<Hit> {
+    let lower_tool = tool.to_lowercase();
+    let database_tool = [
+        "sql",
+        "query",
+        "postgres",
+        "pg",
+        "database",
+        "db",
+        "supabase",
+        "neon",
+        "migration",
+        "mysql",
+        "sqlite",
+        "prisma",
+        "drizzle",
+        "psql",
+        "turso",
+        "planetscale",
+    ]
+    .iter()
+    .any(|k| lower_tool.contains(k));
     let mut strings = Vec::new();
-    collect_strings(input, &mut strings);
+    collect_strings(None, input, &mut strings);
     let mut hits = Vec::new();
-    let shellish = ["bash", "shell", "exec", "run", "command", "terminal"]
-        .iter()
-        .any(|k| tool.to_lowercase().contains(k));
-    for s in &strings {
-        sql_hits(s, &mut hits);
+    let shellish = [
+        "bash",
+        "shell",
+        "exec",
+        "run_command",
+        "terminal",
+        "start_process",
+        "command",
+    ]
+    .iter()
+    .any(|k| lower_tool.contains(k));
+    for (key, s) in &strings {
+        let key = key.to_lowercase();
+        let sql_key = ["sql", "statement", "migration"]
+            .iter()
+            .any(|k| key.contains(k))
+            || key == "query" && database_tool;
+        if database_tool || sql_key {
+            sql_hits(s, &mut hits);
+        }
         if let Some(m) = graphql_delete(s) {
             hits.push(hit("GraphQL delete mutation", &format!("{m} in {tool}")));
         }
@@ -729,23 +1112,47 @@ pub(crate) fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context
             hits.extend(classify_shell(s, ctx));
         }
     }
-    let lower_tool = tool.to_lowercase();
-    if ["delete", "destroy", "drop", "remove"]
-        .iter()
-        .any(|v| lower_tool.contains(v))
-        && [
-            "volume", "database", "db", "snapshot", "backup", "bucket", "project", "service",
-            "table", "branch",
-        ]
-        .iter()
-        .any(|n| lower_tool.contains(n))
+    let words: Vec<&str> = lower_tool
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .collect();
+    let verb = [
+        "delete", "destroy", "drop", "remove", "purge", "wipe", "truncate", "reset",
+    ];
+    let noun = [
+        "volume",
+        "database",
+        "db",
+        "snapshot",
+        "backup",
+        "bucket",
+        "project",
+        "service",
+        "table",
+        "branch",
+        "postgres",
+        "redis",
+        "disk",
+        "collection",
+        "index",
+        "cluster",
+        "instance",
+        "store",
+        "storage",
+        "schema",
+    ];
+    if verb.iter().any(|v| lower_tool.contains(v))
+        && noun.iter().any(|n| lower_tool.contains(n))
+        && !words
+            .iter()
+            .any(|w| matches!(*w, "list" | "get" | "describe" | "show"))
     {
         hits.push(hit("MCP delete tool", tool));
     }
     for r in &ctx.extra.rules {
         if let Some(t) = &r.contains {
             let t = t.to_lowercase();
-            if strings.iter().any(|s| s.to_lowercase().contains(&t)) || lower_tool.contains(&t) {
+            if strings.iter().any(|(_, s)| s.to_lowercase().contains(&t)) || lower_tool.contains(&t)
+            {
                 hits.push(hit(&format!("hook.toml: {}", r.name), &t));
             }
         }
@@ -753,19 +1160,22 @@ pub(crate) fn classify_json(tool: &str, input: &serde_json::Value, ctx: &Context
     dedup(hits)
 }
 
-fn collect_strings(v: &serde_json::Value, out: &mut Vec<String>) {
+fn collect_strings(key: Option<&str>, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
     match v {
         serde_json::Value::String(s) => {
-            out.push(s.clone());
             // Arguments given as a JSON string (Cursor's beforeMCPExecution).
             if let Ok(inner) = serde_json::from_str::<serde_json::Value>(s)
                 && (inner.is_object() || inner.is_array())
             {
-                collect_strings(&inner, out);
+                collect_strings(key, &inner, out);
+            } else {
+                out.push((key.unwrap_or("").to_string(), s.clone()));
             }
         }
-        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(x, out)),
-        serde_json::Value::Object(m) => m.values().for_each(|x| collect_strings(x, out)),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_strings(key, x, out)),
+        serde_json::Value::Object(m) => {
+            m.iter().for_each(|(k, x)| collect_strings(Some(k), x, out))
+        }
         _ => {}
     }
 }

@@ -3,17 +3,22 @@
 //! returned to be checked on their own.
 
 /// A simple command: its words (quotes removed), any heredoc and here-string bodies fed
-/// to it, and the files it reads on stdin (`< FILE`).
+/// to it, the files it reads on stdin (`< FILE`) and the files it truncates (`> FILE`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Simple {
     pub words: Vec<String>,
     pub heredocs: Vec<String>,
     pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
 }
 
 /// Marks, among a command's words while it is parsed, that the next word is a here-string
 /// body (`<<< WORD`).
 const HERE_STRING: &str = "\u{1}<<<";
+/// Marks that the next word is a file the command truncates (`> FILE`, `>| FILE`).
+const TRUNCATE: &str = "\u{1}>";
+/// Marks that the next word is a file the command appends to (`>> FILE`).
+const APPEND: &str = "\u{1}>>";
 
 /// A pipeline: simple commands joined by `|`.
 pub(crate) type Pipeline = Vec<Simple>;
@@ -155,6 +160,35 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
                 i = j;
                 continue;
             }
+            '>' | '&' if c == '>' || chars.get(i + 1) == Some(&'>') => {
+                // Redirections: `N>`, `&>`, `>>`, `>|`, `>&N`; a file descriptor number
+                // before `>` is not a word of the command.
+                if in_word && word.chars().all(|d| d.is_ascii_digit()) {
+                    word.clear();
+                    in_word = false;
+                }
+                end_word(&mut cur, &mut word, &mut in_word);
+                let mut j = i + 1;
+                if c == '&' {
+                    j += 1; // `&>`
+                }
+                let append = chars.get(j) == Some(&'>');
+                if append || chars.get(j) == Some(&'|') {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'&') {
+                    // `>&2`, `2>&1`: a descriptor, not a file.
+                    j += 1;
+                    while j < chars.len() && (chars[j].is_ascii_digit() || chars[j] == '-') {
+                        j += 1;
+                    }
+                } else {
+                    cur.words
+                        .push(if append { APPEND } else { TRUNCATE }.to_string());
+                }
+                i = j;
+                continue;
+            }
             '\n' | ';' | '&' | '|' => {
                 end_word(&mut cur, &mut word, &mut in_word);
                 // Heredoc bodies start on the line after their operator.
@@ -221,6 +255,12 @@ fn flush(cur: &mut Simple, pipeline: &mut Pipeline, pipelines: &mut Vec<Pipeline
             if let Some(body) = it.next() {
                 cur.heredocs.push(body);
             }
+        } else if w == TRUNCATE || w == APPEND {
+            if let Some(f) = it.next()
+                && w == TRUNCATE
+            {
+                cur.outputs.push(f);
+            }
         } else if w == "<" {
             if let Some(f) = it.next() {
                 cur.inputs.push(f);
@@ -235,7 +275,11 @@ fn flush(cur: &mut Simple, pipeline: &mut Pipeline, pipelines: &mut Vec<Pipeline
         }
     }
     cur.words = words;
-    if !cur.words.is_empty() || !cur.heredocs.is_empty() || !cur.inputs.is_empty() {
+    if !cur.words.is_empty()
+        || !cur.heredocs.is_empty()
+        || !cur.inputs.is_empty()
+        || !cur.outputs.is_empty()
+    {
         pipeline.push(std::mem::take(cur));
     }
     if !pipe && !pipeline.is_empty() {

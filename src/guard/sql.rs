@@ -69,13 +69,27 @@ fn split_sql(sql: &str) -> Vec<String> {
             continue;
         }
         if c == '\'' || c == '"' {
-            cur.push(' ');
+            // A literal stands as one word of its letters and digits, so `'a'='a'`
+            // still reads as a comparison of two equal values.
+            cur.push_str(" lit_");
             i += 1;
             while i < b.len() && b[i] != c {
+                if b[i].is_alphanumeric() || b[i] == '_' {
+                    cur.push(b[i]);
+                }
                 i += 1;
             }
             i += 1;
             cur.push(' ');
+            continue;
+        }
+        if c == '\\' && (i == 0 || b[i - 1] == '\n') {
+            // A psql meta-command (`\set`, `\c db`) runs to the end of its line and ends
+            // the statement before it.
+            while i < b.len() && b[i] != '\n' {
+                i += 1;
+            }
+            out.push(std::mem::take(&mut cur));
             continue;
         }
         if c == '$' {

@@ -3,6 +3,7 @@
 
 mod cli;
 mod conformance;
+mod corpus;
 mod daemon;
 mod doctor;
 mod failures;

@@ -1,0 +1,2 @@
+ALTER TABLE orders DROP COLUMN legacy_ref;
+DROP TABLE legacy_orders;

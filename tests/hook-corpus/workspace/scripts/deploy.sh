@@ -1,0 +1,4 @@
+#!/bin/sh
+set -e
+npm run build
+rsync -az dist/ deploy@web1:/srv/www/app/
