@@ -36,7 +36,16 @@ pub(crate) fn code_call(words: &[&str]) -> Option<(Vec<String>, Option<String>, 
     let p = base(prog);
     let sub = args.first().copied().unwrap_or("");
     if matches!(p, "rails" | "rake") && matches!(sub, "runner" | "r") {
-        let code = args.get(1).map(|s| s.to_string());
+        // `rails runner -e production CODE`
+        let mut i = 1;
+        while args.get(i).is_some_and(|a| a.starts_with('-')) {
+            i += if matches!(args[i], "-e" | "--environment") {
+                2
+            } else {
+                1
+            };
+        }
+        let code = args.get(i).map(|s| s.to_string());
         let file = code.clone().filter(|c| c.ends_with(".rb"));
         return Some((code.into_iter().collect(), file, false));
     }
@@ -185,6 +194,15 @@ fn mass_delete(code: &str) -> Option<String> {
                 if !before.contains(".where") && !before.contains(".filter") {
                     return Some(stmt.trim().chars().take(120).collect());
                 }
+            }
+        }
+        // SQLAlchemy `session.query(Model).delete()` without a filter.
+        if let Some(at) = stmt.find(".query(")
+            && let Some(del) = stmt[at..].find(".delete()")
+        {
+            let chain = &stmt[at..at + del];
+            if !chain.contains(".filter") && !chain.contains(".where") && !chain.contains(".get(") {
+                return Some(stmt.trim().chars().take(120).collect());
             }
         }
         if let Some(at) = stmt.find("db.delete(") {

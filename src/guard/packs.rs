@@ -161,6 +161,7 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("orm", "alembic downgrade base", &["alembic"], words: &[&["downgrade"], &["base"]]),
     rule!("orm", "laravel migrate:fresh", &["artisan"], words: &[&["migrate:fresh", "migrate:reset", "migrate:refresh", "db:wipe"]]),
     rule!("orm", "ecto reset", &["mix"], words: &[&["ecto.reset", "ecto.drop"]]),
+    rule!("orm", "ecto reset", &["mix"], words: &[&["do"]], anywhere: &[&["ecto.reset", "ecto.drop", "ecto.reset,", "ecto.drop,"]]),
     rule!("orm", "typeorm schema:drop", &["typeorm", "typeorm-ts-node-commonjs", "typeorm-ts-node-esm"], words: &[&["schema:drop"]]),
     rule!("orm", "migration tool drop", &["flyway"], words: &[&["clean"]]),
     rule!("orm", "migration tool drop", &["liquibase"], words: &[&["dropAll", "drop-all"]]),
@@ -237,6 +238,143 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("backstop", "backstop restore --yes", &["backstop"], words: &[], anywhere: &[&["restore"]], flags: &["--yes", "-y"]),
 ];
 
+/// A tool that runs SQL it is given, other than the SQL clients: the options whose value
+/// is SQL or a SQL file, a positional operand that is SQL, and whether it reads SQL on
+/// stdin (heredocs, here-strings, pipes).
+#[derive(Debug)]
+pub(crate) struct SqlRunner {
+    pub programs: &'static [&'static str],
+    pub words: &'static [&'static str],
+    pub sql_options: &'static [&'static str],
+    pub file_options: &'static [&'static str],
+    /// Index among the positional words (after `words`) of an operand that is SQL.
+    pub sql_operand: Option<usize>,
+    pub stdin: bool,
+}
+
+pub(crate) const SQL_RUNNERS: &[SqlRunner] = &[
+    SqlRunner {
+        programs: &["prisma"],
+        words: &["db", "execute"],
+        sql_options: &[],
+        file_options: &["--file"],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["wrangler"],
+        words: &["d1", "execute"],
+        sql_options: &["--command"],
+        file_options: &["--file"],
+        sql_operand: None,
+        stdin: false,
+    },
+    SqlRunner {
+        programs: &["turso"],
+        words: &["db", "shell"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: Some(1),
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["manage.py", "django-admin"],
+        words: &["dbshell"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["rails"],
+        words: &["dbconsole"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["rails"],
+        words: &["db"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["heroku"],
+        words: &["pg:psql"],
+        sql_options: &["-c", "--command"],
+        file_options: &["-f", "--file"],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["cockroach"],
+        words: &["sql"],
+        sql_options: &["-e", "--execute"],
+        file_options: &["-f", "--file"],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["clickhouse", "clickhouse-client"],
+        words: &[],
+        sql_options: &["-q", "--query"],
+        file_options: &["--queries-file"],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["sqlcmd"],
+        words: &[],
+        sql_options: &["-Q", "-q"],
+        file_options: &["-i"],
+        sql_operand: None,
+        stdin: false,
+    },
+    SqlRunner {
+        programs: &["duckdb"],
+        words: &[],
+        sql_options: &["-c"],
+        file_options: &["-f"],
+        sql_operand: Some(1),
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["supabase"],
+        words: &["db", "query"],
+        sql_options: &[],
+        file_options: &["--file", "-f"],
+        sql_operand: Some(0),
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["fly", "flyctl"],
+        words: &["postgres", "connect"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: None,
+        stdin: true,
+    },
+    SqlRunner {
+        programs: &["railway"],
+        words: &["connect"],
+        sql_options: &[],
+        file_options: &[],
+        sql_operand: None,
+        stdin: true,
+    },
+];
+
+/// The SQL runner a call of `prog` with `args` is, if any.
+pub(crate) fn sql_runner(prog: &str, args: &[&str]) -> Option<&'static SqlRunner> {
+    let words = positional(prog, args);
+    SQL_RUNNERS
+        .iter()
+        .find(|r| r.programs.contains(&prog) && words.starts_with(r.words))
+}
+
 /// Package runners and interpreters: the program after them does the work. Each entry is a
 /// runner and the words that must follow it (`poetry run`, `bundle exec`); options of the
 /// runner before the program are skipped.
@@ -287,6 +425,19 @@ pub(crate) fn unwrap_launchers<'a>(words: &[&'a str]) -> Vec<&'a str> {
     w
 }
 
+/// Options of package runners that take a value.
+const RUNNER_VALUE_OPTIONS: &[&str] = &[
+    "--filter",
+    "-F",
+    "-C",
+    "--dir",
+    "--prefix",
+    "-w",
+    "--workspace",
+    "--cwd",
+    "--directory",
+];
+
 /// How many words of a call belong to the runner or interpreter in front (`npx -y`,
 /// `poetry run`, `python3 -m`), or None when the first word is the program itself.
 pub(crate) fn unwrap_once(w: &[&str]) -> Option<usize> {
@@ -305,10 +456,22 @@ pub(crate) fn unwrap_once(w: &[&str]) -> Option<usize> {
         }
     } else {
         for (runner, subs) in LAUNCHERS {
-            if prog != *runner || !w[1..].starts_with(subs) {
+            if prog != *runner {
                 continue;
             }
-            let mut i = 1 + subs.len();
+            // The runner's options before its verb (`pnpm --filter @shop/db exec`).
+            let mut j = 1;
+            while !subs.is_empty() && j < w.len() && w[j].starts_with('-') {
+                j += if RUNNER_VALUE_OPTIONS.contains(&w[j]) {
+                    2
+                } else {
+                    1
+                };
+            }
+            if !w.get(j..).is_some_and(|rest| rest.starts_with(subs)) {
+                continue;
+            }
+            let mut i = j + subs.len();
             // The runner's own options (`npx -y`, `dotenv -e .env --`).
             while i < w.len() && w[i].starts_with('-') {
                 i += if matches!(w[i], "-e" | "-p" | "--package" | "-c") {

@@ -35,14 +35,23 @@ pub(crate) fn expand(word: &str, vars: &Vars) -> String {
                 }
                 (b[i + 1..j].iter().collect::<String>(), j)
             };
-            let simple = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                && !name.starts_with(|c: char| c.is_ascii_digit());
+            // `${NAME:?}`, `${NAME:-default}`: the name, then what to do when it is unset.
+            let ident_len = name
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(name.len());
+            let (ident, modifier) = name.split_at(ident_len);
+            let simple = !ident.is_empty() && !ident.starts_with(|c: char| c.is_ascii_digit());
             if simple {
                 let value = vars
-                    .get(&name)
+                    .get(ident)
                     .cloned()
-                    .or_else(|| std::env::var(&name).ok());
+                    .or_else(|| std::env::var(ident).ok())
+                    .or_else(|| {
+                        modifier
+                            .strip_prefix(":-")
+                            .or_else(|| modifier.strip_prefix('-'))
+                            .map(str::to_string)
+                    });
                 if let Some(v) = value {
                     out.push_str(&v);
                     i = next;
@@ -192,6 +201,8 @@ mod tests {
         );
         assert_eq!(expand("cost $5", &vars), "cost $5");
         assert_eq!(expand("${unterminated", &vars), "${unterminated");
+        assert_eq!(expand("${DATA_DIR:?}/x", &vars), "/srv/data/x");
+        assert_eq!(expand("${NOT_SET_ANYWHERE_42:-/tmp}/x", &vars), "/tmp/x");
     }
 
     #[test]

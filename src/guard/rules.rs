@@ -213,9 +213,26 @@ fn sink_of(s: &Simple) -> Sink {
     }
     let mut stage: Vec<&str> = words.clone();
     for _ in 0..5 {
-        let prog = base(stage[0]);
-        if SQL_CLIENTS.contains(&prog) {
+        let prog = program_name(stage[0]);
+        if SQL_CLIENTS.contains(&prog)
+            || super::packs::sql_runner(prog, &stage[1..]).is_some_and(|r| r.stdin)
+        {
             return Sink::Sql;
+        }
+        // A container's or a remote host's command reads the pipe.
+        let inner = match prog {
+            "docker" | "podman" | "nerdctl" => {
+                super::packs::container_command(&stage[1..]).map(|(w, _)| w)
+            }
+            "kubectl" | "oc" => stage
+                .iter()
+                .position(|a| *a == "--")
+                .map(|i| stage[i + 1..].to_vec()),
+            _ => None,
+        };
+        if let Some(inner) = inner.filter(|w| !w.is_empty()) {
+            stage = inner;
+            continue;
         }
         if let Some((code, file, stdin)) = super::code::code_call(&stage) {
             if stdin && code.is_empty() && file.is_none() {
@@ -924,7 +941,46 @@ fn sql_client_text(
         for sql in sql_of_client(s, prog, args, ctx) {
             sql_hits(&sql, hits);
         }
+    } else if let Some(r) = super::packs::sql_runner(prog, args) {
+        for sql in sql_of_runner(r, s, prog, args, ctx) {
+            sql_hits(&sql, hits);
+        }
     }
+}
+
+/// The SQL texts a SQL runner call runs (`prisma db execute --file F`, `wrangler d1
+/// execute --command=SQL`, `turso db shell DB SQL`, `manage.py dbshell <<< SQL`).
+fn sql_of_runner(
+    r: &super::packs::SqlRunner,
+    s: &Simple,
+    prog: &str,
+    args: &[&str],
+    ctx: &Context,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, a) in args.iter().enumerate() {
+        let (key, inline) = match a.split_once('=') {
+            Some((k, v)) if k.starts_with('-') => (k, Some(v)),
+            _ => (*a, None),
+        };
+        let value = inline.or_else(|| args.get(i + 1).copied());
+        if r.sql_options.contains(&key) {
+            out.extend(value.map(str::to_string));
+        } else if r.file_options.contains(&key) {
+            out.extend(value.and_then(|f| read_named(f, ctx.cwd)));
+        }
+    }
+    if let Some(k) = r.sql_operand {
+        let pos = super::packs::positional(prog, args);
+        out.extend(pos.get(r.words.len() + k).map(|w| w.to_string()));
+    }
+    if r.stdin {
+        out.extend(s.heredocs.iter().cloned());
+        for f in &s.inputs {
+            out.extend(read_named(f, ctx.cwd));
+        }
+    }
+    out
 }
 
 /// The SQL texts a client call runs.
@@ -975,6 +1031,20 @@ fn sql_of_client(s: &Simple, prog: &str, args: &[&str], ctx: &Context) -> Vec<St
     for f in &s.inputs {
         out.extend(read_named(f, ctx.cwd));
     }
+    // `psql -c "$(cat reset.sql)"`, `psql -c "$(< reset.sql)"`: the file is the SQL.
+    let substituted: Vec<String> = out
+        .iter()
+        .flat_map(|sql| sql.match_indices("$(").map(move |(at, _)| &sql[at + 2..]))
+        .filter_map(|rest| {
+            let inner = rest.split(')').next()?.trim();
+            let file = inner
+                .strip_prefix("cat ")
+                .or_else(|| inner.strip_prefix('<'))?
+                .trim();
+            read_named(file, ctx.cwd)
+        })
+        .collect();
+    out.extend(substituted);
     out
 }
 

@@ -17,6 +17,15 @@ pub(crate) fn task_text(words: &[&str], cwd: Option<&Path>) -> Vec<String> {
         return Vec::new();
     };
     let args = &words[1..];
+    // A dry run, or asking for help, runs nothing.
+    if args.iter().any(|a| {
+        matches!(
+            *a,
+            "-n" | "--dry-run" | "--just-print" | "--recon" | "--help" | "-h"
+        )
+    }) {
+        return Vec::new();
+    }
     match prog {
         "npm" | "pnpm" | "yarn" | "bun" => package_script(prog, args, cwd),
         "make" | "gmake" => make_recipe(args, cwd),

@@ -35,6 +35,9 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
     let mut in_word = false;
     let mut nested = Vec::new();
     let mut pending_heredocs: Vec<(String, bool)> = Vec::new();
+    // Where each open `( ... )` or `{ ... }` group started, among the pipelines.
+    let mut groups: Vec<usize> = Vec::new();
+    let mut closed: Option<usize>;
     let end_word = |cur: &mut Simple, word: &mut String, in_word: &mut bool| {
         if *in_word {
             cur.words.push(std::mem::take(word));
@@ -231,8 +234,28 @@ pub(crate) fn parse_shell(src: &str) -> (Vec<Pipeline>, Vec<String>) {
                     i += 1;
                 }
             }
-            '(' | ')' | '{' | '}' if !in_word => {
+            '(' | '{' if !in_word => {
                 end_word(&mut cur, &mut word, &mut in_word);
+                groups.push(pipelines.len());
+            }
+            ')' | '}' if !in_word || c == ')' => {
+                // `(cd db && psql -f x.sql)`: a `)` ends the word before it.
+                end_word(&mut cur, &mut word, &mut in_word);
+                flush(&mut cur, &mut pipeline, &mut pipelines, false);
+                closed = groups.pop();
+                i += 1;
+                // `{ echo ...; echo ...; } | psql`: the group's commands feed the pipe.
+                let mut j = i;
+                while j < chars.len() && (chars[j] == ' ' || chars[j] == '\t') {
+                    j += 1;
+                }
+                if chars.get(j) == Some(&'|') && chars.get(j + 1) != Some(&'|') {
+                    if let Some(start) = closed.filter(|s| *s < pipelines.len()) {
+                        pipeline = pipelines.drain(start..).flatten().collect();
+                    }
+                    i = j + 1;
+                }
+                continue;
             }
             _ => {
                 word.push(c);
