@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures `backstop hook`'s decision time for harmless calls (the common case: no
 # snapshot, no network): N runs of the release binary per input, median and 95th
-# percentile in milliseconds, including process start and reading the job files.
+# percentile in milliseconds, including process start and reading the job files; then
+# every harmless call of the corpus (tests/hook-corpus/calls.jsonl) once, in its agent's
+# format, from a copy of the corpus workspace.
 #   scripts/bench-hook.sh [N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +49,30 @@ for name, doc in inputs.items():
         assert "deny" not in json.dumps(ans), ans
     times.sort()
     print(f"{name:<40} {statistics.median(times):>6.1f} ms {times[int(len(times) * 0.95)]:>6.1f} ms")
+PY
+cp -r tests/hook-corpus/workspace "$work/ws"
+python3 - "$bs" "$work/jobs" "$work/ws" tests/hook-corpus/calls.jsonl <<'PY'
+import json, subprocess, sys, time, statistics
+bs, jobs, ws, corpus = sys.argv[1:5]
+def payload(c):
+    fmt = c["format"]
+    if fmt == "claude-bash":
+        return {"hook_event_name": "PreToolUse", "tool_name": "Bash", "cwd": ws, "tool_input": {"command": c["command"]}}
+    if fmt == "cursor-shell":
+        return {"hook_event_name": "beforeShellExecution", "command": c["command"], "cwd": ws, "workspace_roots": [ws]}
+    if fmt == "claude-mcp":
+        return {"hook_event_name": "PreToolUse", "tool_name": c["tool"], "cwd": ws, "tool_input": c["input"]}
+    return {"hook_event_name": "beforeMCPExecution", "tool_name": c["tool"], "workspace_roots": [ws], "tool_input": json.dumps(c["input"])}
+calls = [json.loads(l) for l in open(corpus) if l.strip()]
+harmless = [c for c in calls if c["expect"] == "harmless"]
+times = []
+for c in harmless:
+    data = json.dumps(payload(c)).encode()
+    t = time.perf_counter()
+    out = subprocess.run([bs, "--jobs", jobs, "hook"], input=data, capture_output=True)
+    times.append((time.perf_counter() - t) * 1000)
+    assert out.returncode == 0, out.stderr
+    assert "deny" not in out.stdout.decode() and "ask" not in out.stdout.decode(), (c, out.stdout)
+times.sort()
+print(f"{'corpus: every harmless call once':<40} {statistics.median(times):>6.1f} ms {times[int(len(times) * 0.95)]:>6.1f} ms   ({len(times)} calls, max {times[-1]:.1f} ms)")
 PY

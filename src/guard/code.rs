@@ -21,6 +21,7 @@ fn inline_flags(prog: &str) -> Option<&'static [&'static str]> {
         "ruby" | "perl" | "irb" => &["-e"],
         "php" => &["-r"],
         "deno" => &["eval"],
+        "go" => &[],
         "mongosh" | "mongo" => &["--eval"],
         "psql" => return None,
         _ => return None,
@@ -95,8 +96,16 @@ pub(crate) fn code_call(words: &[&str]) -> Option<(Vec<String>, Option<String>, 
             code.push(v.to_string());
             break;
         }
-        if a == "-m" || a == "run" && p == "deno" {
+        if a == "-m" {
+            // `python -m scripts.reset_db`: the module's file, when it is the project's.
+            if let Some(m) = args.get(i + 1) {
+                file = Some(format!("{}.py", m.replace('.', "/")));
+            }
             break;
+        }
+        if (a == "run" && p == "deno") || (a == "run" && p == "go") {
+            i += 1;
+            continue;
         }
         if !a.starts_with('-') {
             // mongosh's operand is a connection string; its code follows --eval.
@@ -178,11 +187,16 @@ fn mass_delete(code: &str) -> Option<String> {
         ".drop_all(",
         "metadata.drop_all",
         "truncate_all",
+        ".dropDatabase()",
     ];
     if let Some(m) = ALWAYS.iter().find(|m| code.contains(*m)) {
         return Some(m.to_string());
     }
     for stmt in code.split([';', '\n']) {
+        // MongoDB: `db.users.drop()`, `db.getCollection('x').drop()`.
+        if stmt.trim_start().starts_with("db.") && stmt.contains(".drop()") {
+            return Some(stmt.trim().chars().take(120).collect());
+        }
         for m in [
             ".delete_all",
             ".destroy_all",

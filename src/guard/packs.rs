@@ -148,6 +148,11 @@ pub(crate) const RULES: &[CommandRule] = &[
     // PostgreSQL tools.
     rule!("postgres", "dropdb", &["dropdb"], words: &[]),
     rule!("postgres", "pg_dropcluster", &["pg_dropcluster"], words: &[]),
+    // Other databases' own tools.
+    rule!("databases", "database flush or drop", &["redis-cli", "valkey-cli", "keydb-cli"], words: &[], anywhere: &[&["FLUSHALL", "flushall", "FLUSHDB", "flushdb"]]),
+    rule!("databases", "database flush or drop", &["mysqladmin"], words: &[&["drop"]]),
+    rule!("databases", "database flush or drop", &["mongorestore"], words: &[], flags: &["--drop"]),
+    rule!("databases", "database flush or drop", &["firebase"], words: &[&["firestore:delete", "database:remove"]]),
     // ORMs and frameworks: resets that drop or empty the database they point at.
     rule!("orm", "prisma reset", &["prisma"], words: &[&["migrate"], &["reset"]]),
     rule!("orm", "prisma reset", &["prisma"], words: &[&["db"], &["push"]], flags: &["--force-reset", "--accept-data-loss"]),
@@ -220,6 +225,10 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["rds"], &["delete-db*"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["ec2"], &["delete-volume", "delete-snapshot"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rb"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["ec2"], &["terminate-instances"]]),
+    rule!("aws", "cloud delete of data", &["aws"], words: &[&["lightsail"], &["delete-relational-database*", "delete-disk*", "delete-bucket"]]),
+    rule!("aws", "IaC stack removal", &["aws"], words: &[&["cloudformation"], &["delete-stack"]]),
+    rule!("aws", "IaC stack removal", &["sam"], words: &[&["delete"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["sync"]], flags: &["--delete"]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["elasticache", "redshift", "docdb", "neptune", "opensearch", "es"], &["delete-*"]]),
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["s3"], &["rm"]], flags: &["--recursive"]),
@@ -229,9 +238,11 @@ pub(crate) const RULES: &[CommandRule] = &[
     rule!("aws", "cloud delete of data", &["aws"], words: &[&["backup"], &["delete-*"]]),
     rule!("gcp", "cloud delete of data", &["gcloud"], words: &[], anywhere: &[&["delete"], &["sql", "disks", "snapshots", "filestore", "spanner", "buckets", "instances"]]),
     rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rb"]]),
+    rule!("gcp", "cloud delete of data", &["gcloud"], words: &[&["projects"], &["delete"]]),
     rule!("gcp", "cloud delete of data", &["gcloud"], words: &[&["storage"], &["rm"]], flags: &["-r", "--recursive"]),
     rule!("gcp", "cloud delete of data", &["gsutil"], words: &[&["rm"]], flags: &["-r", "-rf", "-R"]),
     rule!("azure", "cloud delete of data", &["az"], words: &[], anywhere: &[&["delete"], &["postgres", "mysql", "sql", "disk", "snapshot", "storage", "cosmosdb"]]),
+    rule!("azure", "cloud delete of data", &["az"], words: &[&["group"], &["delete"]]),
     rule!("digitalocean", "cloud delete of data", &["doctl"], words: &[], anywhere: &[&["delete"], &["databases", "database", "volume", "volumes", "snapshot"]]),
     // backstop itself.
     rule!("backstop", "backstop prune --yes", &["backstop"], words: &[], anywhere: &[&["prune"]], flags: &["--yes", "-y"]),
@@ -399,6 +410,11 @@ const LAUNCHERS: &[(&str, &[&str])] = &[
     ("dotenv", &[]),
     ("php", &[]),
     ("sail", &[]),
+    ("doppler", &["run"]),
+    ("op", &["run"]),
+    ("infisical", &["run"]),
+    ("aws-vault", &["exec"]),
+    ("with-env", &[]),
     ("node", &[]),
     ("ts-node", &[]),
     ("tsx", &[]),
@@ -470,6 +486,12 @@ pub(crate) fn unwrap_once(w: &[&str]) -> Option<usize> {
             }
             if !w.get(j..).is_some_and(|rest| rest.starts_with(subs)) {
                 continue;
+            }
+            // Secret injectors run what follows `--` (`doppler run -- CMD`,
+            // `aws-vault exec PROFILE -- CMD`).
+            if matches!(prog, "doppler" | "op" | "infisical" | "aws-vault") {
+                next = w.iter().position(|a| *a == "--").map(|k| k + 1);
+                break;
             }
             let mut i = j + subs.len();
             // The runner's own options (`npx -y`, `dotenv -e .env --`).

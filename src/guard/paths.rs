@@ -160,15 +160,43 @@ pub(crate) fn in_pg_data_dir(target: &str, cwd: Option<&Path>) -> bool {
         .any(|d| d.parent().is_some() && d.join("PG_VERSION").is_file())
 }
 
-/// The text of a file a call names (`psql -f reset.sql`, `bash reset.sh`), read only when
-/// it lies under the call's working directory (after resolving symlinks), is a regular
-/// file, and holds at most 1 MiB: the hook reads no other file.
+thread_local! {
+    /// Files the call being checked writes before it runs them (`cat > x.sql <<EOF ...
+    /// EOF && psql -f x.sql`): their text as the call gives it, by absolute path.
+    static WRITTEN: std::cell::RefCell<BTreeMap<PathBuf, String>> =
+        const { std::cell::RefCell::new(BTreeMap::new()) };
+}
+
+/// Forget the files an earlier call wrote (a new call is being checked).
+pub(crate) fn forget_written() {
+    WRITTEN.with(|w| w.borrow_mut().clear());
+}
+
+/// Remember that the call writes `text` to `name` (at most 1 MiB of it kept).
+pub(crate) fn note_written(name: &str, cwd: Option<&Path>, text: &str) {
+    let path = resolve(name, cwd);
+    let kept: String = text.chars().take(READ_MAX as usize).collect();
+    WRITTEN.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.len() < 64 {
+            w.insert(path, kept);
+        }
+    });
+}
+
+/// The text of a file a call names (`psql -f reset.sql`, `bash reset.sh`): what the same
+/// call wrote to it earlier, else the file, read only when it lies under the call's
+/// working directory (after resolving symlinks), is a regular file, and holds at most
+/// 1 MiB: the hook reads no other file.
 pub(crate) fn read_named(name: &str, cwd: Option<&Path>) -> Option<String> {
     use std::io::Read;
-    let cwd = cwd?;
     if name.is_empty() || name.starts_with('-') || name.contains(['$', '*', '?']) {
         return None;
     }
+    if let Some(text) = WRITTEN.with(|w| w.borrow().get(&resolve(name, cwd)).cloned()) {
+        return Some(text);
+    }
+    let cwd = cwd?;
     let path = resolve(name, Some(cwd));
     let real = std::fs::canonicalize(&path).ok()?;
     let root = std::fs::canonicalize(cwd).ok()?;

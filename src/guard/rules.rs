@@ -69,8 +69,25 @@ const SQL_CLIENTS: &[&str] = &[
 const SHELLS: &[&str] = &["sh", "bash", "zsh", "dash", "ksh", "fish"];
 /// Wrappers whose arguments are another command.
 const WRAPPERS: &[&str] = &[
-    "sudo", "doas", "env", "nohup", "time", "nice", "ionice", "exec", "command", "xargs",
-    "timeout", "watch", "stdbuf", "setsid", "chroot", "runuser", "su",
+    "sudo",
+    "doas",
+    "env",
+    "nohup",
+    "time",
+    "nice",
+    "ionice",
+    "exec",
+    "command",
+    "xargs",
+    "timeout",
+    "watch",
+    "stdbuf",
+    "setsid",
+    "chroot",
+    "runuser",
+    "su",
+    "cross-env",
+    "dotenvx",
 ];
 
 fn base(w: &str) -> &str {
@@ -79,6 +96,7 @@ fn base(w: &str) -> &str {
 
 /// Classify a whole shell command line.
 pub(crate) fn classify_shell(src: &str, ctx: &Context) -> Vec<Hit> {
+    super::paths::forget_written();
     let mut hits = Vec::new();
     classify_shell_into(src, ctx, &mut hits, 0);
     for r in &ctx.extra.rules {
@@ -149,6 +167,7 @@ fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usi
                 cwd = Some(resolve(to, cwd.as_deref()));
                 continue;
             }
+            note_writes(s, cwd.as_deref());
             let fed = sinks[i + 1..]
                 .iter()
                 .copied()
@@ -161,6 +180,32 @@ fn classify_shell_into(src: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usi
             };
             classify_simple(s, &here, hits, depth, fed);
         }
+    }
+}
+
+/// `cat > FILE <<EOF`, `tee FILE <<EOF`, `echo TEXT > FILE`, `printf TEXT > FILE`: the
+/// text a later command of the same call may run from FILE.
+fn note_writes(s: &Simple, cwd: Option<&Path>) {
+    let words = command_words(s);
+    let Some(prog) = words.first().map(|w| base(w)) else {
+        return;
+    };
+    let args: Vec<&str> = words[1..]
+        .iter()
+        .copied()
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let text = match prog {
+        "cat" | "tee" => s.heredocs.join("\n"),
+        "echo" | "printf" => args.join(" ").replace("\\n", "\n"),
+        _ => return,
+    };
+    let mut targets: Vec<&str> = s.outputs.iter().map(String::as_str).collect();
+    if prog == "tee" {
+        targets.extend(args.iter().copied());
+    }
+    for t in targets {
+        super::paths::note_written(t, cwd, &text);
     }
 }
 
@@ -305,7 +350,8 @@ fn command_words(s: &Simple) -> Vec<&str> {
                 && w.chars().next().is_some_and(|c| c.is_ascii_digit())
             {
                 words.remove(0); // timeout 10s CMD
-            } else if is_assignment(w) {
+            } else if is_assignment(w) || (base(first) == "env" && w.starts_with("$(")) {
+                // `env $(cat .env | xargs) CMD`: the substitution yields assignments.
                 words.remove(0);
             } else {
                 break;
@@ -598,6 +644,18 @@ fn filesystem_rules(prog: &str, args: &[&str], joined: &str, ctx: &Context, hits
                 "rm -r of a volume job's path",
                 touched(&operands, inside),
             );
+            let docker_volumes = [
+                "/var/lib/docker/volumes",
+                "/var/lib/containers/storage/volumes",
+            ];
+            if recursive
+                && operands.iter().any(|t| {
+                    let t = resolve(t, ctx.cwd);
+                    docker_volumes.iter().any(|d| t.starts_with(d))
+                })
+            {
+                hits.push(hit("docker volume removal", joined));
+            }
             if (recursive || prog == "rmdir") && operands.iter().any(|t| in_pg_data_dir(t, ctx.cwd))
             {
                 let mut h = hit("rm -r of a PostgreSQL data directory", joined);
