@@ -103,7 +103,7 @@ pub(crate) fn code_call(words: &[&str]) -> Option<(Vec<String>, Option<String>, 
             }
             break;
         }
-        if (a == "run" && p == "deno") || (a == "run" && p == "go") {
+        if a == "run" && matches!(p, "deno" | "go") {
             i += 1;
             continue;
         }
