@@ -1517,6 +1517,35 @@ mod tests {
         );
     }
 
+    /// Random command lines built from the pieces the parser treats specially (quotes,
+    /// substitutions, heredocs, groups, redirections, variables, task runners,
+    /// containers): the classifier must return, never panic, on any of them.
+    #[test]
+    fn random_command_lines_never_panic() {
+        const PIECES: &[&str] = &[
+            "'", "\"", "$(", ")", "(", "`", "<<", "<<-", "<<<", "EOF", "\n", "|", "||", "&",
+            "&&", ";", "psql", "-c", "-Atc", "DROP TABLE t", "{", "}", "${", ":?", ":-", "\\",
+            ">", ">>", "2>&1", "&>", " ", "rm", "-rf", "/", "*", "$'", "\\x4", "cd", "..",
+            "make", "npm run", "docker run -v a:/b", "kubectl exec --", "sudo -iu", "env",
+            "$X", "X=/var/lib/app-data", "for", "do", "done", "su -c", "python -c", "$$",
+            "/*", "*/", "--", "\\c", "é", "\u{0}", "cat >", "x.sql", "-f", "#", "=",
+        ];
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let len = (next() % 24) as usize;
+            let cmd: String = (0..len)
+                .map(|_| PIECES[(next() % PIECES.len() as u64) as usize])
+                .collect();
+            let _ = rules_of(&cmd);
+        }
+    }
+
     fn rules_in(dir: &Path, cmd: &str) -> Vec<String> {
         let extra = Extra::default();
         let ctx = Context {
