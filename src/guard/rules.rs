@@ -465,7 +465,7 @@ fn fed_text(
     if SQL_CLIENTS.contains(&prog) && fed == Sink::Sql {
         // The statements it prints are built from its string literals.
         for sql in sql_of_client(s, prog, args, ctx) {
-            for lit in single_quoted(&sql) {
+            for lit in super::sql::quoted(&sql) {
                 sql_hits(&lit, hits);
             }
         }
@@ -478,29 +478,6 @@ fn fed_text(
             Sink::None => {}
         }
     }
-}
-
-/// The contents of the `'...'` literals of SQL (`''` is a quote inside one).
-fn single_quoted(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    let mut chars = sql.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (&mut cur, c) {
-            (None, '\'') => cur = Some(String::new()),
-            (Some(lit), '\'') => {
-                if chars.peek() == Some(&'\'') {
-                    lit.push('\'');
-                    chars.next();
-                } else {
-                    out.push(cur.take().unwrap_or_default());
-                }
-            }
-            (Some(lit), c) => lit.push(c),
-            (None, _) => {}
-        }
-    }
-    out
 }
 
 /// Commands run elsewhere: `ssh HOST CMD`, `docker exec|run ... CMD` (and compose,
@@ -1523,12 +1500,70 @@ mod tests {
     #[test]
     fn random_command_lines_never_panic() {
         const PIECES: &[&str] = &[
-            "'", "\"", "$(", ")", "(", "`", "<<", "<<-", "<<<", "EOF", "\n", "|", "||", "&",
-            "&&", ";", "psql", "-c", "-Atc", "DROP TABLE t", "{", "}", "${", ":?", ":-", "\\",
-            ">", ">>", "2>&1", "&>", " ", "rm", "-rf", "/", "*", "$'", "\\x4", "cd", "..",
-            "make", "npm run", "docker run -v a:/b", "kubectl exec --", "sudo -iu", "env",
-            "$X", "X=/var/lib/app-data", "for", "do", "done", "su -c", "python -c", "$$",
-            "/*", "*/", "--", "\\c", "é", "\u{0}", "cat >", "x.sql", "-f", "#", "=",
+            "'",
+            "\"",
+            "$(",
+            ")",
+            "(",
+            "`",
+            "<<",
+            "<<-",
+            "<<<",
+            "EOF",
+            "\n",
+            "|",
+            "||",
+            "&",
+            "&&",
+            ";",
+            "psql",
+            "-c",
+            "-Atc",
+            "DROP TABLE t",
+            "{",
+            "}",
+            "${",
+            ":?",
+            ":-",
+            "\\",
+            ">",
+            ">>",
+            "2>&1",
+            "&>",
+            " ",
+            "rm",
+            "-rf",
+            "/",
+            "*",
+            "$'",
+            "\\x4",
+            "cd",
+            "..",
+            "make",
+            "npm run",
+            "docker run -v a:/b",
+            "kubectl exec --",
+            "sudo -iu",
+            "env",
+            "$X",
+            "X=/var/lib/app-data",
+            "for",
+            "do",
+            "done",
+            "su -c",
+            "python -c",
+            "$$",
+            "/*",
+            "*/",
+            "--",
+            "\\c",
+            "é",
+            "\u{0}",
+            "cat >",
+            "x.sql",
+            "-f",
+            "#",
+            "=",
         ];
         let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = || {

@@ -4,6 +4,14 @@
 /// SQL statements that destroy data, each as a short description.
 pub(crate) fn risky_sql(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // Code in `DO $$ ... $$` blocks (and function bodies) runs too: its statements and the
+    // statements it builds from string literals (`EXECUTE 'DROP TABLE ' || r.tablename`).
+    for body in dollar_bodies(sql) {
+        out.extend(risky_sql(&body));
+        for lit in quoted(&body) {
+            out.extend(risky_sql(&lit));
+        }
+    }
     for stmt in split_sql(sql) {
         let words: Vec<String> = sql_words(&stmt);
         let w: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -31,6 +39,56 @@ pub(crate) fn risky_sql(sql: &str) -> Vec<String> {
             }
             "ALTER" if has("DROP") => out.push(format!("SQL ALTER ... DROP: {shown}")),
             _ => {}
+        }
+    }
+    out
+}
+
+/// The texts between `$tag$` pairs (outermost only).
+fn dollar_bodies(sql: &str) -> Vec<String> {
+    let b: Vec<char> = sql.chars().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == '$' {
+            let mut j = i + 1;
+            while j < b.len() && (b[j].is_alphanumeric() || b[j] == '_') {
+                j += 1;
+            }
+            let tag_is_param = j > i + 1 && b[i + 1..j].iter().all(|c| c.is_ascii_digit());
+            if j < b.len() && b[j] == '$' && !tag_is_param {
+                let tag = &b[i..=j];
+                if let Some(k) = b[j + 1..].windows(tag.len()).position(|w| w == tag) {
+                    out.push(b[j + 1..j + 1 + k].iter().collect());
+                    i = j + 1 + k + tag.len();
+                    continue;
+                }
+                break;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The contents of `'...'` literals (`''` is a quote inside one).
+pub(crate) fn quoted(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (&mut cur, c) {
+            (None, '\'') => cur = Some(String::new()),
+            (Some(lit), '\'') => {
+                if chars.peek() == Some(&'\'') {
+                    lit.push('\'');
+                    chars.next();
+                } else {
+                    out.push(cur.take().unwrap_or_default());
+                }
+            }
+            (Some(lit), c) => lit.push(c),
+            (None, _) => {}
         }
     }
     out
