@@ -1,9 +1,10 @@
-//! Parallel loading of the biggest table during a streamed restore. pg_restore gets the
-//! whole archive as before, except that the big table's rows are dealt out in batches:
+//! Parallel loading of the big tables during a streamed restore. pg_restore gets the
+//! whole archive as before, except that each big table's rows are dealt out in batches:
 //! some stay in its stream, the others go to extra `psql` sessions running the same
-//! `COPY ... FROM stdin` into the same table. pg_restore's COPY of that table only ends
-//! (and with it, its move on to indexes, constraints and triggers) after every extra
-//! session has committed, so the post-data steps see all rows, exactly as with one session.
+//! `COPY ... FROM stdin` into the same table. pg_restore's COPY of a table only ends (and
+//! with it, its move on to the next table and to indexes, constraints and triggers) after
+//! every extra session has committed, so later steps see all rows, exactly as with one
+//! session.
 //!
 //! The extra sessions start once pg_restore's own COPY of the table is running (seen in
 //! `pg_stat_progress_copy`, PostgreSQL 14 and newer): everything before the data section
@@ -23,20 +24,20 @@ use crate::postgres::archive::{Head, Parse, decode_int, read_head};
 /// Rows are dealt out in batches of about this many bytes, cut at row ends.
 const BATCH: usize = 256 << 10;
 
-/// How to reach the database and which table to split.
+/// How to reach the database and which tables to split.
 pub(crate) struct Plan {
     pub psql: PathBuf,
     pub conninfo: String,
     pub env: Vec<(String, String)>,
-    pub schema: String,
-    pub table: String,
+    /// (schema, table) of every table whose rows are dealt out.
+    pub tables: Vec<(String, String)>,
     /// Sessions loading the table, pg_restore's included (2 or more).
     pub sessions: usize,
     /// pg_restore's process: if it ends before its COPY shows up, nothing waits forever.
     pub restore_pid: u32,
 }
 
-/// What the split did, for the restore report.
+/// What the split did to one table, for the restore report.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct Report {
     pub table: String,
@@ -65,6 +66,14 @@ enum St {
     Pass,
 }
 
+/// A table whose rows are dealt out.
+#[derive(Debug, Clone, Default)]
+struct Target {
+    schema: String,
+    table: String,
+    copy_stmt: String,
+}
+
 struct Lane {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -90,8 +99,10 @@ pub(crate) struct SplitWriter<W: Write> {
     buf: Vec<u8>,
     last_try: usize,
     head: Option<Head>,
-    target_id: Option<i32>,
-    copy_stmt: String,
+    /// The tables to split, by their data block's dump id.
+    targets: std::collections::HashMap<i32, Target>,
+    /// The table whose block is passing now.
+    current: Option<Target>,
     encoding: Option<String>,
     batch: Vec<u8>,
     /// From the end marker (`\.`) on: pg_restore's, sent when the block ends.
@@ -100,7 +111,7 @@ pub(crate) struct SplitWriter<W: Write> {
     next: usize,
     lanes: Vec<Lane>,
     restore_rows: u64,
-    report: Option<Report>,
+    reports: Vec<Report>,
     failure: Option<String>,
 }
 
@@ -113,8 +124,8 @@ impl<W: Write> SplitWriter<W> {
             buf: Vec::new(),
             last_try: 0,
             head: None,
-            target_id: None,
-            copy_stmt: String::new(),
+            targets: Default::default(),
+            current: None,
             encoding: None,
             batch: Vec::new(),
             tail: Vec::new(),
@@ -122,7 +133,7 @@ impl<W: Write> SplitWriter<W> {
             next: 0,
             lanes: Vec::new(),
             restore_rows: 0,
-            report: None,
+            reports: Vec::new(),
             failure: None,
         }
     }
@@ -132,8 +143,8 @@ impl<W: Write> SplitWriter<W> {
         self.failure.as_deref()
     }
 
-    /// After the whole stream: what was split (None if the table had no data block).
-    pub(crate) fn finish(mut self) -> io::Result<Option<Report>> {
+    /// After the whole stream: what was split, table by table.
+    pub(crate) fn finish(mut self) -> io::Result<Vec<Report>> {
         if let St::Head = self.st {
             self.try_head()?;
         }
@@ -147,7 +158,7 @@ impl<W: Write> SplitWriter<W> {
             self.kill_lanes();
         }
         self.out.flush()?;
-        Ok(self.report.take())
+        Ok(std::mem::take(&mut self.reports))
     }
 
     fn fail(&mut self, why: String) -> io::Error {
@@ -181,13 +192,20 @@ impl<W: Write> SplitWriter<W> {
             }
             Parse::Ok(h) => {
                 self.out.write_all(&buf[..h.len])?;
-                if let Some(d) = h
-                    .data
-                    .iter()
-                    .find(|d| d.schema == self.plan.schema && d.table == self.plan.table)
-                {
-                    self.target_id = Some(d.id);
-                    self.copy_stmt = d.copy_stmt.clone();
+                for d in h.data.iter().filter(|d| {
+                    self.plan
+                        .tables
+                        .iter()
+                        .any(|(s, t)| *s == d.schema && *t == d.table)
+                }) {
+                    self.targets.insert(
+                        d.id,
+                        Target {
+                            schema: d.schema.clone(),
+                            table: d.table.clone(),
+                            copy_stmt: d.copy_stmt.clone(),
+                        },
+                    );
                 }
                 self.encoding = h.encoding.clone();
                 let used = h.len;
@@ -242,7 +260,8 @@ impl<W: Write> SplitWriter<W> {
                     }
                     self.st = match purpose {
                         IntFor::DataId => {
-                            let target = Some(v as i32) == self.target_id;
+                            self.current = self.targets.get(&(v as i32)).cloned();
+                            let target = self.current.is_some();
                             if target {
                                 // pg_restore must see the block start before any session waits.
                                 self.out.flush()?;
@@ -370,16 +389,19 @@ impl<W: Write> SplitWriter<W> {
 
     /// Wait for pg_restore's COPY of the table, then start the other sessions.
     fn start_lanes(&mut self) -> io::Result<()> {
-        if !plain_copy(&self.copy_stmt) {
+        let Some(t) = self.current.clone() else {
+            return Err(self.fail("rows to deal out outside a table's data block".into()));
+        };
+        if !plain_copy(&t.copy_stmt) {
             return Err(self.fail(format!(
                 "the archive's COPY statement for {}.{} is not a plain `COPY ... FROM stdin;` and is not handed to psql",
-                self.plan.schema, self.plan.table
+                t.schema, t.table
             )));
         }
         let name = format!(
             "{}.{}",
-            crate::postgres::quote_ident(&self.plan.schema),
-            crate::postgres::quote_ident(&self.plan.table)
+            crate::postgres::quote_ident(&t.schema),
+            crate::postgres::quote_ident(&t.table)
         );
         let probe = format!(
             "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() AND relid = to_regclass({})",
@@ -418,7 +440,7 @@ impl<W: Write> SplitWriter<W> {
                     "-c",
                     "SELECT pg_catalog.set_config('search_path', '', false)",
                 ])
-                .args(["-c", self.copy_stmt.trim()])
+                .args(["-c", t.copy_stmt.trim()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -466,10 +488,11 @@ impl<W: Write> SplitWriter<W> {
         drop(l.stdin.take());
         let status = l.child.wait();
         let err = l.stderr();
+        let t = self.current.clone().unwrap_or_default();
         format!(
             "a parallel COPY session into {}.{} failed ({}): {}",
-            self.plan.schema,
-            self.plan.table,
+            t.schema,
+            t.table,
             status.map(|s| s.to_string()).unwrap_or_default(),
             crate::text::summarize(&err)
         )
@@ -497,10 +520,11 @@ impl<W: Write> SplitWriter<W> {
                 .find_map(|l| l.strip_prefix("COPY "))
                 .and_then(|n| n.trim().parse::<u64>().ok());
             if !status.success() || loaded != Some(sent) {
+                let t = self.current.clone().unwrap_or_default();
                 let why = format!(
                     "a parallel COPY session into {}.{} failed ({status}; sent {sent} rows, loaded {}): {}",
-                    self.plan.schema,
-                    self.plan.table,
+                    t.schema,
+                    t.table,
                     loaded.map(|n| n.to_string()).unwrap_or("none".into()),
                     crate::text::summarize(&err)
                 );
@@ -515,13 +539,16 @@ impl<W: Write> SplitWriter<W> {
         self.out.write_all(zero)?;
         self.out.flush()?;
         rows_by_session[0] = self.restore_rows;
+        let t = self.current.take().unwrap_or_default();
         if rows_by_session.len() > 1 {
-            self.report = Some(Report {
-                table: format!("{}.{}", self.plan.schema, self.plan.table),
+            self.reports.push(Report {
+                table: format!("{}.{}", t.schema, t.table),
                 rows_by_session,
             });
         }
         self.ended = false;
+        self.restore_rows = 0;
+        self.next = 0;
         Ok(())
     }
 }
@@ -579,8 +606,7 @@ mod tests {
             psql: "psql".into(),
             conninfo: String::new(),
             env: Vec::new(),
-            schema: "public".into(),
-            table: "users".into(),
+            tables: vec![("public".into(), "users".into())],
             sessions: 1,
             restore_pid: 0,
         }
@@ -597,7 +623,7 @@ mod tests {
             for piece in a.chunks(step) {
                 w.write_all(piece).unwrap();
             }
-            assert_eq!(w.finish().unwrap(), None, "step {step}");
+            assert_eq!(w.finish().unwrap(), Vec::new(), "step {step}");
             // The table's two chunks became one: one length int (5 bytes) fewer.
             assert_eq!(out.len(), a.len() - 5, "step {step}");
             let mut o = DumpObserver::new();
@@ -619,12 +645,12 @@ mod tests {
         let a = crate::postgres::archive::tests::archive();
         let mut out = Vec::new();
         let mut p = plan();
-        p.table = "orders".into();
+        p.tables = vec![("public".into(), "orders".into())];
         let mut w = SplitWriter::new(&mut out, p);
         for piece in a.chunks(3) {
             w.write_all(piece).unwrap();
         }
-        assert_eq!(w.finish().unwrap(), None);
+        assert_eq!(w.finish().unwrap(), Vec::new());
         assert_eq!(out, a);
     }
 

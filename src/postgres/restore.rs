@@ -152,20 +152,57 @@ pub(crate) async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
     }
 }
 
-/// Whether to restore the dump while it downloads (one `pg_restore` job reading a pipe)
-/// rather than staging it for `pg_restore --jobs`: when one table holds most of the rows,
-/// parallel jobs have nothing to share and staging only adds the download time.
+/// How a dump is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RestorePlan {
+    /// Restore while it downloads (pre-data and data through one pg_restore fed by the
+    /// stream; the archive staged beside it; post-data with `--jobs` from the staged copy),
+    /// rather than stage it whole first and run `pg_restore --jobs`.
+    pub stream: bool,
+    /// Tables whose rows are dealt out to several sessions while they stream.
+    pub split: Vec<(String, String)>,
+}
+
+/// The smallest table, in rows, worth dealing out to several sessions (starting them costs
+/// a few milliseconds per table).
+const SPLIT_MIN_ROWS: u64 = 20_000;
+
+/// Stream when the tables big enough to deal out to several sessions hold at least half
+/// of the rows: then loading runs on every core while the snapshot still downloads, and
+/// post-data runs with `--jobs`. Otherwise (many small tables, where pg_restore's per-table
+/// steps dominate, or no row counts) stage it and let `pg_restore --jobs` share the tables.
 /// `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides instead.
-pub(crate) fn stream_worthwhile(facts: Option<&crate::postgres::archive::DumpFacts>) -> bool {
-    match crate::config::env::restore_mode() {
-        Some(crate::config::env::RestoreMode::Stream) => return true,
-        Some(crate::config::env::RestoreMode::Stage) => return false,
-        None => {}
-    }
-    let Some(d) = facts else { return false };
-    let total: u64 = d.tables.iter().map(|t| t.rows).sum();
-    let biggest = d.tables.iter().map(|t| t.rows).max().unwrap_or(0);
-    total >= 100_000 && biggest * 10 >= total * 7
+pub(crate) fn plan_restore(
+    facts: Option<&crate::postgres::archive::DumpFacts>,
+    sessions: usize,
+    server_major: u32,
+) -> RestorePlan {
+    let candidates: Vec<(String, String, u64)> = facts
+        .map(|d| {
+            let total: u64 = d.tables.iter().map(|t| t.rows).sum();
+            d.tables
+                .iter()
+                .filter(|t| t.rows >= SPLIT_MIN_ROWS.max(total / 100))
+                .map(|t| (t.schema.clone(), t.table.clone(), t.rows))
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: u64 = facts
+        .map(|d| d.tables.iter().map(|t| t.rows).sum())
+        .unwrap_or(0);
+    let big: u64 = candidates.iter().map(|c| c.2).sum();
+    let stream = match crate::config::env::restore_mode() {
+        Some(crate::config::env::RestoreMode::Stream) => true,
+        Some(crate::config::env::RestoreMode::Stage) => false,
+        None => total >= 100_000 && big * 2 >= total,
+    };
+    // Parallel COPY sessions need pg_stat_progress_copy (PostgreSQL 14) to start safely.
+    let split = if stream && sessions > 1 && server_major >= 14 {
+        candidates.into_iter().map(|(s, t, _)| (s, t)).collect()
+    } else {
+        Vec::new()
+    };
+    RestorePlan { stream, split }
 }
 
 /// The dump's facts (row counts by table), if the snapshot recorded them.
@@ -182,9 +219,15 @@ pub(crate) fn load_sessions() -> usize {
     crate::config::env::restore_sessions()
 }
 
+/// Which tables of a streamed restore have their rows dealt out to several sessions: psql
+/// to run them, the (schema, table) list, the number of sessions.
+pub(crate) type Split = (PathBuf, Vec<(String, String)>, usize);
+
 /// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
 /// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
-/// whatever pg_restore says about the broken stream.
+/// whatever pg_restore says about the broken stream. With `stage_to`, pg_restore runs only
+/// the pre-data and data sections, and the decoded archive is written to that file as it
+/// passes, for [`pg_restore_post_data`] once every byte is proven.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pg_restore_streaming(
     tools: &pg::Tools,
@@ -194,8 +237,9 @@ pub(crate) async fn pg_restore_streaming(
     key: &str,
     obj: &snapshot::ObjectEntry,
     no_owner: bool,
-    split: Option<(PathBuf, String, String, usize)>,
-) -> Result<(u64, Option<crate::postgres::load::Report>)> {
+    split: Option<Split>,
+    stage_to: Option<PathBuf>,
+) -> Result<(u64, Vec<crate::postgres::load::Report>)> {
     let bin = tools.bin("pg_restore");
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(["--exit-on-error", "--no-password", "--dbname"])
@@ -203,6 +247,21 @@ pub(crate) async fn pg_restore_streaming(
     if no_owner {
         cmd.args(["--no-owner", "--no-acl"]);
     }
+    if stage_to.is_some() {
+        cmd.args(["--section=pre-data", "--section=data"]);
+    }
+    let stage_file = match &stage_to {
+        Some(p) => Some(std::io::BufWriter::with_capacity(pipeline::READ_BUF, {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(p)
+                .map_err(|e| Error::failed(format!("cannot create {}: {e}", p.display())))?
+        })),
+        None => None,
+    };
     let options = restore_session_options(1);
     cmd.envs(conn.env()?)
         .env("PGOPTIONS", &options)
@@ -213,15 +272,14 @@ pub(crate) async fn pg_restore_streaming(
         .spawn()
         .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
     let split = match split {
-        Some((psql, schema, table, sessions)) => {
+        Some((psql, tables, sessions)) => {
             let mut env = conn.env()?;
             env.push(("PGOPTIONS".into(), options.clone()));
             Some(crate::postgres::load::Plan {
                 psql,
                 conninfo: conn.url.conninfo(),
                 env,
-                schema,
-                table,
+                tables,
                 sessions,
                 restore_pid: child.id(),
             })
@@ -250,18 +308,34 @@ pub(crate) async fn pg_restore_streaming(
             sha256: &sha,
         };
         match split {
-            None => pipeline::decode(bridge, &identities, &expect, w).map(|n| (n, None)),
-            Some(plan) => {
-                let mut sw = crate::postgres::load::SplitWriter::new(w, plan);
+            None => {
+                let mut tee = Tee {
+                    file: stage_file,
+                    out: w,
+                };
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
-                    std::io::copy(plain, &mut sw)
-                        .and_then(|n| std::io::Write::flush(&mut sw).map(|_| n))
-                        .map_err(|e| match sw.failure() {
+                    std::io::copy(plain, &mut tee)
+                        .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
+                        .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))
+                })?;
+                Ok((n, Vec::new()))
+            }
+            Some(plan) => {
+                let sw = crate::postgres::load::SplitWriter::new(w, plan);
+                let mut tee = Tee {
+                    file: stage_file,
+                    out: sw,
+                };
+                let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
+                    std::io::copy(plain, &mut tee)
+                        .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
+                        .map_err(|e| match tee.out.failure() {
                             Some(why) => Error::failed(why.to_string()),
                             None => Error::failed(format!("cannot decrypt or decompress: {e}")),
                         })
                 })?;
-                let report = sw
+                let report = tee
+                    .out
                     .finish()
                     .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))?;
                 Ok((n, report))
@@ -307,6 +381,29 @@ pub(crate) async fn pg_restore_streaming(
     }
 }
 
+/// Bytes to pg_restore and, when staging, to the staged file too (the file first: its
+/// copy is what the post-data step reads).
+struct Tee<F: std::io::Write, W: std::io::Write> {
+    file: Option<F>,
+    out: W,
+}
+
+impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(f) = &mut self.file {
+            f.write_all(buf)?;
+        }
+        self.out.write_all(buf)?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        if let Some(f) = &mut self.file {
+            f.flush()?;
+        }
+        self.out.flush()
+    }
+}
+
 /// `-c maintenance_work_mem=...` sized from this host's memory (an eighth of it, shared by
 /// the parallel jobs, between 64 MiB and 1 GiB each), and `synchronous_commit=off`.
 pub(crate) fn restore_session_options(jobs: usize) -> String {
@@ -323,11 +420,32 @@ pub(crate) fn restore_session_options(jobs: usize) -> String {
     format!("-c maintenance_work_mem={per_job_mib}MB -c synchronous_commit=off")
 }
 
+/// The post-data section (indexes, constraints, triggers) of a staged archive whose data
+/// a streamed restore loaded, with `--jobs`.
+pub(crate) async fn pg_restore_post_data(
+    tools: &pg::Tools,
+    conn: &Conn,
+    dump: &Path,
+    no_owner: bool,
+) -> Result<()> {
+    pg_restore_sections(tools, conn, dump, no_owner, &["--section=post-data"]).await
+}
+
 pub(crate) async fn pg_restore(
     tools: &pg::Tools,
     conn: &Conn,
     dump: &Path,
     no_owner: bool,
+) -> Result<()> {
+    pg_restore_sections(tools, conn, dump, no_owner, &[]).await
+}
+
+async fn pg_restore_sections(
+    tools: &pg::Tools,
+    conn: &Conn,
+    dump: &Path,
+    no_owner: bool,
+    sections: &[&str],
 ) -> Result<()> {
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -343,6 +461,7 @@ pub(crate) async fn pg_restore(
         cmd.args(["--no-owner", "--no-acl"]);
     }
     let out = cmd
+        .args(sections)
         .arg(dump)
         .envs(conn.env()?)
         // Session settings for the restore's connections: index builds sort in memory

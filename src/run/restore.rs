@@ -19,7 +19,7 @@ use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
     ScratchDb, create_database, db_name, drop_database, inspect, load_sessions, maintenance_db,
-    pg_restore, pg_restore_streaming, read_dump_facts, stream_worthwhile,
+    pg_restore, pg_restore_post_data, pg_restore_streaming, plan_restore, read_dump_facts,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
 use crate::snapshot::read::{fetch, open_object};
@@ -62,13 +62,14 @@ pub(crate) struct Report {
     pub restore_ms: u64,
     pub duration_ms: u64,
     /// How the dump was applied: "staged" (checked in full, then `pg_restore --jobs`) or
-    /// "streamed" (one `pg_restore` fed while downloading, into the new database; checked
-    /// before the swap).
+    /// "streamed" (pre-data and data by one `pg_restore` fed while downloading, into the new
+    /// database, the big tables by several sessions; post-data with `--jobs` once every
+    /// byte is proven; checked before the swap).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
-    /// A streamed restore's biggest table, loaded by several sessions at once.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parallel_load: Option<crate::postgres::load::Report>,
+    /// A streamed restore's big tables, each loaded by several sessions at once.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parallel_load: Vec<crate::postgres::load::Report>,
 }
 
 /// Restore a snapshot of `plan`.
@@ -150,17 +151,16 @@ pub(crate) async fn run(
         }
         None => None,
     };
-    let mut streaming = false;
-    let mut biggest = None;
+    let mut facts = None;
     if let Some(f) = m.object("facts") {
         let p = staging.path().join("facts.json");
         fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
-        let facts = read_dump_facts(&p);
-        streaming = stream_worthwhile(facts.as_ref());
-        biggest = facts
-            .and_then(|d| d.tables.into_iter().max_by_key(|t| t.rows))
-            .filter(|t| t.rows > 0);
+        facts = read_dump_facts(&p);
     }
+    // Sessions for the big tables of a streamed restore.
+    let sessions = load_sessions();
+    let how = plan_restore(facts.as_ref(), sessions, state.server_major);
+    let streaming = how.stream;
     if !streaming {
         restored_bytes += fetch(
             storage.as_ref(),
@@ -193,10 +193,8 @@ pub(crate) async fn run(
     };
     let fresh_conn = conn.with_dbname(&fresh);
     let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
-    let mut parallel_load = None;
-    // Sessions for the biggest table in a streamed restore (needs pg_stat_progress_copy).
-    let sessions = load_sessions();
-    let split = biggest.filter(|_| sessions > 1 && state.server_major >= 14);
+    let mut parallel_load = Vec::new();
+    let split = (!how.split.is_empty()).then(|| (psql.clone(), how.split.clone(), sessions));
     let outcome = async {
         let mut roles = None;
         if let Some(g) = &globals_path {
@@ -214,11 +212,15 @@ pub(crate) async fn run(
                 &key,
                 dump,
                 opts.no_owner,
-                split.map(|t| (psql.clone(), t.schema, t.table, sessions)),
+                split,
+                Some(dump_path.clone()),
             )
             .await?;
             streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
             parallel_load = report;
+            // Every byte is proven (the hash matched): indexes, constraints and triggers
+            // from the staged copy, several at a time.
+            pg_restore_post_data(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         } else {
             pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         }
@@ -584,7 +586,7 @@ async fn run_volume(
         restore_ms: sw_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
         mode: None,
-        parallel_load: None,
+        parallel_load: Vec::new(),
     })
 }
 
