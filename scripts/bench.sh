@@ -13,11 +13,16 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many]
+#   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --scaling "25 100 400"     # backstop only, three sizes: time and memory
 #
-# Default scale 100 (a dump of about 1 GB). `pgbench` rows are mostly blank padding and
-# compress about 100:1; `--dataset text` fills a table with digests and JSON (about 2:1).
+# Default scale 100 (a dump of about 1 GB). Shapes: `pgbench` (one table holds almost every
+# row; mostly blank padding, compresses about 100:1); `text` (one table of digests and
+# JSON, about 2:1); `app` (an application's schema: 20 tables of comparable size with
+# secondary indexes, foreign keys, an enum, a domain, a generated column, jsonb, arrays,
+# bytea and large objects; about 100,000 rows per unit of scale); `many` (2,000 small
+# tables with a primary key and an index each; scale x 10 rows per table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -25,16 +30,26 @@ scale=100
 runs=3
 dataset=pgbench
 scaling=
+shapes=
 while [ $# -gt 0 ]; do
   case "$1" in
+    --shapes) shapes=$2; shift 2 ;;
     --dataset) dataset=$2; shift 2 ;;
     --scale) scale=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
+if [ -n "$shapes" ]; then
+  # Each shape in turn, same contenders, same machine, one invocation.
+  for s in $shapes; do
+    echo "=== shape ${s%%:*}, scale ${s##*:} ==="
+    bash "$0" --dataset "${s%%:*}" --scale "${s##*:}" --runs "$runs"
+  done
+  exit 0
+fi
 
 bash scripts/install-deps.sh >/dev/null
 # The contenders' tools: restic from Debian, the aws CLI in the project's venv.
@@ -72,7 +87,15 @@ load() { # load DB SCALE
       psql -d "$url/$1" -c "CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, a text, b text, doc jsonb)"
       psql -d "$url/$1" -c "INSERT INTO pgbench_accounts SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $2 * 65000) g"
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text)" >&2; exit 2 ;;
+    app) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-app-shape.sql" >/dev/null ;;
+    many)
+      psql -d "$url/$1" -c "DO \$\$ BEGIN FOR i IN 1..2000 LOOP
+        EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, name text, n bigint, at timestamptz)', i);
+        EXECUTE format('INSERT INTO t%s SELECT g, md5((g * %s)::text), g * 7, ''2026-01-01''::timestamptz + g * interval ''1 minute'' FROM generate_series(1, %s) g', i, i, $2 * 10);
+        EXECUTE format('CREATE INDEX t%s_n ON t%s (n)', i, i);
+      END LOOP; END \$\$;" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
@@ -192,7 +215,14 @@ stored=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys;
 plain=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
 oneliner=$(stat -c %s "$work/oneliner.age")
 restic_stored=$(restic stats -q --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])')
-check() { "$bin/psql" -X -At -d "$url/$1" -c "SELECT count(*), sum(abalance), md5(string_agg(aid::text, ',' ORDER BY aid)) FROM pgbench_accounts"; }
+# Every table's row count and the md5 of its rows in order, and the large objects.
+check() {
+  "$bin/psql" -X -At -d "$url/$1" <<'SQL' | md5sum
+SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(x::text, %L ORDER BY x::text), %L)) FROM %I.%I x', schemaname || '.' || tablename, ',', '', schemaname, tablename)
+FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY schemaname, tablename \gexec
+SELECT count(*), md5(coalesce(string_agg(md5(data), ',' ORDER BY loid, pageno), '')) FROM pg_largeobject;
+SQL
+}
 src_sum=$(check bench)
 for ((r = 1; r <= runs; r++)); do
   [ "$(check "restored_$r")" = "$src_sum" ] || { echo "backstop restore $r differs from the source!" >&2; exit 1; }
@@ -224,10 +254,10 @@ bf = med["backstop backup (file://)"]
 rs = med["backstop restore (S3)"]
 print()
 print("targets:")
-print(f"  backup (S3) <= 1.05x source limit: {b[0] / src:.2f}x  {'met' if b[0] <= 1.05 * src else 'MISSED'}  (file://: {bf[0] / src:.2f}x)")
-print(f"  backup (S3) <= 0.9x one-liner:     {b[0] / one:.2f}x  {'met' if b[0] <= 0.9 * one else 'MISSED'}")
+print(f"  backup (S3) <= 0.95x one-liner:    {b[0] / one:.2f}x  {'met' if b[0] <= 0.95 * one else 'MISSED'}  (file://: {bf[0] / one:.2f}x)")
+print(f"  restore <= 0.8x naive pipe:        {rs[0] / naive:.2f}x  {'met' if rs[0] <= 0.8 * naive else 'MISSED'}")
 print(f"  peak RSS <= 128 MiB:               {max(b[2], bf[2], rs[2]) / 1024:.0f} MiB  {'met' if max(b[2], bf[2], rs[2]) <= 128 * 1024 else 'MISSED'}")
-print(f"  restore <= 0.9x naive pipe:        {rs[0] / naive:.2f}x  {'met' if rs[0] <= 0.9 * naive else 'MISSED'}")
 print(f"  stored within 2% of the one-liner: {100 * (stored - oneliner) / oneliner:+.2f}%  {'met' if stored <= 1.02 * oneliner else 'MISSED'}")
+print(f"  (backup against the source limit: {b[0] / src:.2f}x)")
 PY
-echo "every restore (backstop and naive) matches the source: count, sum(abalance), md5 of ids"
+echo "every restore (backstop and naive) matches the source: every table's count and md5 of its rows, large objects"
