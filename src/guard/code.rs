@@ -233,6 +233,51 @@ fn mass_delete(code: &str) -> Option<String> {
     None
 }
 
+/// Command lines that code runs through a shell or a process API (`subprocess.run([...])`,
+/// `os.system("...")`, `execSync('...')`, Ruby's backticks and `system`): each string
+/// literal, and the literals of each `[...]` list joined as one command.
+pub(crate) fn shell_in_code(code: &str) -> Vec<String> {
+    const RUNNERS: &[&str] = &[
+        "subprocess",
+        "os.system",
+        "os.popen",
+        "execsync",
+        "exec(",
+        "spawn",
+        "system(",
+        "popen",
+        "%x",
+        "shell_exec",
+        "child_process",
+        "execa",
+        "$`",
+        "Bun.$",
+    ];
+    let lower = code.to_lowercase();
+    if !RUNNERS.iter().any(|r| lower.contains(&r.to_lowercase())) && !code.contains('`') {
+        return Vec::new();
+    }
+    let mut out = string_literals(code);
+    // `['dropdb', '-h', host, 'app']`: the literals of a list, in order.
+    let mut rest = code;
+    while let Some(open) = rest.find('[') {
+        let Some(close) = rest[open..].find(']') else {
+            break;
+        };
+        let inside = &rest[open + 1..open + close];
+        let words = string_literals(inside);
+        if words.len() > 1 {
+            out.push(words.join(" "));
+        }
+        rest = &rest[open + close..];
+        if rest.len() <= 1 {
+            break;
+        }
+        rest = &rest[1..];
+    }
+    out
+}
+
 /// Nouns in a URL or path that name a data-bearing resource.
 pub(crate) const DATA_RESOURCES: &[&str] = &[
     "volume",

@@ -387,7 +387,7 @@ fn classify_simple(s: &Simple, ctx: &Context, hits: &mut Vec<Hit>, depth: usize,
     // every stage.
     let mut stage: Vec<&str> = words.clone();
     for _ in 0..5 {
-        interpreter_code(s, &stage, ctx, hits);
+        interpreter_code(s, &stage, ctx, hits, depth);
         match super::packs::unwrap_once(&stage) {
             Some(i) if i < stage.len() => {
                 stage.drain(..i);
@@ -473,7 +473,10 @@ fn fed_text(
     for t in &texts {
         match fed {
             Sink::Sql => sql_hits(t, hits),
-            Sink::Code => super::code::code_hits(t, hits),
+            Sink::Code => {
+                super::code::code_hits(t, hits);
+                code_commands(t, ctx, hits, depth);
+            }
             Sink::Shell => classify_shell_into(t, ctx, hits, depth + 1),
             Sink::None => {}
         }
@@ -945,7 +948,7 @@ fn shell_text(
 
 /// Code an interpreter or console runs (`python -c`, `node -e`, a script it names, a
 /// heredoc or `< FILE`): SQL in its string literals, ORM mass deletes, HTTP DELETEs.
-fn interpreter_code(s: &Simple, words: &[&str], ctx: &Context, hits: &mut Vec<Hit>) {
+fn interpreter_code(s: &Simple, words: &[&str], ctx: &Context, hits: &mut Vec<Hit>, depth: usize) {
     let Some((inline, file, stdin)) = super::code::code_call(words) else {
         return;
     };
@@ -959,6 +962,14 @@ fn interpreter_code(s: &Simple, words: &[&str], ctx: &Context, hits: &mut Vec<Hi
     }
     for c in &code {
         super::code::code_hits(c, hits);
+        code_commands(c, ctx, hits, depth);
+    }
+}
+
+/// Command lines the code runs (`subprocess.run(['dropdb', 'app'])`), checked as such.
+fn code_commands(code: &str, ctx: &Context, hits: &mut Vec<Hit>, depth: usize) {
+    for cmd in super::code::shell_in_code(code) {
+        classify_shell_into(&cmd, ctx, hits, depth + 1);
     }
 }
 
@@ -1480,6 +1491,21 @@ mod tests {
         let mut cmd = "psql -c 'SELECT 1'".to_string();
         for _ in 0..12 {
             cmd = format!("bash -c {}", serde_json::to_string(&cmd).unwrap());
+        }
+        assert!(
+            rules_of(&cmd).iter().any(|r| r.starts_with(LIMIT)),
+            "{:?}",
+            rules_of(&cmd)
+        );
+        // Code that runs a command that runs code ...: the same depth limit.
+        // (Each level escapes the one inside it: the text grows fourfold per level.)
+        let mut cmd = "dropdb app".to_string();
+        for _ in 0..9 {
+            let code = format!(
+                "import subprocess; subprocess.run({})",
+                serde_json::to_string(&cmd).unwrap()
+            );
+            cmd = format!("python3 -c {}", serde_json::to_string(&code).unwrap());
         }
         assert!(
             rules_of(&cmd).iter().any(|r| r.starts_with(LIMIT)),
