@@ -167,11 +167,15 @@ pub(crate) struct RestorePlan {
 /// a few milliseconds per table).
 const SPLIT_MIN_ROWS: u64 = 20_000;
 
-/// Stream when the tables big enough to deal out to several sessions hold at least half
-/// of the rows: then loading runs on every core while the snapshot still downloads, and
-/// post-data runs with `--jobs`. Otherwise (many small tables, where pg_restore's per-table
-/// steps dominate, or no row counts) stage it and let `pg_restore --jobs` share the tables.
-/// `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides instead.
+/// Stream when one table holds 70% or more of the rows (100,000 rows or more in all): then
+/// loading it with several sessions while the snapshot still downloads beats everything
+/// else. Otherwise (tables of comparable size, many small tables, or no row counts) stage
+/// the dump and let `pg_restore --jobs` share the tables: measured on 2 cores, an
+/// application schema of 20 comparable tables restored in 0.86x the naive pipe staged,
+/// 0.89x streamed by one session and 0.93-1.05x streamed with its big tables dealt out
+/// (the extra sessions compete with the server for the cores). A streamed restore deals
+/// out every big table's rows. `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides
+/// instead.
 pub(crate) fn plan_restore(
     facts: Option<&crate::postgres::archive::DumpFacts>,
     sessions: usize,
@@ -190,11 +194,11 @@ pub(crate) fn plan_restore(
     let total: u64 = facts
         .map(|d| d.tables.iter().map(|t| t.rows).sum())
         .unwrap_or(0);
-    let big: u64 = candidates.iter().map(|c| c.2).sum();
+    let biggest: u64 = candidates.iter().map(|c| c.2).max().unwrap_or(0);
     let stream = match crate::config::env::restore_mode() {
         Some(crate::config::env::RestoreMode::Stream) => true,
         Some(crate::config::env::RestoreMode::Stage) => false,
-        None => total >= 100_000 && big * 2 >= total,
+        None => total >= 100_000 && biggest * 10 >= total * 7,
     };
     // Parallel COPY sessions need pg_stat_progress_copy (PostgreSQL 14) to start safely.
     let split = if stream && sessions > 1 && server_major >= 14 {
