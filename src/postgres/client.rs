@@ -126,19 +126,33 @@ pub(crate) fn parse_tool_version(out: &str) -> Option<(u32, String)> {
 }
 
 /// Every installed version of `program`, by major version (first found per major wins).
+/// Each binary is asked for its version once per process: candidates that are the same
+/// file (`/bin` and `/usr/bin`, a directory both in PATH and scanned) are asked once, and
+/// Debian's `pg_wrapper` (`/usr/bin/psql`, a Perl script that starts the real binary in
+/// `/usr/lib/postgresql/*/bin`, which is scanned anyway) is skipped: asking every
+/// candidate cost a backup about 0.2 s.
 pub(crate) fn installed(program: &str) -> BTreeMap<u32, Tools> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<BTreeMap<String, BTreeMap<u32, Tools>>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().ok().and_then(|c| c.get(program).cloned()) {
+        return found;
+    }
     let mut found = BTreeMap::new();
+    let mut seen = std::collections::BTreeSet::new();
     for dir in candidate_dirs() {
         let p = dir.join(program);
         if !p.is_file() {
             continue;
         }
-        let Ok(out) = std::process::Command::new(&p).arg("--version").output() else {
+        let real = std::fs::canonicalize(&p).unwrap_or(p.clone());
+        if !seen.insert(real.clone()) || real.file_name().is_some_and(|n| n == "pg_wrapper") {
+            continue;
+        }
+        let Ok(out) = std::process::Command::new(&real).arg("--version").output() else {
             continue;
         };
         if let Some((major, version)) = parse_tool_version(&String::from_utf8_lossy(&out.stdout)) {
-            // Resolve Debian's wrapper (/usr/bin/pg_dump) to the real directory where we can.
-            let real = std::fs::canonicalize(&p).unwrap_or(p.clone());
             let dir = real.parent().map(Path::to_path_buf).unwrap_or(dir.clone());
             found.entry(major).or_insert(Tools {
                 major,
@@ -146,6 +160,9 @@ pub(crate) fn installed(program: &str) -> BTreeMap<u32, Tools> {
                 dir,
             });
         }
+    }
+    if let Ok(mut c) = cache.lock() {
+        c.insert(program.to_string(), found.clone());
     }
     found
 }

@@ -363,9 +363,13 @@ async fn backup_postgres(
     opts: &Options,
 ) -> Result<Sourced> {
     let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    // Which pg_dump binaries exist is learnt while the server answers (both start
+    // processes; together they are most of a small backup's fixed cost).
+    let discovery = tokio::task::spawn_blocking(|| pg::installed("pg_dump"));
     let info = pg::server_info(&conn)
         .await
         .ctx(format!("cannot reach the source database {}", conn.url))?;
+    let _ = discovery.await;
     let tools = pg::tools_for("pg_dump", info.major())?;
     tracing::info!(
         "job {}: dumping {} (PostgreSQL {}) with pg_dump {} into {}",
