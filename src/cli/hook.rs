@@ -125,7 +125,8 @@ fn explain_call(dir: &Path, call: &Call) -> Result<i32> {
     let out = json!({
         "risky": !seen.hits.is_empty(),
         "decision": if limit { "deny" } else if seen.hits.is_empty() { "allow" } else { "snapshot" },
-        "rules": seen.hits.iter().map(|h| json!({"rule": h.rule, "what": h.what})).collect::<Vec<_>>(),
+        // `what` may hold a `$VAR` expanded from the environment: secrets are masked.
+        "rules": seen.hits.iter().map(|h| json!({"rule": h.rule, "what": crate::text::redact_secrets(&h.what)})).collect::<Vec<_>>(),
         "jobs": if seen.hits.is_empty() { Vec::new() } else { jobs },
         "broken_jobs": seen.broken,
     });
