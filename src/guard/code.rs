@@ -4,11 +4,8 @@
 //! literals of code that talks to a database, ORM calls that delete every row, and HTTP
 //! DELETEs of data resources.
 
+use super::paths::base;
 use super::rules::Hit;
-
-fn base(w: &str) -> &str {
-    w.rsplit('/').next().unwrap_or(w)
-}
 
 /// Interpreters and consoles, and the options that carry code inline.
 fn inline_flags(prog: &str) -> Option<&'static [&'static str]> {

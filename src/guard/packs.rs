@@ -4,6 +4,8 @@
 //! the words a risky call of them carries; `matches` is the one interpreter. Rules that
 //! need more than words (paths for `rm`, HTTP methods for `curl`, SQL) live in `rules.rs`.
 
+use super::paths::base;
+
 /// One rule (the first word of `rule!` names its pack): a call of one of `programs` whose positional words (options and their values
 /// skipped) start with one alternative of each of `words`, that carries one word of each
 /// group of `anywhere` somewhere among its arguments, and at least one of `flags` (when
@@ -342,10 +344,6 @@ const LAUNCHERS: &[(&str, &[&str])] = &[
     ("ts-node", &[]),
     ("tsx", &[]),
 ];
-
-fn base(w: &str) -> &str {
-    w.rsplit('/').next().unwrap_or(w)
-}
 
 /// The words of a call with package runners and interpreters taken off the front:
 /// `npx -y prisma migrate reset` -> `prisma migrate reset`, `python3 -m alembic downgrade

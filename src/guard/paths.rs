@@ -8,6 +8,11 @@ use std::path::{Component, Path, PathBuf};
 /// The most of a file a call names that the hook reads.
 const READ_MAX: u64 = 1 << 20;
 
+/// A program's file name (`/usr/bin/psql` -> `psql`).
+pub(crate) fn base(w: &str) -> &str {
+    w.rsplit('/').next().unwrap_or(w)
+}
+
 /// Shell variables known at a point of a command line.
 pub(crate) type Vars = BTreeMap<String, String>;
 
@@ -165,11 +170,20 @@ thread_local! {
     /// EOF && psql -f x.sql`): their text as the call gives it, by absolute path.
     static WRITTEN: std::cell::RefCell<BTreeMap<PathBuf, String>> =
         const { std::cell::RefCell::new(BTreeMap::new()) };
+    /// Files the call names that were larger than the hook reads: it cannot judge them.
+    static TOO_LARGE: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The files the call being checked names that were cut at 1 MiB (the hook fails closed
+/// on them: what it did not read may be what destroys data).
+pub(crate) fn too_large() -> Vec<String> {
+    TOO_LARGE.with(|t| t.borrow().clone())
 }
 
 /// Forget the files an earlier call wrote (a new call is being checked).
 pub(crate) fn forget_written() {
     WRITTEN.with(|w| w.borrow_mut().clear());
+    TOO_LARGE.with(|t| t.borrow_mut().clear());
 }
 
 /// Remember that the call writes `text` to `name` (at most 1 MiB of it kept).
@@ -207,6 +221,9 @@ pub(crate) fn read_named(name: &str, cwd: Option<&Path>) -> Option<String> {
     let meta = f.metadata().ok()?;
     if !meta.is_file() {
         return None;
+    }
+    if meta.len() > READ_MAX {
+        TOO_LARGE.with(|t| t.borrow_mut().push(name.to_string()));
     }
     let mut buf = Vec::new();
     f.take(READ_MAX).read_to_end(&mut buf).ok()?;

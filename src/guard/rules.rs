@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::paths::{Vars, expand, in_pg_data_dir, read_named, resolve, touched_volumes};
+use super::paths::{Vars, base, expand, in_pg_data_dir, read_named, resolve, touched_volumes};
 pub(crate) use super::shell::{Simple, parse_shell};
 pub(crate) use super::sql::risky_sql;
 
@@ -90,15 +90,16 @@ const WRAPPERS: &[&str] = &[
     "dotenvx",
 ];
 
-fn base(w: &str) -> &str {
-    w.rsplit('/').next().unwrap_or(w)
-}
-
 /// Classify a whole shell command line.
 pub(crate) fn classify_shell(src: &str, ctx: &Context) -> Vec<Hit> {
     super::paths::forget_written();
     let mut hits = Vec::new();
     classify_shell_into(src, ctx, &mut hits, 0);
+    // A file it runs that is too large to read in full: what was not read may be what
+    // destroys data, so the call is treated as risky (snapshot first), not waved through.
+    for name in super::paths::too_large() {
+        hits.push(hit("a file the call runs is larger than 1 MiB", &name));
+    }
     for r in &ctx.extra.rules {
         if let Some(t) = &r.contains
             && src.to_lowercase().contains(&t.to_lowercase())
@@ -1511,6 +1512,15 @@ mod tests {
             rules_of(&cmd).iter().any(|r| r.starts_with(LIMIT)),
             "{:?}",
             rules_of(&cmd)
+        );
+        // A file the call runs that is larger than the hook reads: risky, not harmless.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sql = "SELECT 1;\n".repeat(150_000);
+        sql.push_str("DROP TABLE users;\n");
+        std::fs::write(dir.path().join("big.sql"), sql).unwrap();
+        assert_eq!(
+            rules_in(dir.path(), "psql app -f big.sql"),
+            ["a file the call runs is larger than 1 MiB"]
         );
         // Many dollar-quoted strings: each is skipped where it closes.
         let many: String = (0..20_000).map(|i| format!("$t{i}$ x $t{i}$ ")).collect();

@@ -5,11 +5,7 @@
 
 use std::path::Path;
 
-use super::paths::read_named;
-
-fn base(w: &str) -> &str {
-    w.rsplit('/').next().unwrap_or(w)
-}
+use super::paths::{base, read_named};
 
 /// The commands a task-runner call would run, from the project's files, or nothing.
 pub(crate) fn task_text(words: &[&str], cwd: Option<&Path>) -> Vec<String> {
@@ -231,5 +227,39 @@ mod tests {
         );
         assert!(task_text(&["make", "-C", "/etc", "x"], cwd).is_empty());
         assert!(task_text(&["npm", "install"], cwd).is_empty());
+    }
+
+    /// A project that points its task files outside itself, or makes them huge: nothing
+    /// outside the cwd is read, and at most 1 MiB of a file is.
+    #[test]
+    fn task_files_outside_the_cwd_or_oversized_are_not_followed() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(
+            outside.path().join("package.json"),
+            r#"{"scripts": {"x": "dropdb app"}}"#,
+        )
+        .unwrap();
+        std::fs::write(outside.path().join("Makefile"), "x:\n\tdropdb app\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(
+            outside.path().join("package.json"),
+            dir.path().join("package.json"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("Makefile"), dir.path().join("Makefile"))
+            .unwrap();
+        let cwd = Some(dir.path());
+        assert!(task_text(&["npm", "run", "x"], cwd).is_empty());
+        assert!(task_text(&["make", "x"], cwd).is_empty());
+        assert!(task_text(&["make", "-C", outside.path().to_str().unwrap(), "x"], cwd).is_empty());
+        // 2 MiB of package.json: cut at 1 MiB, not JSON any more, so no script is read here;
+        // the classifier then treats the call as risky (rules.rs: files larger than it reads).
+        let big = dir.path().join("big");
+        std::fs::create_dir(&big).unwrap();
+        let mut json = String::from(r#"{"scripts": {"x": "dropdb app"}, "pad": ""#);
+        json.push_str(&"x".repeat(2 << 20));
+        json.push_str("\"}");
+        std::fs::write(big.join("package.json"), json).unwrap();
+        assert!(task_text(&["npm", "run", "x"], Some(&big)).is_empty());
     }
 }
