@@ -361,18 +361,7 @@ pub(crate) async fn pg_restore_streaming(
         .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?
         .map_err(|e| Error::failed(format!("waiting for pg_restore: {e}")))?;
     let stderr = errs.join().unwrap_or_default();
-    let restore_failed = || {
-        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
-            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
-        } else {
-            ""
-        };
-        Error::failed(format!(
-            "{} failed ({status}): {}{hint}",
-            bin.display(),
-            crate::text::summarize(&stderr)
-        ))
-    };
+    let restore_failed = || restore_error(&bin, &status.to_string(), &stderr);
     match decoded {
         // pg_restore stopped reading first: its own error is the one that matters.
         Err(e) if !status.success() && e.message().contains("Broken pipe") => Err(restore_failed()),
@@ -406,6 +395,20 @@ impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
         }
         self.out.flush()
     }
+}
+
+/// pg_restore failed: what it said, and the likely fix when the dump's owners are missing.
+fn restore_error(bin: &Path, status: &str, stderr: &str) -> Error {
+    let hint = if stderr.contains("role") && stderr.contains("does not exist") {
+        " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
+    } else {
+        ""
+    };
+    Error::failed(format!(
+        "{} failed ({status}): {}{hint}",
+        bin.display(),
+        crate::text::summarize(stderr)
+    ))
 }
 
 /// `-c maintenance_work_mem=...` sized from this host's memory (an eighth of it, shared by
@@ -478,17 +481,7 @@ async fn pg_restore_sections(
         .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let hint = if stderr.contains("role") && stderr.contains("does not exist") {
-            " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
-        } else {
-            ""
-        };
-        return Err(Error::failed(format!(
-            "{} failed ({}): {}{hint}",
-            bin.display(),
-            out.status,
-            crate::text::summarize(&stderr)
-        )));
+        return Err(restore_error(&bin, &out.status.to_string(), &stderr));
     }
     Ok(())
 }
