@@ -85,12 +85,14 @@ pub(crate) fn progress_interval() -> Duration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RestoreMode {
     Stream,
+    Progressive,
     Stage,
 }
 
 pub(crate) fn restore_mode() -> Option<RestoreMode> {
     match non_empty("BACKSTOP_RESTORE_MODE").as_deref() {
         Some("stream") => Some(RestoreMode::Stream),
+        Some("progressive") => Some(RestoreMode::Progressive),
         Some("stage") => Some(RestoreMode::Stage),
         _ => None,
     }

@@ -53,6 +53,26 @@ pub struct DumpObserver {
     /// The last bytes of the current table's data, to find COPY's `\.` end marker.
     tail: [u8; TAIL],
     tail_len: usize,
+    /// Data blocks (TABLE DATA and BLOBS dump ids) seen to their end and not yet taken,
+    /// when tracking them (a progressive restore); `None` otherwise.
+    blocks: Option<Vec<Block>>,
+    /// The dump id of the BLOBS block being read.
+    blobs_id: i32,
+    /// Every TOC entry's dump id, in TOC order.
+    entry_ids: Vec<i32>,
+    /// Bytes fed so far, and where the current data block began.
+    fed: u64,
+    block_start: u64,
+    /// Where each data entry's offset field sits in the TOC, and the offsets' width.
+    offset_fields: HashMap<i32, usize>,
+    off_size: usize,
+}
+
+/// A data block seen to its end: its dump id and where it starts in the archive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Block {
+    pub id: i32,
+    pub start: u64,
 }
 
 /// How many trailing bytes of a table's data are kept to find its end marker.
@@ -143,11 +163,65 @@ impl DumpObserver {
             data_ids: HashMap::new(),
             tail: [0; TAIL],
             tail_len: 0,
+            blocks: None,
+            blobs_id: 0,
+            entry_ids: Vec::new(),
+            fed: 0,
+            block_start: 0,
+            offset_fields: HashMap::new(),
+            off_size: 8,
         }
+    }
+
+    /// An observer that also records which data blocks are complete (see [`Self::take_blocks`]).
+    pub(crate) fn tracking_blocks() -> Self {
+        DumpObserver {
+            blocks: Some(Vec::new()),
+            ..Self::new()
+        }
+    }
+
+    /// The stream ended: read a head that is still waiting for more bytes.
+    pub(crate) fn settle(&mut self) {
+        if let State::Head = self.state {
+            self.try_head();
+        }
+    }
+
+    /// Whether the header and table of contents were read (the data section has begun).
+    pub(crate) fn head_read(&self) -> bool {
+        !matches!(self.state, State::Head)
+    }
+
+    /// The data blocks completed since the last call, in stream order.
+    pub(crate) fn take_blocks(&mut self) -> Vec<Block> {
+        self.blocks.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The bytes that record where `block` starts, and where they go in the archive: the
+    /// TOC entry's data-state byte ("offset set") and the offset, lowest byte first, as
+    /// pg_dump writes it when it can seek. With it, pg_restore seeks straight to the block
+    /// instead of skipping every chunk (every row) before it.
+    pub(crate) fn offset_patch(&self, block: Block) -> Option<(u64, Vec<u8>)> {
+        let at = *self.offset_fields.get(&block.id)?;
+        let mut bytes = Vec::with_capacity(1 + self.off_size);
+        bytes.push(2); // K_OFFSET_POS_SET
+        let mut o = block.start;
+        for _ in 0..self.off_size {
+            bytes.push((o & 0xff) as u8);
+            o >>= 8;
+        }
+        (o == 0).then_some((at as u64, bytes))
+    }
+
+    /// Every TOC entry's dump id, once the head was read.
+    pub(crate) fn entry_ids(&self) -> &[i32] {
+        &self.entry_ids
     }
 
     /// Look at the next bytes of the stream.
     pub fn feed(&mut self, mut data: &[u8]) {
+        self.fed += data.len() as u64;
         while !data.is_empty() {
             match &mut self.state {
                 State::Failed(_) => return,
@@ -162,6 +236,7 @@ impl DumpObserver {
                     self.try_head();
                 }
                 State::BlockType => {
+                    self.block_start = self.fed - data.len() as u64;
                     let t = data[0];
                     data = &data[1..];
                     self.state = match t {
@@ -227,8 +302,19 @@ impl DumpObserver {
                 blob: false,
                 table: self.data_ids.get(&(v as i32)).copied(),
             }),
-            IntFor::BlobsId => State::Int(IntFor::BlobOid),
-            IntFor::BlobOid if v == 0 => State::BlockType,
+            IntFor::BlobsId => {
+                self.blobs_id = v as i32;
+                State::Int(IntFor::BlobOid)
+            }
+            IntFor::BlobOid if v == 0 => {
+                if let Some(b) = &mut self.blocks {
+                    b.push(Block {
+                        id: self.blobs_id,
+                        start: self.block_start,
+                    });
+                }
+                State::BlockType
+            }
             IntFor::BlobOid => {
                 self.facts.large_objects += 1;
                 State::Int(IntFor::ChunkLen {
@@ -239,9 +325,17 @@ impl DumpObserver {
             }
             IntFor::ChunkLen { blob: true, .. } if v == 0 => State::Int(IntFor::BlobOid),
             IntFor::ChunkLen {
-                table, blob: false, ..
+                id,
+                table,
+                blob: false,
             } if v == 0 => {
                 self.end_table_data(table);
+                if let Some(b) = &mut self.blocks {
+                    b.push(Block {
+                        id,
+                        start: self.block_start,
+                    });
+                }
                 State::BlockType
             }
             IntFor::ChunkLen { id, blob, table } if v > 0 => State::Chunk {
@@ -289,6 +383,8 @@ impl DumpObserver {
             Parse::Ok(used) => {
                 self.state = State::BlockType;
                 let rest = buf[used..].to_vec();
+                // Fed again below: counted once.
+                self.fed -= rest.len() as u64;
                 self.feed(&rest);
             }
             Parse::NeedMore => self.buf = buf,
@@ -304,6 +400,9 @@ impl DumpObserver {
         self.facts.database = h.database;
         self.facts.toc_entries = h.toc_entries;
         self.data_ids = h.data.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
+        self.entry_ids = h.ids;
+        self.offset_fields = h.offset_fields.into_iter().collect();
+        self.off_size = h.off_size;
         self.facts.tables = h
             .data
             .into_iter()
@@ -351,6 +450,11 @@ pub(crate) struct Head {
     pub encoding: Option<String>,
     /// Bytes of header and TOC: the data section starts here.
     pub len: usize,
+    /// Every entry's dump id, in TOC order.
+    pub ids: Vec<i32>,
+    /// Where each entry's data-state byte and offset sit, and the offsets' width.
+    pub offset_fields: Vec<(i32, usize)>,
+    pub off_size: usize,
 }
 
 /// One table's data in the archive.
@@ -415,8 +519,11 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
     let count = take!(c.int());
     let mut data = Vec::new();
     let mut encoding = None;
+    let mut ids = Vec::new();
+    let mut offset_fields = Vec::new();
     for _ in 0..count.max(0) {
         let id = take!(c.int()) as i32;
+        ids.push(id);
         let _had_dumper = take!(c.int());
         let _tableoid = take!(c.string());
         let _oid = take!(c.string());
@@ -442,6 +549,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
             }
         }
         // Custom format's extra TOC data: data-state byte + offset.
+        offset_fields.push((id, c.pos));
         take!(c.bytes(1 + off_size));
         if desc == "TABLE DATA" {
             data.push(DataEntry {
@@ -466,6 +574,9 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         data,
         encoding,
         len: c.pos,
+        ids,
+        offset_fields,
+        off_size,
     })
 }
 
@@ -558,6 +669,49 @@ pub(crate) mod tests {
             assert_eq!(f.large_objects, 1);
             assert_eq!(f.database, "app");
         }
+    }
+
+    #[test]
+    fn complete_blocks_are_reported_with_their_start_whatever_the_feed_sizes() {
+        let a = archive();
+        for step in [1, 2, 3, 7, 64, a.len()] {
+            let mut o = DumpObserver::tracking_blocks();
+            let mut blocks = Vec::new();
+            for piece in a.chunks(step) {
+                o.feed(piece);
+                blocks.extend(o.take_blocks());
+            }
+            o.settle();
+            blocks.extend(o.take_blocks());
+            assert_eq!(o.entry_ids(), [7, 9], "step {step}");
+            let ids: Vec<i32> = blocks.iter().map(|b| b.id).collect();
+            assert_eq!(ids, [7, 9], "step {step}");
+            let mut patched = a.clone();
+            for (b, kind) in blocks.iter().zip([1u8, 3]) {
+                // The start is the block's type byte, followed by its dump id.
+                let at = b.start as usize;
+                assert_eq!(a[at], kind, "step {step}");
+                assert_eq!(a[at + 1..at + 6], int(b.id as i64)[..], "step {step}");
+                let (field, bytes) = o.offset_patch(*b).unwrap();
+                assert_eq!(bytes.len(), 9);
+                assert_eq!(bytes[0], 2);
+                patched[field as usize..field as usize + 9].copy_from_slice(&bytes);
+            }
+            // The patched TOC reads back with each entry's offset at its block.
+            let head = match read_head(&patched) {
+                Parse::Ok(h) => h,
+                _ => panic!("step {step}: the patched head does not parse"),
+            };
+            for ((id, field), b) in head.offset_fields.iter().zip(&blocks) {
+                assert_eq!(*id, b.id);
+                let raw = &patched[field + 1..field + 9];
+                assert_eq!(u64::from_le_bytes(raw.try_into().unwrap()), b.start);
+            }
+        }
+        // Not tracking: nothing is kept.
+        let mut o = DumpObserver::new();
+        o.feed(&a);
+        assert!(o.take_blocks().is_empty());
     }
 
     #[test]

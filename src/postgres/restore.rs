@@ -155,12 +155,33 @@ pub(crate) async fn drop_database(psql: &Path, admin: &Conn, name: &str) {
 /// How a dump is applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RestorePlan {
-    /// Restore while it downloads (pre-data and data through one pg_restore fed by the
-    /// stream; the archive staged beside it; post-data with `--jobs` from the staged copy),
-    /// rather than stage it whole first and run `pg_restore --jobs`.
-    pub stream: bool,
+    pub mode: Mode,
     /// Tables whose rows are dealt out to several sessions while they stream.
     pub split: Vec<(String, String)>,
+}
+
+/// The ways a dump is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Pre-data and data through one pg_restore fed by the stream (the big tables' rows
+    /// dealt out to several sessions), the archive staged beside it; post-data with
+    /// `--jobs` from the staged copy.
+    Stream,
+    /// Staged to disk as it streams; each table's data loaded by a pool of sessions once
+    /// its block is on disk; the rest and post-data with `--jobs` once every byte is proven.
+    Progressive,
+    /// Staged and proven whole first, then `pg_restore --jobs`.
+    Stage,
+}
+
+impl Mode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Mode::Stream => "streamed",
+            Mode::Progressive => "progressive",
+            Mode::Stage => "staged",
+        }
+    }
 }
 
 /// The smallest table, in rows, worth dealing out to several sessions (starting them costs
@@ -169,13 +190,10 @@ const SPLIT_MIN_ROWS: u64 = 20_000;
 
 /// Stream when one table holds 70% or more of the rows (100,000 rows or more in all): then
 /// loading it with several sessions while the snapshot still downloads beats everything
-/// else. Otherwise (tables of comparable size, many small tables, or no row counts) stage
-/// the dump and let `pg_restore --jobs` share the tables: measured on 2 cores, an
-/// application schema of 20 comparable tables restored in 0.86x the naive pipe staged,
-/// 0.89x streamed by one session and 0.93-1.05x streamed with its big tables dealt out
-/// (the extra sessions compete with the server for the cores). A streamed restore deals
-/// out every big table's rows. `$BACKSTOP_RESTORE_MODE` = "stream" or "stage" decides
-/// instead.
+/// else (a progressive restore would load it by one session, after its block is whole).
+/// Otherwise (tables of comparable size, many small tables, or no row counts) restore
+/// progressively: the tables load side by side as their blocks arrive, hiding the
+/// download. `$BACKSTOP_RESTORE_MODE` = "stream", "progressive" or "stage" decides instead.
 pub(crate) fn plan_restore(
     facts: Option<&crate::postgres::archive::DumpFacts>,
     sessions: usize,
@@ -195,18 +213,21 @@ pub(crate) fn plan_restore(
         .map(|d| d.tables.iter().map(|t| t.rows).sum())
         .unwrap_or(0);
     let biggest: u64 = candidates.iter().map(|c| c.2).max().unwrap_or(0);
-    let stream = match crate::config::env::restore_mode() {
-        Some(crate::config::env::RestoreMode::Stream) => true,
-        Some(crate::config::env::RestoreMode::Stage) => false,
-        None => total >= 100_000 && biggest * 10 >= total * 7,
+    use crate::config::env::RestoreMode;
+    let mode = match crate::config::env::restore_mode() {
+        Some(RestoreMode::Stream) => Mode::Stream,
+        Some(RestoreMode::Progressive) => Mode::Progressive,
+        Some(RestoreMode::Stage) => Mode::Stage,
+        None if total >= 100_000 && biggest * 10 >= total * 7 => Mode::Stream,
+        None => Mode::Progressive,
     };
     // Parallel COPY sessions need pg_stat_progress_copy (PostgreSQL 14) to start safely.
-    let split = if stream && sessions > 1 && server_major >= 14 {
+    let split = if mode == Mode::Stream && sessions > 1 && server_major >= 14 {
         candidates.into_iter().map(|(s, t, _)| (s, t)).collect()
     } else {
         Vec::new()
     };
-    RestorePlan { stream, split }
+    RestorePlan { mode, split }
 }
 
 /// The dump's facts (row counts by table), if the snapshot recorded them.
@@ -374,6 +395,55 @@ pub(crate) async fn pg_restore_streaming(
     }
 }
 
+/// A progressive restore (see [`crate::postgres::progressive`]): the download staged to
+/// `stage_to` while `sessions` sessions load each table once its block is on disk; use-lists
+/// go in `lists`. Returns the decoded bytes and how many blocks loaded while streaming.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pg_restore_progressive(
+    tools: &pg::Tools,
+    conn: &Conn,
+    reader: crate::storage::Reader,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    key: &str,
+    obj: &snapshot::ObjectEntry,
+    no_owner: bool,
+    sessions: usize,
+    stage_to: PathBuf,
+    lists: PathBuf,
+) -> Result<(u64, usize)> {
+    use crate::postgres::progressive::{Progressive, Target};
+    let target = Target::new(tools, conn, no_owner)?;
+    let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    tokio::task::spawn_blocking(move || {
+        let (progress, mut stager) = Progressive::start(target, &stage_to, &lists, sessions)?;
+        let expect = Expect {
+            name: &name,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        let decoded = pipeline::decode_with(bridge, &identities, &expect, |plain| {
+            std::io::copy(plain, &mut stager)
+                .and_then(|n| std::io::Write::flush(&mut stager).map(|_| n))
+                .map_err(|e| match progress.failure() {
+                    Some(why) => Error::failed(why),
+                    None => Error::failed(format!("cannot decrypt or decompress: {e}")),
+                })
+        });
+        match decoded {
+            // Every byte is proven: the rest of the data, then indexes and constraints.
+            Ok(n) => progress.finish(stager).map(|loaded| (n, loaded)),
+            Err(e) => {
+                let first = progress.failure();
+                progress.abort(e.message());
+                Err(first.map(Error::failed).unwrap_or(e))
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::failed(format!("restore task failed: {e}")))?
+}
+
 /// Bytes to pg_restore and, when staging, to the staged file too (the file first: its
 /// copy is what the post-data step reads).
 struct Tee<F: std::io::Write, W: std::io::Write> {
@@ -398,7 +468,7 @@ impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
 }
 
 /// pg_restore failed: what it said, and the likely fix when the dump's owners are missing.
-fn restore_error(bin: &Path, status: &str, stderr: &str) -> Error {
+pub(crate) fn restore_error(bin: &Path, status: &str, stderr: &str) -> Error {
     let hint = if stderr.contains("role") && stderr.contains("does not exist") {
         " (the dump's owners are missing on the target: restore with --no-owner, or store roles with globals = true)"
     } else {

@@ -19,7 +19,8 @@ use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
     ScratchDb, create_database, db_name, drop_database, inspect, load_sessions, maintenance_db,
-    pg_restore, pg_restore_post_data, pg_restore_streaming, plan_restore, read_dump_facts,
+    Mode, pg_restore, pg_restore_post_data, pg_restore_progressive, pg_restore_streaming,
+    plan_restore, read_dump_facts,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
 use crate::snapshot::read::{fetch, open_object};
@@ -61,15 +62,21 @@ pub(crate) struct Report {
     pub download_ms: u64,
     pub restore_ms: u64,
     pub duration_ms: u64,
-    /// How the dump was applied: "staged" (checked in full, then `pg_restore --jobs`) or
+    /// How the dump was applied: "staged" (checked in full, then `pg_restore --jobs`),
     /// "streamed" (pre-data and data by one `pg_restore` fed while downloading, into the new
     /// database, the big tables by several sessions; post-data with `--jobs` once every
-    /// byte is proven; checked before the swap).
+    /// byte is proven; checked before the swap) or "progressive" (staged as it downloads,
+    /// each table loaded by one of several sessions once its data is on disk; the rest and
+    /// post-data once every byte is proven).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
     /// A streamed restore's big tables, each loaded by several sessions at once.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub parallel_load: Vec<crate::postgres::load::Report>,
+    /// A progressive restore's data blocks (tables, large objects) loaded by the sessions
+    /// while the snapshot streamed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blocks_loaded_while_streaming: Option<usize>,
 }
 
 /// Restore a snapshot of `plan`.
@@ -160,8 +167,7 @@ pub(crate) async fn run(
     // Sessions for the big tables of a streamed restore.
     let sessions = load_sessions();
     let how = plan_restore(facts.as_ref(), sessions, state.server_major);
-    let streaming = how.stream;
-    if !streaming {
+    if how.mode == Mode::Stage {
         restored_bytes += fetch(
             storage.as_ref(),
             &entry,
@@ -194,13 +200,34 @@ pub(crate) async fn run(
     let fresh_conn = conn.with_dbname(&fresh);
     let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
     let mut parallel_load = Vec::new();
+    let mut blocks_loaded = None;
     let split = (!how.split.is_empty()).then(|| (psql.clone(), how.split.clone(), sessions));
     let outcome = async {
         let mut roles = None;
         if let Some(g) = &globals_path {
             roles = Some(crate::postgres::roles::apply(&psql, &admin, g).await?);
         }
-        if streaming {
+        if how.mode == Mode::Progressive {
+            // Tables load side by side as they arrive, into the new database only; the
+            // rest and the post-data section once the hash is proven; any fault drops the
+            // new database.
+            let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
+            let (n, loaded) = pg_restore_progressive(
+                &tools,
+                &fresh_conn,
+                reader,
+                identities.clone(),
+                &key,
+                dump,
+                opts.no_owner,
+                sessions,
+                dump_path.clone(),
+                staging.path().to_path_buf(),
+            )
+            .await?;
+            streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+            blocks_loaded = Some(loaded);
+        } else if how.mode == Mode::Stream {
             // Restored while it downloads, into the new database only; the hash is proven
             // before the swap below, and any fault drops the new database.
             let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
@@ -290,8 +317,9 @@ pub(crate) async fn run(
         download_ms,
         restore_ms: rs_clock.elapsed().as_millis() as u64,
         duration_ms: clock.elapsed().as_millis() as u64,
-        mode: Some(if streaming { "streamed" } else { "staged" }.into()),
+        mode: Some(how.mode.name().into()),
         parallel_load,
+        blocks_loaded_while_streaming: blocks_loaded,
     })
 }
 
@@ -587,6 +615,7 @@ async fn run_volume(
         duration_ms: clock.elapsed().as_millis() as u64,
         mode: None,
         parallel_load: Vec::new(),
+        blocks_loaded_while_streaming: None,
     })
 }
 

@@ -312,7 +312,7 @@ fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
 }
 
 #[test]
-fn several_comparable_tables_restore_staged_or_streamed_with_every_big_table_split() {
+fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every_big_table_split() {
     let pg = Pg::start();
     let mut sb = Sandbox::new();
     sb.env
@@ -326,12 +326,30 @@ fn several_comparable_tables_restore_staged_or_streamed_with_every_big_table_spl
     );
     pg.sql(
         "app",
-        "CREATE TYPE mood AS ENUM ('calm', 'busy');          CREATE DOMAIN cents AS bigint CHECK (VALUE >= 0);          CREATE TABLE customers (id int PRIMARY KEY, email text UNIQUE, tags text[], prefs jsonb,            mood mood, created timestamptz DEFAULT '2026-01-01');          CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers, total cents,            tax cents GENERATED ALWAYS AS (total / 5) STORED, note text);          CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders, sku text, blob bytea);          CREATE INDEX orders_customer ON orders (customer); CREATE INDEX items_sku ON items (sku);          INSERT INTO customers SELECT g, 'c' || g || '@example.com', ARRAY['a', g::text],            jsonb_build_object('n', g), (CASE WHEN g % 2 = 0 THEN 'calm' ELSE 'busy' END)::mood            FROM generate_series(1, 40000) g;          INSERT INTO orders (id, customer, total, note) SELECT g, 1 + g % 40000, g * 10, md5(g::text)            FROM generate_series(1, 45000) g;          INSERT INTO items SELECT g, 1 + g % 45000, 'sku-' || (g % 97), decode(md5(g::text), 'hex')            FROM generate_series(1, 50000) g;          SELECT lo_from_bytea(0, 'a large object');          COMMENT ON TABLE orders IS 'every order'; GRANT SELECT ON orders TO reader;          CREATE TABLE audit (n int);          CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS            $$ BEGIN INSERT INTO public.audit VALUES (1); RETURN NEW; END $$;          CREATE TRIGGER counted AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION count_insert();",
+        "CREATE TYPE mood AS ENUM ('calm', 'busy');          CREATE DOMAIN cents AS bigint CHECK (VALUE >= 0);          CREATE TABLE customers (id int PRIMARY KEY, email text UNIQUE, tags text[], prefs jsonb,            mood mood, created timestamptz DEFAULT '2026-01-01');          CREATE TABLE orders (id int PRIMARY KEY, customer int REFERENCES customers, total cents,            tax cents GENERATED ALWAYS AS (total / 5) STORED, note text);          CREATE TABLE items (id int PRIMARY KEY, order_id int REFERENCES orders, sku text, blob bytea);          CREATE INDEX orders_customer ON orders (customer); CREATE INDEX items_sku ON items (sku);          INSERT INTO customers SELECT g, 'c' || g || '@example.com', ARRAY['a', g::text],            jsonb_build_object('n', g), (CASE WHEN g % 2 = 0 THEN 'calm' ELSE 'busy' END)::mood            FROM generate_series(1, 40000) g;          INSERT INTO orders (id, customer, total, note) SELECT g, 1 + g % 40000, g * 10, md5(g::text)            FROM generate_series(1, 45000) g;          INSERT INTO items SELECT g, 1 + g % 45000, 'sku-' || (g % 97), decode(md5(g::text), 'hex')            FROM generate_series(1, 50000) g;          SELECT lo_from_bytea(0, 'a large object');          CREATE SEQUENCE counter; SELECT setval('counter', 4242);          COMMENT ON TABLE orders IS 'every order'; GRANT SELECT ON orders TO reader;          CREATE TABLE audit (n int);          CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS            $$ BEGIN INSERT INTO public.audit VALUES (1); RETURN NEW; END $$;          CREATE TRIGGER counted AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION count_insert();",
     );
     sb.file_job("app", &pg.url("app"), "");
     expect_code(&sb.run(&["backup", "app"]), 0);
-    // No dominant table: staged and restored with pg_restore --jobs by default.
-    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("staged")]);
+    // No dominant table: progressive by default, every table's data loaded by the
+    // sessions while the snapshot streamed (the large objects too).
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("progressive")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "progressive", "{r}");
+    assert_eq!(r["blocks_loaded_while_streaming"], 5, "{r}");
+    assert_eq!(pg.fingerprint("progressive"), pg.fingerprint("app"));
+    assert_eq!(pg.sql("progressive", "SELECT count(*) FROM audit"), "0");
+    assert_eq!(pg.sql("progressive", "SELECT last_value FROM counter"), "4242");
+    assert_eq!(
+        sorted_lines(&pg.plain_dump("progressive")),
+        sorted_lines(&pg.plain_dump("app"))
+    );
+    // Staged whole first, on request.
+    let out = sb
+        .cmd(&["--json", "restore", "app", "--to", &pg.url("staged")])
+        .env("BACKSTOP_RESTORE_MODE", "stage")
+        .output()
+        .unwrap();
     expect_code(&out, 0);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["mode"], "staged", "{r}");

@@ -1,0 +1,458 @@
+//! The progressive restore: the decoded archive is staged to disk as it downloads, and a
+//! pool of `pg_restore` sessions loads each table's data as soon as its block is complete
+//! on disk (pre-data first, from the table of contents at the head of the stream). What is
+//! left of the data section, then the post-data section with `--jobs`, run only once every
+//! byte is proven. Download, decryption and decompression overlap the loading, and tables
+//! of comparable size load side by side.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+
+use super::archive::DumpObserver;
+use super::{self as pg, Conn};
+use crate::error::{Error, Result};
+
+/// How far the work has come; guarded by one mutex, waited on with one condvar.
+#[derive(Default)]
+struct Shared {
+    /// The header and TOC are on disk: pre-data may start.
+    head_ready: bool,
+    /// Pre-data is over (ran, or no head ever came): table data may load.
+    pre_data_done: bool,
+    /// Pre-data ran successfully.
+    pre_data_ran: bool,
+    /// Complete blocks on disk, not yet claimed: (dump id, approximate bytes).
+    pending: VecDeque<(i32, u64)>,
+    pending_bytes: u64,
+    /// Blocks handed to a session (loaded, when no failure is recorded).
+    claimed: HashSet<i32>,
+    /// The stream ended (proven or not): no more blocks come.
+    ended: bool,
+    /// The first fault; everything stops.
+    failure: Option<String>,
+    /// pg_restore children running now, to stop on a fault.
+    running: Vec<u32>,
+}
+
+struct Board {
+    state: Mutex<Shared>,
+    changed: Condvar,
+}
+
+impl Board {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record the first fault, stop every running session, wake everyone.
+    fn fail(&self, why: String) {
+        let mut s = self.lock();
+        if s.failure.is_none() {
+            s.failure = Some(why);
+        }
+        for pid in s.running.drain(..) {
+            // SAFETY: a plain signal to a child this process started and has not reaped.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        self.changed.notify_all();
+    }
+}
+
+/// What every `pg_restore` of one progressive restore shares.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub bin: PathBuf,
+    pub conninfo: String,
+    pub env: Vec<(String, String)>,
+    pub no_owner: bool,
+}
+
+impl Target {
+    pub(crate) fn new(tools: &pg::Tools, conn: &Conn, no_owner: bool) -> Result<Self> {
+        Ok(Target {
+            bin: tools.bin("pg_restore"),
+            conninfo: conn.url.conninfo(),
+            env: conn.env()?,
+            no_owner,
+        })
+    }
+
+    fn command(&self, jobs: usize) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--exit-on-error", "--no-password", "--dbname"])
+            .arg(&self.conninfo);
+        if jobs > 1 {
+            cmd.arg(format!("--jobs={jobs}"));
+        }
+        if self.no_owner {
+            cmd.args(["--no-owner", "--no-acl"]);
+        }
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
+            .env(
+                "PGOPTIONS",
+                super::restore::restore_session_options(jobs.max(2)),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        cmd
+    }
+}
+
+/// Run one pg_restore to its end, registered with the board so a fault elsewhere stops
+/// it. `None` when it was stopped because of another fault.
+fn run(board: &Board, mut cmd: Command, bin: &Path) -> Option<std::result::Result<(), String>> {
+    let child = {
+        let mut s = board.lock();
+        if s.failure.is_some() {
+            return None;
+        }
+        match cmd.spawn() {
+            Ok(c) => {
+                s.running.push(c.id());
+                c
+            }
+            Err(e) => return Some(Err(format!("cannot start {}: {e}", bin.display()))),
+        }
+    };
+    let pid = child.id();
+    let out = child.wait_with_output();
+    let mut s = board.lock();
+    s.running.retain(|p| *p != pid);
+    if s.failure.is_some() {
+        return None;
+    }
+    drop(s);
+    Some(match out {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(super::restore::restore_error(
+            bin,
+            &o.status.to_string(),
+            &String::from_utf8_lossy(&o.stderr),
+        )
+        .message()
+        .to_string()),
+        Err(e) => Err(format!("waiting for {}: {e}", bin.display())),
+    })
+}
+
+/// The writer the decoded archive goes through: staged to `file`, and every data block
+/// announced to the sessions once it is complete on disk.
+pub(crate) struct Stager {
+    file: std::io::BufWriter<std::fs::File>,
+    observer: DumpObserver,
+    board: Arc<Board>,
+    head_sent: bool,
+    pos: u64,
+    last_block_end: u64,
+}
+
+impl Stager {
+    /// Tell the sessions what is newly on disk: the head, and complete blocks.
+    fn announce(&mut self) -> std::io::Result<()> {
+        let head = self.observer.head_read() && !self.head_sent;
+        let blocks = self.observer.take_blocks();
+        if !head && blocks.is_empty() {
+            return Ok(());
+        }
+        // On disk before any session reads it, with its offset in the TOC.
+        self.file.flush()?;
+        for b in &blocks {
+            if let Some((at, bytes)) = self.observer.offset_patch(*b) {
+                std::os::unix::fs::FileExt::write_all_at(self.file.get_ref(), &bytes, at)?;
+            }
+        }
+        let each = (self.pos - self.last_block_end) / blocks.len().max(1) as u64;
+        if !blocks.is_empty() {
+            self.last_block_end = self.pos;
+        }
+        let mut s = self.board.lock();
+        if head {
+            self.head_sent = true;
+            s.head_ready = true;
+        }
+        for b in blocks {
+            s.pending.push_back((b.id, each.max(1)));
+            s.pending_bytes += each.max(1);
+        }
+        self.board.changed.notify_all();
+        Ok(())
+    }
+}
+
+impl Write for Stager {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(why) = self.board.lock().failure.clone() {
+            return Err(std::io::Error::other(why));
+        }
+        self.file.write_all(buf)?;
+        self.observer.feed(buf);
+        self.pos += buf.len() as u64;
+        self.announce()?;
+        Ok(buf.len())
+    }
+
+    /// The stream ended: a head shorter than the observer's look-ahead is read now.
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.observer.settle();
+        self.announce()?;
+        self.file.flush()
+    }
+}
+
+/// A progressive restore under way: the [`Stager`] to write the decoded archive into, and
+/// the sessions loading from the staged file.
+pub(crate) struct Progressive {
+    board: Arc<Board>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    target: Target,
+    staged: PathBuf,
+    lists: PathBuf,
+    sessions: usize,
+}
+
+impl Progressive {
+    /// Start the pre-data step and `sessions` loading sessions, all waiting for the stream;
+    /// the archive is staged at `staged`, use-lists are written in `lists` (a private
+    /// directory).
+    pub(crate) fn start(
+        target: Target,
+        staged: &Path,
+        lists: &Path,
+        sessions: usize,
+    ) -> Result<(Progressive, Stager)> {
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(staged)
+                .map_err(|e| Error::failed(format!("cannot create {}: {e}", staged.display())))?
+        };
+        let board = Arc::new(Board {
+            state: Mutex::new(Shared::default()),
+            changed: Condvar::new(),
+        });
+        let sessions = sessions.max(1);
+        let mut threads = Vec::new();
+        {
+            let (board, target, staged) = (board.clone(), target.clone(), staged.to_path_buf());
+            threads.push(std::thread::spawn(move || pre_data(&board, &target, &staged)));
+        }
+        for lane in 0..sessions {
+            let (board, target, staged) = (board.clone(), target.clone(), staged.to_path_buf());
+            let list = lists.join(format!("lane-{lane}.list"));
+            threads.push(std::thread::spawn(move || {
+                load_lane(&board, &target, &staged, &list, sessions)
+            }));
+        }
+        let stager = Stager {
+            file: std::io::BufWriter::with_capacity(crate::pipeline::READ_BUF, file),
+            observer: DumpObserver::tracking_blocks(),
+            board: board.clone(),
+            head_sent: false,
+            pos: 0,
+            last_block_end: 0,
+        };
+        Ok((
+            Progressive {
+                board,
+                threads,
+                target,
+                staged: staged.to_path_buf(),
+                lists: lists.to_path_buf(),
+                sessions,
+            },
+            stager,
+        ))
+    }
+
+    /// The first fault a session met, if any (it wins over the broken stream it causes).
+    pub(crate) fn failure(&self) -> Option<String> {
+        self.board.lock().failure.clone()
+    }
+
+    /// Stop everything (the stream failed): no more loading; the caller drops the database.
+    pub(crate) fn abort(mut self, why: &str) {
+        self.board.fail(why.to_string());
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+
+    /// Every byte was proven: let the sessions finish, then load what is left of the data
+    /// section (sequences, anything not announced) and the post-data section with `--jobs`.
+    /// Returns how many data blocks the sessions loaded while the snapshot streamed.
+    pub(crate) fn finish(mut self, stager: Stager) -> Result<usize> {
+        let Stager {
+            mut file, observer, ..
+        } = stager;
+        let flushed = file
+            .flush()
+            .map_err(|e| format!("writing {}: {e}", self.staged.display()));
+        drop(file);
+        let entry_ids = observer.entry_ids().to_vec();
+        {
+            let mut s = self.board.lock();
+            s.ended = true;
+            self.board.changed.notify_all();
+            drop(s);
+        }
+        if let Err(e) = flushed {
+            self.board.fail(e);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        let (claimed, failure, pre_data_ran) = {
+            let s = self.board.lock();
+            (s.claimed.clone(), s.failure.clone(), s.pre_data_ran)
+        };
+        if let Some(why) = failure {
+            return Err(Error::failed(why));
+        }
+        if !pre_data_ran {
+            // The head was never read (an archive version this build does not parse): the
+            // proven file restored whole, as a staged restore would.
+            let mut cmd = self.target.command(self.sessions.max(2));
+            cmd.arg(&self.staged);
+            if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
+                return Err(Error::failed(e));
+            }
+            return Ok(0);
+        }
+        // The rest of the data section: everything no session loaded (pg_restore keeps
+        // only the data section's entries of this list).
+        let rest: Vec<i32> = entry_ids
+            .iter()
+            .copied()
+            .filter(|id| !claimed.contains(id))
+            .collect();
+        if !rest.is_empty() {
+            let list = self.lists.join("rest.list");
+            write_list(&list, &rest).map_err(Error::failed)?;
+            let mut cmd = self.target.command(1);
+            cmd.arg("--section=data")
+                .arg("--use-list")
+                .arg(&list)
+                .arg(&self.staged);
+            if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
+                return Err(Error::failed(e));
+            }
+        }
+        let mut cmd = self.target.command(self.sessions.max(2));
+        cmd.arg("--section=post-data").arg(&self.staged);
+        if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
+            return Err(Error::failed(e));
+        }
+        Ok(claimed.len())
+    }
+}
+
+impl Drop for Progressive {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.board.fail("the restore was stopped".into());
+            for t in self.threads.drain(..) {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Pre-data from the staged head (the TOC is all it reads), as soon as it is on disk.
+fn pre_data(board: &Board, target: &Target, staged: &Path) {
+    {
+        let mut s = board.lock();
+        while !s.head_ready && !s.ended && s.failure.is_none() {
+            s = board.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if !s.head_ready {
+            // No archive head ever came: the final step reports what is wrong with it.
+            s.pre_data_done = true;
+            board.changed.notify_all();
+            return;
+        }
+    }
+    let mut cmd = target.command(1);
+    cmd.arg("--section=pre-data").arg(staged);
+    match run(board, cmd, &target.bin) {
+        Some(Ok(())) => {
+            let mut s = board.lock();
+            s.pre_data_done = true;
+            s.pre_data_ran = true;
+            board.changed.notify_all();
+        }
+        Some(Err(e)) => board.fail(e),
+        None => {}
+    }
+}
+
+/// One loading session: claim complete blocks (half an equal share of what waits), load
+/// them with one pg_restore, repeat until the stream ended and nothing waits.
+fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, sessions: usize) {
+    loop {
+        let batch = {
+            let mut s = board.lock();
+            loop {
+                if s.failure.is_some() {
+                    return;
+                }
+                if s.pre_data_done && !s.pending.is_empty() {
+                    break;
+                }
+                if s.pre_data_done && s.ended {
+                    return;
+                }
+                s = board.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            // Half a fair share: the last tables spread over every session.
+            let share = (s.pending_bytes / (2 * sessions as u64)).max(1);
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some((id, n)) = s.pending.pop_front() {
+                batch.push(id);
+                bytes += n;
+                s.pending_bytes -= n;
+                s.claimed.insert(id);
+                if bytes >= share {
+                    break;
+                }
+            }
+            batch
+        };
+        if let Err(e) = write_list(list, &batch) {
+            board.fail(e);
+            return;
+        }
+        let mut cmd = target.command(1);
+        cmd.arg("--section=data")
+            .arg("--use-list")
+            .arg(list)
+            .arg(staged);
+        match run(board, cmd, &target.bin) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                board.fail(e);
+                return;
+            }
+            None => return,
+        }
+    }
+}
+
+/// A pg_restore use-list: one dump id per line (nothing read from the archive goes in).
+fn write_list(path: &Path, ids: &[i32]) -> std::result::Result<(), String> {
+    let mut text = String::with_capacity(ids.len() * 8);
+    for id in ids {
+        text.push_str(&id.to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
