@@ -117,6 +117,29 @@ pub enum Command {
         /// wrongly signed, dated in the future); asks for confirmation
         #[arg(long, requires = "snapshot")]
         allow_foreign: bool,
+        /// Cluster jobs: recover to this time, e.g. "2026-11-27 10:15:00+00" (default: the
+        /// newest point the WAL archive holds); --to names the new data directory
+        #[arg(long, value_name = "TIME")]
+        time: Option<String>,
+    },
+    /// PostgreSQL archive_command of a cluster job: store one WAL file
+    /// (archive_command = 'backstop wal-push JOB %p')
+    WalPush {
+        job: String,
+        /// The file to archive (%p)
+        path: PathBuf,
+    },
+    /// PostgreSQL restore_command of a cluster job: fetch one WAL file, checked
+    /// (restore_command = 'backstop wal-fetch JOB %f %p'); exit 1 when it was never archived
+    WalFetch {
+        job: String,
+        /// The file's name (%f)
+        name: String,
+        /// Where to write it (%p)
+        dest: PathBuf,
+        /// age identity file (default: encryption.identity_file, $BACKSTOP_IDENTITY_FILE)
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
     },
     /// Snapshot each job, then run COMMAND only if every snapshot is durable; exits with
     /// the command's exit code

@@ -335,7 +335,51 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             no_owner,
             staging,
             allow_foreign,
+            time,
         } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let plan = crate::config::load(&dir, &job)?;
+            if matches!(plan.source, crate::config::SourcePlan::Cluster(_)) {
+                let opts = crate::run::pitr::PitrOptions {
+                    time,
+                    to,
+                    identity,
+                    staging,
+                };
+                let r = crate::run::pitr::restore_to_time(&plan, &opts).await?;
+                if g.json {
+                    print_json(&r);
+                } else {
+                    let mut msg = format!(
+                        "job {}: base backup {} recovered into {} ({} WAL files, {:.1} s); recovered to {}",
+                        r.job,
+                        r.base_backup,
+                        r.data_directory,
+                        r.wal_files,
+                        r.duration_ms as f64 / 1000.0,
+                        r.reached
+                            .as_deref()
+                            .unwrap_or("the end of the base backup (no transaction replayed)")
+                    );
+                    if r.ended_before_target {
+                        msg.push_str(&format!(
+                            "\nthe WAL archive ends before {}: this is the newest point it holds",
+                            r.target_time.as_deref().unwrap_or("?")
+                        ));
+                    }
+                    msg.push_str(&format!(
+                        "\nstart it with: pg_ctl -D {} start",
+                        r.data_directory
+                    ));
+                    print_line(&msg);
+                }
+                return Ok(());
+            }
+            if time.is_some() {
+                return Err(Error::config(format!(
+                    "--time is for postgres-cluster jobs; job {job} restores whole snapshots (use --snapshot ID)"
+                )));
+            }
             let opts = crate::run::restore::Options {
                 snapshot,
                 to,
@@ -347,6 +391,44 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 skip_roles: false,
             };
             restore::restore(g, &job, opts).await
+        }
+        Command::WalPush { job, path } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let plan = crate::config::load(&dir, &job)?;
+            let pushed = crate::run::pitr::wal_push(&plan, &path).await?;
+            if !g.quiet {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
+                match pushed {
+                    crate::snapshot::wal::Pushed::Stored => {
+                        tracing::info!("job {job}: archived {name}")
+                    }
+                    crate::snapshot::wal::Pushed::AlreadyStored => {
+                        tracing::info!(
+                            "job {job}: {name} was archived already with the same content"
+                        )
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::WalFetch {
+            job,
+            name,
+            dest,
+            identity,
+        } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let plan = crate::config::load(&dir, &job)?;
+            if crate::run::pitr::wal_fetch(&plan, &name, &dest, identity.as_deref()).await? {
+                Ok(())
+            } else {
+                Err(Error::failed(format!(
+                    "job {job}: {name} is not in the WAL archive"
+                )))
+            }
         }
         Command::Verify {
             job,

@@ -43,6 +43,8 @@ pub struct RawSource {
     pub url: Option<Spanned<String>>,
     pub password_file: Option<Spanned<String>>,
     pub globals: Option<bool>,
+    // postgres-cluster
+    pub data_directory: Option<Spanned<String>>,
     // volume
     pub path: Option<Spanned<String>>,
     pub snapshot_path: Option<Spanned<String>>,
@@ -263,6 +265,17 @@ impl JobPlan {
 pub enum SourcePlan {
     Postgres(PostgresSource),
     Volume(VolumeSource),
+    /// A whole PostgreSQL cluster: base backups plus a WAL archive (point-in-time recovery).
+    Cluster(ClusterSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterSource {
+    /// A connection that may replicate (`pg_basebackup` adds `replication=true`).
+    pub url: super::pgurl::PgUrl,
+    pub password_file: Option<PathBuf>,
+    /// The cluster's own data directory, for restoring in place.
+    pub data_directory: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -788,6 +801,7 @@ impl Checker<'_> {
             ("url", s.url.is_some()),
             ("password_file", s.password_file.is_some()),
             ("globals", s.globals.is_some()),
+            ("data_directory", s.data_directory.is_some()),
         ];
         let vol_only = [
             ("path", s.path.is_some()),
@@ -803,6 +817,13 @@ impl Checker<'_> {
                         span,
                         &format!("source.{k}"),
                         "belongs to a volume source; a postgres source takes url, password_file, globals",
+                    );
+                }
+                if s.data_directory.is_some() {
+                    return self.err(
+                        span,
+                        "source.data_directory",
+                        "belongs to a postgres-cluster source; a postgres source takes url, password_file, globals",
                     );
                 }
                 let Some(url) = &s.url else {
@@ -833,6 +854,55 @@ impl Checker<'_> {
                     url: parsed,
                     password_file,
                     globals: s.globals.unwrap_or(false),
+                }))
+            }
+            "postgres-cluster" => {
+                if let Some((k, _)) = vol_only.iter().find(|(_, set)| *set) {
+                    return self.err(
+                        span,
+                        &format!("source.{k}"),
+                        "belongs to a volume source; a postgres-cluster source takes url, password_file, data_directory",
+                    );
+                }
+                if s.globals.is_some() {
+                    return self.err(
+                        span,
+                        "source.globals",
+                        "belongs to a postgres source; a base backup of a cluster holds its roles already",
+                    );
+                }
+                let Some(url) = &s.url else {
+                    return self.err(
+                        span,
+                        "source.url",
+                        "is missing: a postgres-cluster source needs url = \"postgres://user@host:5432/postgres\" (a role that may replicate)",
+                    );
+                };
+                let expanded = self.expand(url, "source.url")?;
+                let parsed = super::pgurl::PgUrl::parse(&expanded)
+                    .or_else(|why| self.err(url.span(), "source.url", why))?;
+                let password_file = match &s.password_file {
+                    Some(p) => Some(self.path_key(p, "source.password_file")?),
+                    None => None,
+                };
+                let data_directory = match &s.data_directory {
+                    Some(d) => {
+                        let p = PathBuf::from(self.expand(d, "source.data_directory")?);
+                        if !p.is_absolute() {
+                            return self.err(
+                                d.span(),
+                                "source.data_directory",
+                                format!("= {:?} must be an absolute path", p.display()),
+                            );
+                        }
+                        Some(p)
+                    }
+                    None => None,
+                };
+                Ok(SourcePlan::Cluster(ClusterSource {
+                    url: parsed,
+                    password_file,
+                    data_directory,
                 }))
             }
             "volume" => {
@@ -882,7 +952,7 @@ impl Checker<'_> {
             other => self.err(
                 s.kind.span(),
                 "source.type",
-                format!("= {other:?} is not a source type; valid: \"postgres\", \"volume\""),
+                format!("= {other:?} is not a source type; valid: \"postgres\", \"postgres-cluster\", \"volume\""),
             ),
         }
     }
@@ -1212,7 +1282,7 @@ recipients = ["{KEY}"]
             (minimal("").replace(KEY, "age1nope"), "age1..."),
             (
                 minimal("").replace("\"postgres\"", "\"mysql\""),
-                "\"postgres\", \"volume\"",
+                "\"postgres\", \"postgres-cluster\", \"volume\"",
             ),
             (
                 format!("schedule = \"61 * * * *\"\n{}", minimal("")),

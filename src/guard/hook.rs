@@ -231,6 +231,8 @@ pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Ve
         .iter()
         .filter(|p| match &p.source {
             SourcePlan::Postgres(pg) => dbs.iter().any(|d| d == pg.url.dbname()),
+            // A cluster job holds every database of its server.
+            SourcePlan::Cluster(_) => !dbs.is_empty(),
             SourcePlan::Volume(v) => {
                 text.contains(&*v.path.to_string_lossy())
                     || hits.iter().any(|h| {
@@ -249,7 +251,7 @@ pub(crate) fn affected<'a>(plans: &'a [JobPlan], hits: &[Hit], text: &str) -> Ve
         let databases: Vec<&JobPlan> = production
             .iter()
             .copied()
-            .filter(|p| matches!(p.source, SourcePlan::Postgres(_)))
+            .filter(|p| matches!(p.source, SourcePlan::Postgres(_) | SourcePlan::Cluster(_)))
             .collect();
         if !databases.is_empty() {
             return databases;

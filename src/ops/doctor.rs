@@ -113,6 +113,17 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
                 Err(e) => r.add("database", Status::Error, e.message()),
             }
         }
+        SourcePlan::Cluster(src) => {
+            let conn = Conn::new(src.url.clone(), src.password_file.clone());
+            match crate::postgres::server_info(&conn).await {
+                Ok(info) => r.add(
+                    "cluster",
+                    Status::Ok,
+                    format!("{} reachable (PostgreSQL {})", conn.url, info.version),
+                ),
+                Err(e) => r.add("cluster", Status::Error, e.message()),
+            }
+        }
         SourcePlan::Volume(v) => {
             let p = v.snapshot_path.as_ref().unwrap_or(&v.path);
             match std::fs::read_dir(p) {

@@ -1,4 +1,4 @@
-//! The postgres source: runs `pg_dump -Fc --compress=0` with its stdout streamed to the
+//! The postgres sources: run `pg_dump -Fc --compress=0` (or `pg_basebackup` as a tar) with its stdout streamed to the
 //! pipeline and its stderr drained on another thread (so the child never blocks on a full
 //! pipe), and `pg_dumpall --globals-only` for roles. A non-zero exit turns the stderr text
 //! into the error.
@@ -38,6 +38,55 @@ impl DumpProcess {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
         spawn(cmd, &bin.display().to_string())
+    }
+
+    /// Start `pg_basebackup` of the whole cluster as one tar on stdout: `--wal-method=fetch`
+    /// puts the WAL the backup needs to be consistent inside it (it restores without the
+    /// archive), `--verbose` reports the WAL positions, the backup manifest goes into the
+    /// tar, and the checkpoint is immediate.
+    pub(crate) fn start_basebackup(
+        tools: &Tools,
+        conn: &Conn,
+    ) -> Result<(DumpProcess, ChildStdout)> {
+        let bin = tools.bin("pg_basebackup");
+        let mut cmd = Command::new(&bin);
+        cmd.args([
+            "--pgdata=-",
+            "--format=tar",
+            "--wal-method=fetch",
+            "--checkpoint=fast",
+            "--verbose",
+            "--no-password",
+            "--dbname",
+        ])
+        .arg(conn.url.conninfo())
+        .envs(conn.env()?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        spawn(cmd, &bin.display().to_string())
+    }
+
+    /// Wait for the exit and return what the program said on stderr; a failure carries
+    /// its own words.
+    pub(crate) fn wait_stderr(mut self) -> Result<String> {
+        let status = self
+            .child
+            .wait()
+            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if !status.success() {
+            return Err(Error::failed(format!(
+                "{} failed ({status}): {}",
+                self.program,
+                crate::text::summarize(&stderr)
+            )));
+        }
+        Ok(stderr)
     }
 
     /// Wait for the exit; a failure carries pg_dump's own words.

@@ -10,6 +10,7 @@ mod client;
 pub mod dump;
 pub mod load;
 pub(crate) mod progressive;
+pub(crate) mod recovery;
 pub mod restore;
 pub mod roles;
 pub mod scratch;

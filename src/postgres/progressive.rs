@@ -243,7 +243,9 @@ impl Progressive {
         let mut threads = Vec::new();
         {
             let (board, target, staged) = (board.clone(), target.clone(), staged.to_path_buf());
-            threads.push(std::thread::spawn(move || pre_data(&board, &target, &staged)));
+            threads.push(std::thread::spawn(move || {
+                pre_data(&board, &target, &staged)
+            }));
         }
         for lane in 0..sessions {
             let (board, target, staged) = (board.clone(), target.clone(), staged.to_path_buf());

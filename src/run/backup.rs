@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{JobPlan, PostgresSource, SourcePlan, VolumeSource};
+use crate::config::{ClusterSource, JobPlan, PostgresSource, SourcePlan, VolumeSource};
 use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::progress::{self, Counters};
 use crate::pipeline::{self, Stats};
@@ -55,6 +55,7 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
     let result = match &plan.source {
         SourcePlan::Postgres(pg) => backup_postgres(plan, pg, storage.clone(), &id, opts).await,
         SourcePlan::Volume(v) => backup_volume(plan, v, storage.clone(), &id, opts).await,
+        SourcePlan::Cluster(c) => backup_cluster(plan, c, storage.clone(), &id, opts).await,
     };
     let (source, objects, mut warnings, mut baseline) = match result {
         Ok(v) => v,
@@ -394,6 +395,7 @@ async fn backup_postgres(
         plan,
         storage.clone(),
         id,
+        snapshot::DUMP_OBJECT,
         Some(info.size_bytes),
         opts.quiet,
         move |w| {
@@ -461,6 +463,7 @@ async fn backup_postgres(
         collate: Some(info.collate.clone()),
         ctype: Some(info.ctype.clone()),
         path: None,
+        ..SourceInfo::default()
     };
     let baseline = Baseline {
         tables: facts
@@ -477,6 +480,124 @@ async fn backup_postgres(
         ..Baseline::default()
     };
     Ok((source, objects, Vec::new(), baseline))
+}
+
+/// A base backup of a whole cluster: `pg_basebackup` as one tar through the pipeline,
+/// with the WAL positions it reports kept in the manifest (not content: LSNs).
+async fn backup_cluster(
+    plan: &JobPlan,
+    src: &ClusterSource,
+    storage: Arc<dyn Storage>,
+    id: &str,
+    opts: &Options,
+) -> Result<Sourced> {
+    let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    let info = pg::server_info(&conn)
+        .await
+        .ctx(format!("cannot reach the source cluster {}", conn.url))?;
+    let tools = pg::tools_for("pg_basebackup", info.major())?;
+    let psql = tools.bin("psql");
+    let seg_size = pg::query(
+        &psql,
+        &conn,
+        "SELECT setting::bigint * (CASE unit WHEN '8kB' THEN 8192 WHEN 'MB' THEN 1048576 ELSE 1 END) FROM pg_settings WHERE name = 'wal_segment_size'",
+    )
+    .await
+    .ok()
+    .and_then(|rows| rows.first()?.first()?.parse::<u64>().ok());
+    tracing::info!(
+        "job {}: base backup of {} (PostgreSQL {}) with pg_basebackup {} into {}",
+        plan.name,
+        conn.url,
+        info.version,
+        tools.version,
+        storage.describe()
+    );
+    let (proc, stdout) = DumpProcess::start_basebackup(&tools, &conn)?;
+    let (stats, said) = stream_dump(
+        plan,
+        storage.clone(),
+        id,
+        snapshot::BASE_OBJECT,
+        Some(info.size_bytes),
+        opts.quiet,
+        move |w| match pipeline::encode(
+            stdout,
+            |_| {},
+            w.comp,
+            &w.recipients,
+            w.writer,
+            Some(w.counters),
+        ) {
+            Err(e) => {
+                let _ = proc.kill();
+                Err(e)
+            }
+            Ok((writer, stats)) => {
+                let said = proc.wait_stderr()?;
+                writer.finish()?;
+                Ok((stats, Ok::<_, String>(said)))
+            }
+        },
+    )
+    .await?;
+    let said = said.unwrap_or_default();
+    let (wal_start, timeline) = wal_position(&said, "write-ahead log start point: ");
+    let (wal_end, _) = wal_position(&said, "write-ahead log end point: ");
+    if wal_start.is_none() || wal_end.is_none() {
+        return Err(Error::failed(format!(
+            "pg_basebackup did not report its WAL start and end points: {}",
+            crate::text::summarize(&said)
+        )));
+    }
+    let objects = vec![entry(snapshot::BASE_OBJECT, "base", "tar", &stats)];
+    let source = SourceInfo {
+        kind: "postgres-cluster".into(),
+        host: Some(src.url.host().to_string()),
+        port: Some(src.url.port()),
+        database: None,
+        user: src.url.user().map(str::to_string),
+        server_version: Some(info.version.clone()),
+        pg_dump_version: Some(tools.version.clone()),
+        encoding: None,
+        collate: None,
+        ctype: None,
+        path: None,
+        wal_start,
+        wal_end,
+        timeline: timeline.or(Some(1)),
+        wal_segment_size: seg_size,
+    };
+    let baseline = Baseline {
+        bytes: stats.plaintext_bytes,
+        ..Baseline::default()
+    };
+    Ok((source, objects, Vec::new(), baseline))
+}
+
+/// "X/Y" (and the timeline, when given) after `label` in pg_basebackup's verbose output.
+fn wal_position(said: &str, label: &str) -> (Option<String>, Option<u32>) {
+    let Some(line) = said
+        .lines()
+        .find_map(|l| l.split_once(label).map(|(_, r)| r))
+    else {
+        return (None, None);
+    };
+    let mut words = line.split_whitespace();
+    let lsn = words
+        .next()
+        .filter(|w| {
+            w.split_once('/').is_some_and(|(a, b)| {
+                !a.is_empty()
+                    && !b.is_empty()
+                    && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_hexdigit())
+            })
+        })
+        .map(str::to_string);
+    let tli = line
+        .split_once("on timeline ")
+        .and_then(|(_, t)| t.trim().trim_end_matches('.').parse().ok());
+    (lsn, tli)
 }
 
 /// Run a `pre`/`post` command; a non-zero exit is an error with its output.
@@ -591,13 +712,22 @@ async fn read_volume(
         root.display(),
         storage.describe()
     );
-    stream_dump(plan, storage, id, expected, opts.quiet, move |w| {
-        let enc = pipeline::EncodeWriter::new(w.comp, &w.recipients, w.writer, Some(w.counters))?;
-        let (enc, facts) = crate::volume::source::write_tree(&root, enc)?;
-        let (writer, stats) = enc.finish()?;
-        writer.finish()?;
-        Ok((stats, facts))
-    })
+    stream_dump(
+        plan,
+        storage,
+        id,
+        snapshot::DUMP_OBJECT,
+        expected,
+        opts.quiet,
+        move |w| {
+            let enc =
+                pipeline::EncodeWriter::new(w.comp, &w.recipients, w.writer, Some(w.counters))?;
+            let (enc, facts) = crate::volume::source::write_tree(&root, enc)?;
+            let (writer, stats) = enc.finish()?;
+            writer.finish()?;
+            Ok((stats, facts))
+        },
+    )
     .await
 }
 
@@ -615,12 +745,13 @@ async fn stream_dump<T: Send + 'static>(
     plan: &JobPlan,
     storage: Arc<dyn Storage>,
     id: &str,
+    object: &str,
     expected: Option<u64>,
     quiet: bool,
     produce: impl FnOnce(DumpSink) -> Result<T> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = mpsc::channel(storage.chunks_in_flight());
-    let key = snapshot::object_key(&plan.name, id, snapshot::DUMP_OBJECT);
+    let key = snapshot::object_key(&plan.name, id, object);
     let counters = Arc::new(Counters::default());
     let _reporter = progress::start(
         &format!("backup {}", plan.name),

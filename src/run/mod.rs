@@ -10,6 +10,7 @@ pub mod backup;
 pub mod lease;
 pub mod lock;
 pub mod notify;
+pub mod pitr;
 pub mod restore;
 pub mod verify;
 

@@ -18,8 +18,8 @@ use crate::config::{JobPlan, SourcePlan};
 use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
-    ScratchDb, create_database, db_name, drop_database, inspect, load_sessions, maintenance_db,
-    Mode, pg_restore, pg_restore_post_data, pg_restore_progressive, pg_restore_streaming,
+    Mode, ScratchDb, create_database, db_name, drop_database, inspect, load_sessions,
+    maintenance_db, pg_restore, pg_restore_post_data, pg_restore_progressive, pg_restore_streaming,
     plan_restore, read_dump_facts,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
@@ -90,6 +90,12 @@ pub(crate) async fn run(
     let src = match &plan.source {
         SourcePlan::Postgres(src) => src,
         SourcePlan::Volume(vol) => return run_volume(plan, vol, storage, opts, clock, gate).await,
+        SourcePlan::Cluster(_) => {
+            return Err(Error::config(format!(
+                "job {} is a postgres-cluster job: restore it with `backstop restore {} [--time T] --to DIR`",
+                plan.name, plan.name
+            )));
+        }
     };
     let entry = pick_confirmed(plan, storage.as_ref(), opts, gate).await?;
     let m = &entry.manifest;

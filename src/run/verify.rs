@@ -51,6 +51,12 @@ pub(crate) async fn run(
     let d = match &plan.source {
         SourcePlan::Postgres(_) => drill_postgres(plan, storage.clone(), &entry, opts).await?,
         SourcePlan::Volume(_) => drill_volume(plan, storage.clone(), &entry, opts).await?,
+        SourcePlan::Cluster(_) => {
+            return Err(Error::config(format!(
+                "job {}: drills of postgres-cluster jobs (recovery to a random point) are not built yet;                  recover by hand with `backstop restore {} --time T --to DIR` to prove a base backup",
+                plan.name, plan.name
+            )));
+        }
     };
     let checks = d.checks;
     let failed = checks.iter().filter(|c| !c.ok).count() as u64;

@@ -15,6 +15,7 @@ pub mod prune;
 pub mod read;
 pub mod retention;
 pub mod sign;
+pub mod wal;
 
 use std::collections::BTreeMap;
 
@@ -27,6 +28,8 @@ use crate::storage::Storage;
 pub(crate) const FORMAT_VERSION: u32 = 1;
 pub(crate) const MANIFEST: &str = "manifest.json";
 pub(crate) const DUMP_OBJECT: &str = "dump.zst.age";
+/// A cluster job's base backup: `pg_basebackup`'s tar.
+pub(crate) const BASE_OBJECT: &str = "base.tar.zst.age";
 pub(crate) const GLOBALS_OBJECT: &str = "globals.sql.zst.age";
 pub(crate) const FACTS_OBJECT: &str = "facts.json.zst.age";
 
@@ -108,6 +111,16 @@ pub struct SourceInfo {
     pub ctype: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
+    /// A base backup's WAL positions ("X/Y"), its timeline and the cluster's segment size:
+    /// what a point-in-time recovery from it needs from the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_start: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_end: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_segment_size: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -404,6 +417,20 @@ fn other_source(m: &SourceInfo, job: &crate::config::SourcePlan) -> Option<Strin
                     m.host.as_deref().unwrap_or("?"),
                     m.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                     m.database.as_deref().unwrap_or("?")
+                )
+            })
+        }
+        SourcePlan::Cluster(c) => {
+            let (host, port) = (c.url.host(), c.url.port());
+            let same = m.kind == "postgres-cluster"
+                && m.host.as_deref().is_none_or(|h| h == host)
+                && m.port.is_none_or(|p| p == port);
+            (!same).then(|| {
+                format!(
+                    "taken from {} {}:{}, not this job's source cluster {host}:{port}",
+                    m.kind,
+                    m.host.as_deref().unwrap_or("?"),
+                    m.port.map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
                 )
             })
         }

@@ -339,7 +339,10 @@ fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every
     assert_eq!(r["blocks_loaded_while_streaming"], 5, "{r}");
     assert_eq!(pg.fingerprint("progressive"), pg.fingerprint("app"));
     assert_eq!(pg.sql("progressive", "SELECT count(*) FROM audit"), "0");
-    assert_eq!(pg.sql("progressive", "SELECT last_value FROM counter"), "4242");
+    assert_eq!(
+        pg.sql("progressive", "SELECT last_value FROM counter"),
+        "4242"
+    );
     assert_eq!(
         sorted_lines(&pg.plain_dump("progressive")),
         sorted_lines(&pg.plain_dump("app"))

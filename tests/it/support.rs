@@ -23,7 +23,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
@@ -68,6 +68,11 @@ pub struct Pg {
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with_conf("")
+    }
+
+    /// A cluster with `conf` appended to its postgresql.conf before it starts.
+    pub fn start_with_conf(conf: &str) -> Pg {
         let bindir = pg_bindir();
         let dir = tempfile::Builder::new()
             .prefix("backstop-pg-")
@@ -102,6 +107,14 @@ impl Pg {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if !conf.is_empty() {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .unwrap();
+            writeln!(f, "{conf}").unwrap();
+        }
         let port = free_port();
         let opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=40",

@@ -1,0 +1,410 @@
+//! Cluster jobs' WAL and point-in-time recovery: `wal-push` (archive_command), `wal-fetch`
+//! (restore_command), and `restore --time`: the newest base backup before the time,
+//! extracted into a new data directory, the WAL it needs fetched and checked, the server
+//! recovering to the time privately, stopped cleanly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::{JobPlan, SourcePlan};
+use crate::error::{Error, Result};
+use crate::snapshot::{self, Entry, wal};
+use crate::storage::Storage;
+
+fn cluster_only(plan: &JobPlan, what: &str) -> Result<()> {
+    match plan.source {
+        SourcePlan::Cluster(_) => Ok(()),
+        _ => Err(Error::config(format!(
+            "job {}: {what} is for postgres-cluster jobs ([source] type = \"postgres-cluster\"); this job's source is not one",
+            plan.name
+        ))),
+    }
+}
+
+/// `wal-push JOB PATH`: store one file PostgreSQL archived.
+pub(crate) async fn wal_push(plan: &JobPlan, path: &Path) -> Result<wal::Pushed> {
+    cluster_only(plan, "wal-push")?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::config(format!("{} names no file", path.display())))?
+        .to_string();
+    if wal::timeline_of(&name).is_none() {
+        return Err(Error::config(format!(
+            "{name:?} is not a file PostgreSQL archives (a 24-hex-digit segment, TIMELINE.history, SEGMENT.partial or SEGMENT.OFFSET.backup)"
+        )));
+    }
+    let data = read_bounded(path)?;
+    let signer = crate::snapshot::sign::signer(plan)?;
+    let storage = crate::storage::open(&plan.storage).await?;
+    let res = wal::push(storage.as_ref(), plan, signer.as_ref(), &name, data).await;
+    crate::state::audit::append(crate::state::audit::Record {
+        action: "wal-push",
+        job: Some(&plan.name),
+        snapshot: None,
+        outcome: res.as_ref().map(|_| ()),
+        details: serde_json::json!({ "file": name, "already_stored": matches!(res, Ok(wal::Pushed::AlreadyStored)) }),
+    });
+    res
+}
+
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)
+        .map_err(|e| Error::failed(format!("cannot open {}: {e}", path.display())))?;
+    let mut data = Vec::new();
+    f.take(wal::WAL_FILE_MAX + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| Error::failed(format!("cannot read {}: {e}", path.display())))?;
+    if data.len() as u64 > wal::WAL_FILE_MAX {
+        return Err(Error::failed(format!(
+            "{} is larger than a WAL segment can be (1 GiB)",
+            path.display()
+        )));
+    }
+    Ok(data)
+}
+
+/// `wal-fetch JOB NAME DEST`: write one archived file to DEST (atomically), checked.
+/// `Ok(false)`: never archived (how recovery learns the archive ends there).
+pub(crate) async fn wal_fetch(
+    plan: &JobPlan,
+    name: &str,
+    dest: &Path,
+    identity: Option<&Path>,
+) -> Result<bool> {
+    cluster_only(plan, "wal-fetch")?;
+    let identities = crate::pipeline::load_identities(&plan.identity_path(identity)?)?;
+    let storage = crate::storage::open(&plan.storage).await?;
+    let Some(data) = wal::fetch(storage.as_ref(), plan, &identities, name).await? else {
+        return Ok(false);
+    };
+    write_atomically(dest, &data)?;
+    Ok(true)
+}
+
+fn write_atomically(dest: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".backstop-wal-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::failed(format!("cannot write into {}: {e}", dir.display())))?;
+    tmp.write_all(data)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| Error::failed(format!("cannot write {}: {e}", dest.display())))?;
+    tmp.persist(dest)
+        .map_err(|e| Error::failed(format!("cannot write {}: {e}", dest.display())))?;
+    Ok(())
+}
+
+/// What `restore --time` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct PitrReport {
+    pub job: String,
+    pub base_backup: String,
+    pub data_directory: String,
+    pub target_time: Option<String>,
+    /// The commit time of the last transaction replayed.
+    pub reached: Option<String>,
+    /// The archive ended before the target: recovered to its newest point.
+    pub ended_before_target: bool,
+    pub wal_files: usize,
+    pub duration_ms: u64,
+}
+
+/// Options of `restore JOB --time T --to DIR`.
+#[derive(Debug, Clone, Default)]
+pub struct PitrOptions {
+    pub time: Option<String>,
+    pub to: Option<String>,
+    pub identity: Option<PathBuf>,
+    pub staging: Option<PathBuf>,
+}
+
+/// Parse "2026-11-27 10:15:00+00" (or RFC 3339).
+fn parse_time(t: &str) -> Result<jiff::Timestamp> {
+    let norm = t.trim().replace(' ', "T");
+    let norm = match norm.rsplit_once(['+', '-']) {
+        // "+00" -> "+00:00"
+        Some((head, off)) if off.len() == 2 && head.contains('T') => {
+            format!("{norm}:00")
+        }
+        _ => norm,
+    };
+    norm.parse::<jiff::Timestamp>().map_err(|e| {
+        Error::config(format!(
+            "--time {t:?} is not a time with a zone ({e}); e.g. \"2026-11-27 10:15:00+00\""
+        ))
+    })
+}
+
+/// `restore JOB [--time T] --to DIR` for a cluster job.
+pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrReport> {
+    cluster_only(plan, "restore --time")?;
+    let clock = std::time::Instant::now();
+    let target = opts.time.as_deref().map(parse_time).transpose()?;
+    let Some(to) = opts.to.as_deref() else {
+        return Err(Error::config(format!(
+            "job {}: give --to DIR, a new (or empty) directory for the recovered data directory",
+            plan.name
+        )));
+    };
+    let dir = PathBuf::from(to);
+    if !dir.is_absolute() {
+        return Err(Error::config(format!(
+            "--to {to:?} must be an absolute path"
+        )));
+    }
+    if let Ok(mut rd) = std::fs::read_dir(&dir)
+        && rd.next().is_some()
+    {
+        return Err(Error::refused(format!(
+            "--to {to} is not empty; give a new or empty directory (nothing was changed)"
+        )));
+    }
+    let identities = Arc::new(crate::pipeline::load_identities(
+        &plan.identity_path(opts.identity.as_deref())?,
+    )?);
+    let storage = crate::storage::open(&plan.storage).await?;
+    let base = pick_base(storage.as_ref(), plan, target).await?;
+    let src = &base.manifest.source;
+    let (Some(wal_start), Some(seg_size)) = (src.wal_start.as_deref(), src.wal_segment_size) else {
+        return Err(Error::failed(format!(
+            "base backup {} records no WAL start point or segment size",
+            base.id
+        )));
+    };
+    let tli = src.timeline.unwrap_or(1);
+    let start_seg = wal::segment_of(wal_start, tli, seg_size).ok_or_else(|| {
+        Error::failed(format!(
+            "base backup {}: bad WAL start point {wal_start}",
+            base.id
+        ))
+    })?;
+    let major: u32 = src
+        .server_version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(0);
+    let bindir = crate::postgres::recovery::server_bindir(major)?;
+
+    // The data directory: created private, the base backup extracted into it.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let result = async {
+        extract_base(storage.clone(), &base, identities.clone(), &dir).await?;
+        crate::postgres::recovery::give_to_server_user(&dir)?;
+        let work = crate::postgres::recovery::work_dir(opts.staging.as_deref())?;
+        let staged = work.path().join("wal");
+        std::fs::create_dir(&staged)
+            .map_err(|e| Error::failed(format!("cannot create {}: {e}", staged.display())))?;
+        let n = stage_wal(
+            storage.as_ref(),
+            plan,
+            &identities,
+            &start_seg,
+            tli,
+            seg_size,
+            &staged,
+        )
+        .await?;
+        crate::postgres::recovery::give_to_server_user(work.path())?;
+        let restore_command = format!("cp \"{}/%f\" \"%p\"", shell_safe(&staged)?);
+        let time_pg = target.map(|t| t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string());
+        let (bindir, dir2, workp) = (bindir.clone(), dir.clone(), work.path().to_path_buf());
+        let rec = tokio::task::spawn_blocking(move || {
+            crate::postgres::recovery::recover(
+                &bindir,
+                &dir2,
+                &workp,
+                &restore_command,
+                time_pg.as_deref(),
+            )
+        })
+        .await
+        .map_err(|e| Error::failed(format!("recovery task: {e}")))??;
+        Ok::<_, Error>((rec, n))
+    }
+    .await;
+    let (rec, n) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e.context(format!(
+                "restore of job {} to a point in time failed; {} was removed",
+                plan.name,
+                dir.display()
+            )));
+        }
+    };
+    let report = PitrReport {
+        job: plan.name.clone(),
+        base_backup: base.id.clone(),
+        data_directory: dir.display().to_string(),
+        target_time: target.map(|t| t.to_string()),
+        reached: rec.reached,
+        ended_before_target: rec.ended_before_target,
+        wal_files: n,
+        duration_ms: clock.elapsed().as_millis() as u64,
+    };
+    crate::state::audit::append(crate::state::audit::Record {
+        action: "restore",
+        job: Some(&plan.name),
+        snapshot: Some(&base.id),
+        outcome: Ok(()),
+        details: serde_json::to_value(&report).unwrap_or_default(),
+    });
+    Ok(report)
+}
+
+/// Only paths that need no quoting beyond double quotes go into a shell command.
+fn shell_safe(p: &Path) -> Result<String> {
+    let s = p.display().to_string();
+    if s.chars()
+        .any(|c| matches!(c, '"' | '$' | '`' | '\\' | '\'' | '\n' | '%'))
+    {
+        return Err(Error::config(format!(
+            "the staging path {s:?} holds characters a restore_command cannot carry; use --staging with a plain path"
+        )));
+    }
+    Ok(s)
+}
+
+/// The newest base backup (of this job, trusted) finished before `target` (or the newest).
+async fn pick_base(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    target: Option<jiff::Timestamp>,
+) -> Result<Entry> {
+    let all = snapshot::catalog(storage, plan).await?;
+    all.into_iter()
+        .filter(|e| e.manifest.source.kind == "postgres-cluster")
+        .find(|e| match (target, e.manifest.finished_at()) {
+            (Some(t), Some(f)) => f <= t,
+            (None, _) => true,
+            _ => false,
+        })
+        .ok_or_else(|| {
+            Error::failed(match target {
+                Some(t) => format!(
+                    "job {} has no base backup finished before {t} in {} (see `backstop list {}`)",
+                    plan.name,
+                    storage.describe(),
+                    plan.name
+                ),
+                None => format!(
+                    "job {} has no base backup in {}; take one with `backstop backup {}`",
+                    plan.name,
+                    storage.describe(),
+                    plan.name
+                ),
+            })
+        })
+}
+
+async fn extract_base(
+    storage: Arc<dyn Storage>,
+    base: &Entry,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    dir: &Path,
+) -> Result<()> {
+    let obj = base
+        .manifest
+        .object("base")
+        .ok_or_else(|| Error::failed(format!("base backup {} has no base object", base.id)))?;
+    let (key, reader) = crate::snapshot::read::open_object(storage.as_ref(), base, obj).await?;
+    let bridge = tokio_util::io::SyncIoBridge::new(reader);
+    let (stored, sha) = (obj.stored_bytes, obj.sha256.clone());
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let expect = crate::pipeline::Expect {
+            name: &key,
+            stored_bytes: stored,
+            sha256: &sha,
+        };
+        let facts = crate::volume::source::VolumeFacts {
+            root_mode: 0o700,
+            ..Default::default()
+        };
+        crate::pipeline::decode_with(bridge, &identities, &expect, |plain| {
+            crate::volume::target::extract(plain, &dir, &facts).map(|_| ())
+        })
+    })
+    .await
+    .map_err(|e| Error::failed(format!("extraction task: {e}")))?
+}
+
+/// Fetch and check every WAL file recovery from `start` may need (history files; segments
+/// of this timeline and later ones from `start` on) into `into`. A segment missing between
+/// two stored ones is a gap: recovery cannot pass it, which is said before anything starts.
+#[allow(clippy::too_many_arguments)]
+async fn stage_wal(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    start: &str,
+    tli: u32,
+    seg_size: u64,
+    into: &Path,
+) -> Result<usize> {
+    let names = wal::list(storage, &plan.name).await?;
+    let wanted: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            if n.ends_with(".history") {
+                return true;
+            }
+            wal::is_segment(n)
+                && u32::from_str_radix(&n[..8], 16).is_ok_and(|t| t >= tli)
+                && n[8..] >= start[8..]
+        })
+        .collect();
+    if let Some(gap) = first_gap(&names, start, seg_size) {
+        return Err(Error::failed(format!(
+            "the WAL archive of job {} has a gap: segment {gap} is missing while later ones are stored; recovery cannot pass it",
+            plan.name
+        )));
+    }
+    for n in &wanted {
+        let data = wal::fetch(storage, plan, identities, n)
+            .await?
+            .ok_or_else(|| Error::failed(format!("WAL file {n} vanished from the archive")))?;
+        let p = into.join(n.as_str());
+        std::fs::write(&p, &data)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", p.display())))?;
+    }
+    Ok(wanted.len())
+}
+
+/// The first missing segment of `start`'s timeline after `start` that has a stored
+/// successor.
+pub(crate) fn first_gap(names: &[String], start: &str, seg_size: u64) -> Option<String> {
+    let per_log = 0x1_0000_0000 / seg_size.max(1);
+    let tli = &start[..8];
+    let mut segs: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| wal::is_segment(n) && n.starts_with(tli) && n[8..] >= start[8..])
+        .collect();
+    segs.sort();
+    let mut expect = start.to_string();
+    for s in segs {
+        if s != expect {
+            return Some(expect);
+        }
+        expect = wal::next_segment(s, per_log)?;
+    }
+    None
+}

@@ -1,0 +1,376 @@
+//! Point-in-time recovery against a real cluster whose `archive_command` is `backstop
+//! wal-push`: rows written, a time noted, a table dropped; recovered to that time the data
+//! is exactly what it was; past the end of the WAL it stops at the newest point and says so;
+//! a gap in the archive is refused; pushing a WAL file twice is idempotent and other
+//! content under a stored name is refused.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+/// As root the server runs as `postgres`: let that user reach the sandbox, the binary and
+/// write the storage (the archive_command runs as the server's user).
+fn open_to_server_user(sb: &Sandbox) {
+    // The archive's folder too: backups (this user) and the archive (the server's user)
+    // share the job's folder on file:// storage.
+    std::fs::create_dir_all(sb.store().join("app/wal")).unwrap();
+    std::fs::create_dir_all(sb.path().join("pgstate")).unwrap();
+    if !is_root() {
+        return;
+    }
+    for d in [sb.path().to_path_buf(), sb.jobs()] {
+        Command::new("chmod").arg("755").arg(&d).status().unwrap();
+    }
+    for d in [sb.store(), sb.path().join("pgstate")] {
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&d)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+fn cluster_job(sb: &Sandbox, url: &str) {
+    sb.write_job(
+        "app",
+        &format!(
+            "[source]\ntype = \"postgres-cluster\"\nurl = \"{url}\"\n\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            sb.store().display(),
+            sb.recipient,
+            sb.identity.display()
+        ),
+    );
+}
+
+/// Switch to a new WAL segment and wait until the server archived it.
+fn archive_now(pg: &Pg) {
+    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    assert_eq!(seg.len(), 24, "{seg:?}");
+    pg.sql("postgres", "SELECT pg_switch_wal()");
+    let start = Instant::now();
+    loop {
+        let last = pg.sql(
+            "postgres",
+            "SELECT coalesce(last_archived_wal, '') || ' ' || failed_count FROM pg_stat_archiver",
+        );
+        if last
+            .split(' ')
+            .next()
+            .is_some_and(|l| l.len() == 24 && l >= seg.as_str())
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "segment {seg} was not archived (archiver: {last}): {}",
+            std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Start a recovered data directory on its own port, run `sql`, stop it.
+fn query_recovered(pg: &Pg, data: &Path, sql: &str) -> String {
+    let port = free_port();
+    let sock = tempfile::Builder::new()
+        .prefix("backstop-sock-")
+        .tempdir()
+        .unwrap();
+    let run = |args: &[&str]| {
+        let mut c = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"])
+                .arg(pg.bindir.join("pg_ctl"));
+            c
+        } else {
+            Command::new(pg.bindir.join("pg_ctl"))
+        };
+        c.arg("-D").arg(data).args(args).output().unwrap()
+    };
+    if is_root() {
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(sock.path())
+            .status()
+            .unwrap();
+    }
+    let opts = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c archive_mode=off",
+        sock.path().display()
+    );
+    let log = sock.path().join("log");
+    let out = run(&[
+        "-o",
+        &opts,
+        "-l",
+        log.to_str().unwrap(),
+        "-w",
+        "-t",
+        "60",
+        "start",
+    ]);
+    assert!(
+        out.status.success(),
+        "the recovered cluster does not start: {} {}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let res = Command::new(pg.bindir.join("psql"))
+        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+        .arg(format!("postgres://postgres@127.0.0.1:{port}/app"))
+        .args(["-c", sql])
+        .output()
+        .unwrap();
+    let _ = run(&["-m", "fast", "-w", "stop"]);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&res.stdout).trim(),
+        String::from_utf8_lossy(&res.stderr).trim()
+    )
+}
+
+#[test]
+fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
+    let sb = Sandbox::new();
+    open_to_server_user(&sb);
+    let archive = format!(
+        "BACKSTOP_STATE_DIR={} {} --jobs {} -q wal-push app %p",
+        sb.path().join("pgstate").display(),
+        env!("CARGO_BIN_EXE_backstop"),
+        sb.jobs().display()
+    );
+    let pg = Pg::start_with_conf(&format!(
+        "wal_level = replica\narchive_mode = on\narchive_command = '{archive}'\n"
+    ));
+    cluster_job(&sb, &pg.url("postgres"));
+    pg.sql("postgres", "CREATE DATABASE app");
+    pg.sql(
+        "app",
+        "CREATE TABLE bookings (id int PRIMARY KEY, who text); \
+         INSERT INTO bookings SELECT g, 'guest ' || g FROM generate_series(1, 100) g",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let listed = stdout(&sb.run(&["--json", "list", "app"]));
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    // Written after the base backup: only the WAL archive has these.
+    pg.sql(
+        "app",
+        "INSERT INTO bookings SELECT g, 'guest ' || g FROM generate_series(101, 250) g",
+    );
+    archive_now(&pg);
+    std::thread::sleep(Duration::from_millis(1200));
+    let t = pg.sql(
+        "app",
+        "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    // The mistake, and what came after it.
+    pg.sql(
+        "app",
+        "DROP TABLE bookings; CREATE TABLE after_the_drop (x int)",
+    );
+    archive_now(&pg);
+
+    let out_dir = tempfile::Builder::new()
+        .prefix("backstop-pitr-")
+        .tempdir()
+        .unwrap();
+    if is_root() {
+        Command::new("chmod")
+            .arg("755")
+            .arg(out_dir.path())
+            .status()
+            .unwrap();
+    }
+    let to = out_dir.path().join("at-t");
+    let out = sb.run(&[
+        "--json",
+        "restore",
+        "app",
+        "--time",
+        &t,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["ended_before_target"],
+        false,
+        "{r} {} {:?} {}",
+        String::from_utf8_lossy(&out.stderr),
+        walk(&sb.store()),
+        std::fs::read_to_string(pg.dir.path().join("server.log")).unwrap_or_default()
+    );
+    assert!(
+        r["reached"].as_str().is_some_and(|s| s < t.as_str()),
+        "{r} vs {t} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every booking written before T is back, the same; nothing after T is.
+    assert_eq!(
+        query_recovered(
+            &pg,
+            &to,
+            "SELECT count(*), sum(id), md5(string_agg(who, ',' ORDER BY id)), to_regclass('after_the_drop') IS NULL FROM bookings"
+        ),
+        pg.sql(
+            "postgres",
+            "SELECT 250, sum(g), md5(string_agg('guest ' || g, ',' ORDER BY g)), true FROM generate_series(1, 250) g"
+        )
+    );
+
+    // Past the end of the archive: the newest point, said so.
+    let to2 = out_dir.path().join("newest");
+    let out = sb.run(&[
+        "--json",
+        "restore",
+        "app",
+        "--time",
+        "2099-01-01 00:00:00+00",
+        "--to",
+        to2.to_str().unwrap(),
+    ]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["ended_before_target"],
+        true,
+        "{r} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query_recovered(
+            &pg,
+            &to2,
+            "SELECT to_regclass('bookings') IS NULL, to_regclass('after_the_drop') IS NOT NULL"
+        ),
+        "t|t"
+    );
+    // An occupied directory is refused and left alone.
+    let out = sb.run(&["restore", "app", "--to", to2.to_str().unwrap()]);
+    expect_code(&out, 4);
+    assert!(to2.join("PG_VERSION").is_file());
+
+    // A segment missing between stored ones: refused before anything starts.
+    let markers: Vec<_> = walk(&sb.store().join("app/wal"))
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    let mut segs: Vec<_> = markers
+        .iter()
+        .filter(|p| p.file_stem().is_some_and(|s| s.len() == 24))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 3, "{segs:?}");
+    std::fs::remove_file(segs[segs.len() - 2]).unwrap();
+    let to3 = out_dir.path().join("gap");
+    let out = sb.run(&["restore", "app", "--to", to3.to_str().unwrap()]);
+    let err = expect_code(&out, 1);
+    assert!(err.contains("gap"), "{err}");
+    assert!(
+        !to3.exists(),
+        "a failed recovery leaves no directory behind"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn pushing_a_wal_file_twice_is_idempotent_and_other_content_is_refused() {
+    let sb = Sandbox::new();
+    cluster_job(&sb, "postgres://backup@db.invalid:5432/postgres");
+    let dir = tempfile::tempdir().unwrap();
+    let seg = dir.path().join("000000010000000000000007");
+    let content: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&seg, &content).unwrap();
+    let push = |p: &Path| sb.run(&["wal-push", "app", p.to_str().unwrap()]);
+    expect_code(&push(&seg), 0);
+    expect_code(&push(&seg), 0);
+    // Fetched back byte for byte.
+    let back = dir.path().join("back");
+    expect_code(
+        &sb.run(&[
+            "wal-fetch",
+            "app",
+            "000000010000000000000007",
+            back.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), content);
+    // Other content under the same name: refused, the stored copy kept.
+    std::fs::write(&seg, b"something else").unwrap();
+    let err = expect_code(&push(&seg), 1);
+    assert!(err.contains("different content"), "{err}");
+    expect_code(
+        &sb.run(&[
+            "wal-fetch",
+            "app",
+            "000000010000000000000007",
+            back.to_str().unwrap(),
+        ]),
+        0,
+    );
+    assert_eq!(std::fs::read(&back).unwrap(), content);
+    // Never archived: exit 1, nothing written. A name that is not a WAL file: exit 2.
+    let none = dir.path().join("none");
+    expect_code(
+        &sb.run(&[
+            "wal-fetch",
+            "app",
+            "000000010000000000000008",
+            none.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(!none.exists());
+    let odd = dir.path().join("..%2fpasswd");
+    std::fs::write(&odd, b"x").unwrap();
+    expect_code(&push(&odd), 2);
+    expect_code(
+        &sb.run(&[
+            "wal-fetch",
+            "app",
+            "../../etc/passwd",
+            none.to_str().unwrap(),
+        ]),
+        2,
+    );
+    // A stored file whose bytes were changed is refused, never handed to PostgreSQL.
+    let data: Vec<_> = walk(&sb.store().join("app/wal"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".zst.age"))
+        .collect();
+    let mut bytes = std::fs::read(&data[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&data[0], bytes).unwrap();
+    let bad = dir.path().join("bad");
+    let err = expect_code(
+        &sb.run(&[
+            "wal-fetch",
+            "app",
+            "000000010000000000000007",
+            bad.to_str().unwrap(),
+        ]),
+        1,
+    );
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(!bad.exists());
+}
