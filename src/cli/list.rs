@@ -33,6 +33,14 @@ struct Row {
     /// Its manifest was rewritten or hidden after it was written (the original is used).
     #[serde(skip_serializing_if = "Option::is_none")]
     tampered: Option<String>,
+    /// Cluster jobs' base backups: the WAL position recovery from it starts at, and the
+    /// job's recoverable window (oldest base backup to newest archived WAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recoverable_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recoverable_until: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -49,9 +57,25 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
         None => crate::config::load_all(&dir)?,
     };
     let mut rows = Vec::new();
+    let mut windows = Vec::new();
     for plan in &plans {
         let storage = crate::storage::open(&plan.storage).await?;
-        for e in crate::snapshot::catalog_all(storage.as_ref(), plan).await? {
+        let all = crate::snapshot::catalog_all(storage.as_ref(), plan).await?;
+        let window = match plan.source {
+            crate::config::SourcePlan::Cluster(_) => {
+                let own: Vec<_> = all
+                    .iter()
+                    .filter(|e| e.foreign.is_none())
+                    .cloned()
+                    .collect();
+                let now = crate::config::env::now();
+                let w = crate::ops::status::wal_status(storage.as_ref(), plan, &own, now).await?;
+                windows.push((plan.name.clone(), w.clone()));
+                Some(w)
+            }
+            _ => None,
+        };
+        for e in all {
             let drills = crate::snapshot::drill::summaries(storage.as_ref(), plan, &e.id).await?;
             let verified = drills
                 .iter()
@@ -62,7 +86,17 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 restore_ms: d.restore_ms,
             });
             let m = e.manifest;
+            let cluster = window.is_some();
             rows.push(Row {
+                wal_start: m.source.wal_start.clone(),
+                recoverable_from: window
+                    .as_ref()
+                    .and_then(|w| w.recoverable_from.clone())
+                    .filter(|_| cluster),
+                recoverable_until: window
+                    .as_ref()
+                    .and_then(|w| w.recoverable_until.clone())
+                    .filter(|_| cluster),
                 job: plan.name.clone(),
                 snapshot: e.id,
                 time: m.finished,
@@ -118,6 +152,19 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 (None, None) => String::new(),
             },
             r.reason.unwrap_or_default()
+        ));
+    }
+    for (job, w) in windows {
+        super::print_line(&format!(
+            "{job}: recoverable from {} to {} (WAL: {} files, newest {}){}",
+            w.recoverable_from.as_deref().unwrap_or("-"),
+            w.recoverable_until.as_deref().unwrap_or("-"),
+            w.files,
+            w.newest.as_deref().unwrap_or("-"),
+            w.gap
+                .as_deref()
+                .map(|g| format!("; GAP: segment {g} is missing"))
+                .unwrap_or_default()
         ));
     }
     Ok(())

@@ -187,6 +187,17 @@ async fn status(g: &Global, job: Option<&str>) -> Result<i32> {
                 ver,
                 next
             ));
+            if let Some(w) = &s.wal {
+                print_line(&format!(
+                    "{:<12}   WAL: {} files, newest {} archived {} ago; recoverable from {} to {}",
+                    "",
+                    w.files,
+                    w.newest.as_deref().unwrap_or("-"),
+                    w.rpo_seconds.map(age).unwrap_or_else(|| "-".into()),
+                    w.recoverable_from.as_deref().unwrap_or("-"),
+                    w.recoverable_until.as_deref().unwrap_or("-"),
+                ));
+            }
             for r in &s.reasons {
                 print_line(&format!("{:<12} - {r}", ""));
             }

@@ -78,6 +78,62 @@ pub(crate) struct JobStatus {
     pub next_verify: Option<String>,
     /// Snapshots the shrink alarm marked, newest first.
     pub anomalies: Vec<String>,
+    /// Cluster jobs: the WAL archive, the recoverable window and the RPO.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wal: Option<WalStatus>,
+}
+
+/// A cluster job's WAL archive.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WalStatus {
+    pub files: u64,
+    pub newest: Option<String>,
+    pub newest_archived: Option<String>,
+    /// Age of the newest archived WAL: at most this much committed work is not archived
+    /// (the recovery point objective actually met).
+    pub rpo_seconds: Option<i64>,
+    /// The first segment missing between stored ones.
+    pub gap: Option<String>,
+    /// The oldest point a restore can reach (the oldest base backup's end).
+    pub recoverable_from: Option<String>,
+    /// The newest point (the newest archived WAL).
+    pub recoverable_until: Option<String>,
+}
+
+/// How old the newest archived WAL may be before `status` says archiving stalled (with
+/// `archive_timeout` of a few minutes a quiet server still archives this often).
+pub(crate) const WAL_STALL: SignedDuration = SignedDuration::from_mins(15);
+
+/// The WAL archive's state for a cluster job, from its catalog (newest first).
+pub(crate) async fn wal_status(
+    storage: &dyn crate::storage::Storage,
+    plan: &JobPlan,
+    entries: &[crate::snapshot::Entry],
+    now: Timestamp,
+) -> crate::error::Result<WalStatus> {
+    let oldest = entries
+        .iter()
+        .rev()
+        .find_map(|e| crate::snapshot::wal::start_segment(&e.manifest.source).map(|s| (e, s)));
+    let (start, size) = match &oldest {
+        Some((_, (seg, size))) => (Some(seg.as_str()), *size),
+        None => (None, 16 << 20),
+    };
+    let sum = crate::snapshot::wal::summary(storage, plan, start, size).await?;
+    let rpo_seconds = sum
+        .newest_archived
+        .as_deref()
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(|t| age(t, now));
+    Ok(WalStatus {
+        files: sum.files,
+        newest: sum.newest,
+        recoverable_until: sum.newest_archived.clone(),
+        newest_archived: sum.newest_archived,
+        rpo_seconds,
+        gap: sum.gap,
+        recoverable_from: oldest.map(|(e, _)| e.manifest.finished.clone()),
+    })
 }
 
 fn interval(expr: &str, tz: &str, now: Timestamp) -> Option<SignedDuration> {
@@ -147,6 +203,7 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             now,
         ),
         anomalies: Vec::new(),
+        wal: None,
     };
     let failure = |r: &Option<crate::state::jobstate::Run>| {
         r.as_ref().and_then(|r| {
@@ -185,9 +242,15 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
                 }
             }
         }
-        Ok::<_, crate::error::Error>((entries, verified))
+        let wal = match plan.source {
+            crate::config::SourcePlan::Cluster(_) => {
+                Some(wal_status(storage.as_ref(), plan, &entries, now).await?)
+            }
+            _ => None,
+        };
+        Ok::<_, crate::error::Error>((entries, verified, wal))
     };
-    let (entries, verified) = match read.await {
+    let (entries, verified, wal) = match read.await {
         Ok(v) => v,
         Err(e) => {
             st.health = Health::Failing;
@@ -198,6 +261,34 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
     };
     st.snapshots = entries.len() as u64;
     st.last_verified = verified;
+    if let Some(w) = &wal {
+        if let Some(gap) = &w.gap {
+            st.health = st.health.max(Health::Failing);
+            st.reasons.push(format!(
+                "the WAL archive has a gap: segment {gap} is missing while later ones are stored (recovery cannot pass it; take a base backup now)"
+            ));
+        }
+        match w.rpo_seconds {
+            Some(s) if s > WAL_STALL.as_secs() => {
+                st.health = st.health.max(Health::Failing);
+                st.reasons.push(format!(
+                    "archiving stalled: the newest WAL ({}) was archived {} ago (allowed: {}); check archive_command or wal-stream",
+                    w.newest.as_deref().unwrap_or("?"),
+                    crate::text::human_age(SignedDuration::from_secs(s)),
+                    crate::text::human_age(WAL_STALL)
+                ));
+            }
+            None if !entries.is_empty() => {
+                st.health = st.health.max(Health::Failing);
+                st.reasons.push(
+                    "no WAL is archived: set archive_command = 'backstop wal-push JOB %p' (or run wal-stream)"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+    }
+    st.wal = wal;
     st.anomalies = entries
         .iter()
         .filter(|e| e.manifest.anomalous)
@@ -269,6 +360,13 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             None => "no restore drill has passed yet (run `backstop verify`)".into(),
         });
     }
-    crate::state::jobstate::update(&plan.name, |s| s.snapshots = Some(st.snapshots));
+    let wal = st.wal.clone();
+    crate::state::jobstate::update(&plan.name, |s| {
+        s.snapshots = Some(st.snapshots);
+        if let Some(w) = &wal {
+            s.wal_archived = w.newest_archived.clone();
+            s.wal_gap = Some(w.gap.is_some());
+        }
+    });
     st
 }

@@ -371,7 +371,7 @@ async fn stage_wal(
                 && n[8..] >= start[8..]
         })
         .collect();
-    if let Some(gap) = first_gap(&names, start, seg_size) {
+    if let Some(gap) = wal::first_gap(&names, start, seg_size) {
         return Err(Error::failed(format!(
             "the WAL archive of job {} has a gap: segment {gap} is missing while later ones are stored; recovery cannot pass it",
             plan.name
@@ -386,25 +386,4 @@ async fn stage_wal(
             .map_err(|e| Error::failed(format!("cannot write {}: {e}", p.display())))?;
     }
     Ok(wanted.len())
-}
-
-/// The first missing segment of `start`'s timeline after `start` that has a stored
-/// successor.
-pub(crate) fn first_gap(names: &[String], start: &str, seg_size: u64) -> Option<String> {
-    let per_log = 0x1_0000_0000 / seg_size.max(1);
-    let tli = &start[..8];
-    let mut segs: Vec<&str> = names
-        .iter()
-        .map(String::as_str)
-        .filter(|n| wal::is_segment(n) && n.starts_with(tli) && n[8..] >= start[8..])
-        .collect();
-    segs.sort();
-    let mut expect = start.to_string();
-    for s in segs {
-        if s != expect {
-            return Some(expect);
-        }
-        expect = wal::next_segment(s, per_log)?;
-    }
-    None
 }

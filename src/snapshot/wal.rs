@@ -244,6 +244,79 @@ pub(crate) async fn list(storage: &dyn Storage, job: &str) -> Result<Vec<String>
     Ok(names)
 }
 
+/// The state of a cluster job's WAL archive, as `list`, `status` and metrics show it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct Summary {
+    /// Archived files (segments, history files, backup labels).
+    pub files: u64,
+    /// The newest segment and when it was archived.
+    pub newest: Option<String>,
+    pub newest_archived: Option<String>,
+    /// The first segment missing between stored ones on the oldest base backup's timeline,
+    /// from its start on.
+    pub gap: Option<String>,
+}
+
+/// A base backup's first WAL segment and the cluster's segment size, from its manifest.
+pub(crate) fn start_segment(src: &super::SourceInfo) -> Option<(String, u64)> {
+    let size = src
+        .wal_segment_size
+        .filter(|s| s.is_power_of_two() && *s >= 1 << 20)?;
+    let seg = segment_of(src.wal_start.as_deref()?, src.timeline.unwrap_or(1), size)?;
+    Some((seg, size))
+}
+
+/// Summarize the archive of `plan`'s job; `base_start` is the oldest kept base backup's
+/// first segment (gaps before it do not matter).
+pub(crate) async fn summary(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    base_start: Option<&str>,
+    seg_size: u64,
+) -> Result<Summary> {
+    let names = list(storage, &plan.name).await?;
+    let newest = names.iter().filter(|n| is_segment(n)).max_by(|a, b| {
+        // The newest timeline first, then the position.
+        (&a[..8], &a[8..]).cmp(&(&b[..8], &b[8..]))
+    });
+    let mut s = Summary {
+        files: names.len() as u64,
+        newest: newest.cloned(),
+        ..Summary::default()
+    };
+    if let Some(n) = newest {
+        let tli = timeline_of(n).unwrap_or_default();
+        if let Some(m) = read_marker(storage, plan, &marker_key(&plan.name, n, tli), n).await? {
+            s.newest_archived = Some(m.pushed);
+        }
+    }
+    if let Some(start) = base_start {
+        s.gap = first_gap(&names, start, seg_size);
+    }
+    Ok(s)
+}
+
+/// The first segment of `start`'s timeline, from `start` on, that is missing while a later
+/// one is stored.
+pub(crate) fn first_gap(names: &[String], start: &str, seg_size: u64) -> Option<String> {
+    let per_log = 0x1_0000_0000 / seg_size.max(1);
+    let tli = start.get(..8)?;
+    let mut segs: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| is_segment(n) && n.starts_with(tli) && n[8..] >= start[8..])
+        .collect();
+    segs.sort();
+    let mut expect = start.to_string();
+    for s in segs {
+        if s != expect {
+            return Some(expect);
+        }
+        expect = next_segment(s, per_log)?;
+    }
+    None
+}
+
 /// The segment after `seg` (same timeline), for 16 MiB segments or any other size given in
 /// segments per "log id" (`0x100000000 / size`).
 pub(crate) fn next_segment(seg: &str, per_log: u64) -> Option<String> {

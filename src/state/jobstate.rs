@@ -42,6 +42,12 @@ pub(crate) struct JobState {
     /// Complete snapshots in storage, when last counted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshots: Option<u64>,
+    /// Cluster jobs: when the newest WAL was archived, and whether the archive has a gap,
+    /// when `status` last looked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_archived: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_gap: Option<bool>,
 }
 
 fn dir() -> PathBuf {

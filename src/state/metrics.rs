@@ -56,7 +56,7 @@ fn label(job: &str) -> String {
 /// The text exposition format for `states`.
 pub(crate) fn render(states: &[JobState]) -> String {
     type Get = fn(&JobState) -> Option<f64>;
-    let families: [(&str, &str, Get); 11] = [
+    let families: [(&str, &str, Get); 13] = [
         (
             "backstop_last_success_timestamp_seconds",
             "Unix time of the job's last successful backup.",
@@ -113,6 +113,21 @@ pub(crate) fn render(states: &[JobState]) -> String {
             "backstop_snapshots",
             "Complete snapshots of the job in storage, when last counted.",
             |s| s.snapshots.map(|n| n as f64),
+        ),
+        (
+            "backstop_wal_last_archived_timestamp_seconds",
+            "Cluster jobs: Unix time the newest WAL was archived (RPO = now - this), when status last looked.",
+            |s| {
+                s.wal_archived
+                    .as_deref()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .map(|t| t.as_millisecond() as f64 / 1000.0)
+            },
+        ),
+        (
+            "backstop_wal_gap",
+            "Cluster jobs: 1 when the WAL archive has a gap recovery cannot pass.",
+            |s| s.wal_gap.map(|g| if g { 1.0 } else { 0.0 }),
         ),
         (
             "backstop_anomaly",

@@ -175,6 +175,21 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
     );
     archive_now(&pg);
 
+    // status: the archive, its RPO and the window; list: the window.
+    let out = sb.run(&["--json", "status", "app"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &st[0]["wal"];
+    assert!(w["files"].as_u64().unwrap() >= 3, "{st}");
+    assert!(w["rpo_seconds"].as_i64().unwrap() < 120, "{st}");
+    assert!(w["gap"].is_null(), "{st}");
+    assert!(
+        w["recoverable_from"].is_string() && w["recoverable_until"].is_string(),
+        "{st}"
+    );
+    assert_ne!(st[0]["health"], "FAILING", "{st}");
+    let listed = stdout(&sb.run(&["list", "app"]));
+    assert!(listed.contains("app: recoverable from "), "{listed}");
+
     let out_dir = tempfile::Builder::new()
         .prefix("backstop-pitr-")
         .tempdir()
@@ -276,6 +291,13 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
         !to3.exists(),
         "a failed recovery leaves no directory behind"
     );
+    // status says so, and why; so does list.
+    let out = sb.run(&["--json", "status", "app"]);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st[0]["health"], "FAILING", "{st}");
+    assert!(st[0]["wal"]["gap"].is_string(), "{st}");
+    assert!(st[0]["reasons"].to_string().contains("gap"), "{st}");
+    assert!(stdout(&sb.run(&["list", "app"])).contains("GAP: segment"));
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
