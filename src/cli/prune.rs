@@ -57,13 +57,15 @@ async fn prune_one(g: &Global, plan: &JobPlan, dry_run: bool, yes: bool) -> Resu
             print_report(r);
         }
         let prompt = format!(
-            "Delete {n} snapshot(s) and {} leftover(s) of job {job}?",
-            r.leftovers.len()
+            "Delete {n} snapshot(s), {} leftover(s) and {} WAL file(s) of job {job}?",
+            r.leftovers.len(),
+            r.wal_removed.len()
         );
         let refusal = format!(
-            "refusing to prune job {job} without confirmation: it would delete {n} snapshot(s) and {} leftover(s). \
+            "refusing to prune job {job} without confirmation: it would delete {n} snapshot(s), {} leftover(s) and {} WAL file(s). \
              Run `backstop prune {job} --dry-run` to see the plan, then pass --yes; nothing was deleted",
-            r.leftovers.len()
+            r.leftovers.len(),
+            r.wal_removed.len()
         );
         let expected = if plan.is_production() { job } else { "yes" };
         super::gate::confirm(
@@ -122,5 +124,12 @@ fn print_report(r: &Report) {
     for l in &r.leftovers {
         let verb = if r.dry_run { "leftover" } else { "removed" };
         super::print_line(&format!("  {verb:<8} {l}"));
+    }
+    if let (Some(first), Some(last)) = (r.wal_removed.first(), r.wal_removed.last()) {
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        super::print_line(&format!(
+            "  WAL      {verb} {} segment(s) {first} .. {last}: older than the oldest kept base backup",
+            r.wal_removed.len()
+        ));
     }
 }

@@ -33,6 +33,9 @@ pub(crate) struct Report {
     pub leftovers: Vec<String>,
     /// Deletions that failed (the snapshot stays; the run exits 1).
     pub errors: Vec<String>,
+    /// Cluster jobs: WAL segments older than the oldest kept base backup's start, which no
+    /// kept base backup needs (removed unless a dry run).
+    pub wal_removed: Vec<String>,
 }
 
 impl Report {
@@ -206,6 +209,34 @@ pub(crate) async fn run(
         }
     }
 
+    // Cluster jobs: the WAL only base backups being deleted needed. Never a segment at or
+    // after the oldest kept base backup's start (on any timeline), never a history file.
+    let mut wal_keys: Vec<(String, Vec<String>)> = Vec::new();
+    let oldest_kept_start = entries
+        .iter()
+        .rev()
+        .filter(|e| decisions.iter().any(|d| d.snapshot == e.id && d.keep))
+        .find_map(|e| super::wal::start_segment(&e.manifest.source));
+    if let (crate::config::SourcePlan::Cluster(_), Some((start, _))) =
+        (&plan.source, oldest_kept_start)
+    {
+        let mut by_name: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for o in storage.list(&super::wal::prefix(job)).await? {
+            let file = o.key.rsplit('/').next().unwrap_or("");
+            let seg = file.get(..24).unwrap_or("");
+            if super::wal::is_segment(seg)
+                && file.as_bytes().get(24) == Some(&b'.')
+                && seg[8..] < start[8..]
+            {
+                by_name
+                    .entry(seg.to_string())
+                    .or_default()
+                    .push(o.key.clone());
+            }
+        }
+        wal_keys = by_name.into_iter().collect();
+    }
+
     let mut report = Report {
         job: job.clone(),
         dry_run,
@@ -214,11 +245,13 @@ pub(crate) async fn run(
         deleted: Vec::new(),
         leftovers,
         errors: Vec::new(),
+        wal_removed: wal_keys.iter().map(|(n, _)| n.clone()).collect(),
     };
     if dry_run {
         return Ok(report);
     }
-    let deleting = report.to_delete().count() > 0 || !leftover_keys.is_empty();
+    let deleting =
+        report.to_delete().count() > 0 || !leftover_keys.is_empty() || !wal_keys.is_empty();
     if deleting {
         confirm(&report)?;
     }
@@ -254,6 +287,16 @@ pub(crate) async fn run(
     for key in &leftover_keys {
         if let Err(e) = storage.delete(key).await {
             report.errors.push(e.message().to_string());
+        }
+    }
+    for (name, mut keys) in wal_keys {
+        // The marker first: from then on the file is not in the archive.
+        keys.sort_by_key(|k| !k.ends_with(&format!("{name}.json")));
+        for key in keys {
+            if let Err(e) = storage.delete(&key).await {
+                report.errors.push(format!("WAL {name}: {}", e.message()));
+                break;
+            }
         }
     }
     match storage.clean_incomplete(&prefix, cutoff).await {

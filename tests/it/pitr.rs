@@ -34,10 +34,14 @@ fn open_to_server_user(sb: &Sandbox) {
 }
 
 fn cluster_job(sb: &Sandbox, url: &str) {
+    cluster_job_with(sb, url, "");
+}
+
+fn cluster_job_with(sb: &Sandbox, url: &str, extra: &str) {
     sb.write_job(
         "app",
         &format!(
-            "[source]\ntype = \"postgres-cluster\"\nurl = \"{url}\"\n\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            "{extra}\n[source]\ntype = \"postgres-cluster\"\nurl = \"{url}\"\n\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
             sb.store().display(),
             sb.recipient,
             sb.identity.display()
@@ -59,7 +63,8 @@ fn archive_now(pg: &Pg) {
         if last
             .split(' ')
             .next()
-            .is_some_and(|l| l.len() == 24 && l >= seg.as_str())
+            .and_then(|l| l.get(..24))
+            .is_some_and(|l| l >= seg.as_str())
         {
             return;
         }
@@ -298,6 +303,76 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
     assert!(st[0]["wal"]["gap"].is_string(), "{st}");
     assert!(st[0]["reasons"].to_string().contains("gap"), "{st}");
     assert!(stdout(&sb.run(&["list", "app"])).contains("GAP: segment"));
+
+    // A new base backup; retention keeps only it: the old one goes, and with it the WAL
+    // only the old one needed (the gap with it); the new one still recovers.
+    pg.sql("app", "CREATE TABLE after_the_second (x int)");
+    archive_now(&pg);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    archive_now(&pg);
+    cluster_job_with(&sb, &pg.url("postgres"), "[retention]\nkeep_last = 1\n");
+    let before: Vec<String> = segment_names(&sb);
+    let out = sb.run(&["--json", "prune", "app", "--yes"]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed: Vec<String> = r[0]["wal_removed"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(!removed.is_empty(), "{r}");
+    let after = segment_names(&sb);
+    let newest_base_start = {
+        let listed: serde_json::Value =
+            serde_json::from_slice(&sb.run(&["--json", "list", "app"]).stdout).unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        listed[0]["wal_start"].as_str().unwrap().to_string()
+    };
+    // Every segment removed was older than the kept base backup; none after it went.
+    let (hi, lo) = newest_base_start.split_once('/').unwrap();
+    let start_pos = format!(
+        "{:08X}{:08X}",
+        u64::from_str_radix(hi, 16).unwrap(),
+        u64::from_str_radix(lo, 16).unwrap() >> 24
+    );
+    for n in &removed {
+        assert!(
+            n[8..] < start_pos[..],
+            "{n} removed, base starts at {start_pos}"
+        );
+        assert!(!after.contains(n));
+    }
+    for n in before.iter().filter(|n| n[8..] >= start_pos[..]) {
+        assert!(after.contains(n), "{n} was needed and removed");
+    }
+    let st: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["--json", "status", "app"]).stdout).unwrap();
+    assert!(st[0]["wal"]["gap"].is_null(), "{st}");
+    let to4 = out_dir.path().join("after-prune");
+    expect_code(
+        &sb.run(&["restore", "app", "--to", to4.to_str().unwrap()]),
+        0,
+    );
+    assert_eq!(
+        query_recovered(
+            &pg,
+            &to4,
+            "SELECT to_regclass('after_the_second') IS NOT NULL"
+        ),
+        "t"
+    );
+}
+
+fn segment_names(sb: &Sandbox) -> Vec<String> {
+    walk(&sb.store().join("app/wal"))
+        .into_iter()
+        .filter_map(|p| {
+            let f = p.file_name()?.to_str()?.to_string();
+            let stem = f.strip_suffix(".json")?;
+            (stem.len() == 24).then(|| stem.to_string())
+        })
+        .collect()
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
