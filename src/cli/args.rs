@@ -129,6 +129,9 @@ pub enum Command {
         /// The file to archive (%p)
         path: PathBuf,
     },
+    /// Receive a cluster job's WAL over a replication connection (through a replication
+    /// slot) and store each finished segment, until SIGTERM/SIGINT
+    WalStream { job: String },
     /// PostgreSQL restore_command of a cluster job: fetch one WAL file, checked
     /// (restore_command = 'backstop wal-fetch JOB %f %p'); exit 1 when it was never archived
     WalFetch {

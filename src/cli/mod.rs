@@ -53,8 +53,11 @@ pub fn init_logging(g: &Global) {
 pub async fn run(cli: Cli) -> i32 {
     let g = cli.global.clone();
     crate::state::metrics::configure(g.metrics_file.clone());
-    // The daemon handles its own signals (finish, then stop runs cleanly).
-    let daemon = matches!(cli.command, Command::Daemon { .. });
+    // The daemon and wal-stream handle their own signals (finish, then stop cleanly).
+    let daemon = matches!(
+        cli.command,
+        Command::Daemon { .. } | Command::WalStream { .. }
+    );
     let work = dispatch(cli);
     let outcome = if daemon {
         work.await
@@ -423,6 +426,28 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        Command::WalStream { job } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let plan = crate::config::load(&dir, &job)?;
+            let stop = async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) {
+                    (Ok(mut t), Ok(mut i)) => {
+                        tokio::select! {
+                            _ = t.recv() => {}
+                            _ = i.recv() => {}
+                        }
+                    }
+                    _ => std::future::pending::<()>().await,
+                }
+            };
+            let n = crate::run::walstream::run(&plan, stop).await?;
+            tracing::info!("job {job}: wal-stream stopped after archiving {n} file(s)");
             Ok(())
         }
         Command::WalFetch {

@@ -111,10 +111,11 @@ pub(crate) async fn wal_status(
     entries: &[crate::snapshot::Entry],
     now: Timestamp,
 ) -> crate::error::Result<WalStatus> {
-    let oldest = entries
-        .iter()
-        .rev()
-        .find_map(|e| crate::snapshot::wal::start_segment(&e.manifest.source).map(|s| (e, s)));
+    let oldest = entries.iter().rev().find_map(|e| {
+        let (_, size) = crate::snapshot::wal::start_segment(&e.manifest.source)?;
+        let end = crate::snapshot::wal::end_segment(&e.manifest.source)?;
+        Some((e, (end, size)))
+    });
     let (start, size) = match &oldest {
         Some((_, (seg, size))) => (Some(seg.as_str()), *size),
         None => (None, 16 << 20),

@@ -13,6 +13,7 @@ pub mod notify;
 pub mod pitr;
 pub mod restore;
 pub mod verify;
+pub(crate) mod walstream;
 
 use std::sync::Arc;
 

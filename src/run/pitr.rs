@@ -187,6 +187,8 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
             base.id
         ))
     })?;
+    // The tar holds the WAL up to the backup's end; from there on the archive must be whole.
+    let end_seg = wal::end_segment(src).unwrap_or_else(|| start_seg.clone());
     let major: u32 = src
         .server_version
         .as_deref()
@@ -211,6 +213,7 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         std::fs::create_dir(&staged)
             .map_err(|e| Error::failed(format!("cannot create {}: {e}", staged.display())))?;
         let n = stage_wal(
+            &end_seg,
             storage.as_ref(),
             plan,
             &identities,
@@ -351,6 +354,7 @@ async fn extract_base(
 /// two stored ones is a gap: recovery cannot pass it, which is said before anything starts.
 #[allow(clippy::too_many_arguments)]
 async fn stage_wal(
+    whole_from: &str,
     storage: &dyn Storage,
     plan: &JobPlan,
     identities: &[Box<dyn age::Identity + Send + Sync>],
@@ -371,7 +375,7 @@ async fn stage_wal(
                 && n[8..] >= start[8..]
         })
         .collect();
-    if let Some(gap) = wal::first_gap(&names, start, seg_size) {
+    if let Some(gap) = wal::first_gap(&names, whole_from, seg_size) {
         return Err(Error::failed(format!(
             "the WAL archive of job {} has a gap: segment {gap} is missing while later ones are stored; recovery cannot pass it",
             plan.name

@@ -266,8 +266,17 @@ pub(crate) fn start_segment(src: &super::SourceInfo) -> Option<(String, u64)> {
     Some((seg, size))
 }
 
-/// Summarize the archive of `plan`'s job; `base_start` is the oldest kept base backup's
-/// first segment (gaps before it do not matter).
+/// The segment holding a base backup's end point: recovery needs the archive from here on
+/// (the base backup's tar holds the WAL from its start to its end).
+pub(crate) fn end_segment(src: &super::SourceInfo) -> Option<String> {
+    let size = src
+        .wal_segment_size
+        .filter(|s| s.is_power_of_two() && *s >= 1 << 20)?;
+    segment_of(src.wal_end.as_deref()?, src.timeline.unwrap_or(1), size)
+}
+
+/// Summarize the archive of `plan`'s job; `base_start` is the first segment the oldest kept
+/// base backup needs from the archive (gaps before it do not matter).
 pub(crate) async fn summary(
     storage: &dyn Storage,
     plan: &JobPlan,
