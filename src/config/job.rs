@@ -45,6 +45,7 @@ pub struct RawSource {
     pub globals: Option<bool>,
     // postgres-cluster
     pub data_directory: Option<Spanned<String>>,
+    pub wal_stream: Option<bool>,
     // volume
     pub path: Option<Spanned<String>>,
     pub snapshot_path: Option<Spanned<String>>,
@@ -276,6 +277,8 @@ pub struct ClusterSource {
     pub password_file: Option<PathBuf>,
     /// The cluster's own data directory, for restoring in place.
     pub data_directory: Option<PathBuf>,
+    /// The daemon runs `wal-stream` for this job all the time.
+    pub wal_stream: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -802,6 +805,7 @@ impl Checker<'_> {
             ("password_file", s.password_file.is_some()),
             ("globals", s.globals.is_some()),
             ("data_directory", s.data_directory.is_some()),
+            ("wal_stream", s.wal_stream.is_some()),
         ];
         let vol_only = [
             ("path", s.path.is_some()),
@@ -819,10 +823,10 @@ impl Checker<'_> {
                         "belongs to a volume source; a postgres source takes url, password_file, globals",
                     );
                 }
-                if s.data_directory.is_some() {
+                if s.data_directory.is_some() || s.wal_stream.is_some() {
                     return self.err(
                         span,
-                        "source.data_directory",
+                        if s.wal_stream.is_some() { "source.wal_stream" } else { "source.data_directory" },
                         "belongs to a postgres-cluster source; a postgres source takes url, password_file, globals",
                     );
                 }
@@ -861,7 +865,7 @@ impl Checker<'_> {
                     return self.err(
                         span,
                         &format!("source.{k}"),
-                        "belongs to a volume source; a postgres-cluster source takes url, password_file, data_directory",
+                        "belongs to a volume source; a postgres-cluster source takes url, password_file, data_directory, wal_stream",
                     );
                 }
                 if s.globals.is_some() {
@@ -903,6 +907,7 @@ impl Checker<'_> {
                     url: parsed,
                     password_file,
                     data_directory,
+                    wal_stream: s.wal_stream.unwrap_or(false),
                 }))
             }
             "volume" => {

@@ -318,6 +318,37 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
     let mut running: BTreeSet<String> = BTreeSet::new();
     let mut queued: VecDeque<(String, Kind)> = VecDeque::new();
     let mut tasks = JoinSet::new();
+    // Cluster jobs with `wal_stream = true`: `backstop wal-stream JOB` runs all the time,
+    // restarted 10 s after it ends, stopped with SIGTERM when the daemon stops.
+    let streams: Children = Arc::default();
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut _streamers = Vec::new();
+    for (name, l) in &plans {
+        if let crate::config::SourcePlan::Cluster(c) = &l.plan.source
+            && c.wal_stream
+        {
+            let (exe, dir, env, streams, stopping, job) = (
+                exe.clone(),
+                dir.clone(),
+                child_env.clone(),
+                streams.clone(),
+                stopping.clone(),
+                name.clone(),
+            );
+            tracing::info!("job {job}: streaming WAL (wal-stream) while the daemon runs");
+            _streamers.push(AbortOnDrop(tokio::spawn(async move {
+                let args = ["wal-stream".to_string(), job.clone()];
+                let env: Vec<(String, std::ffi::OsString)> =
+                    env.iter().map(|(k, v)| (k.clone(), v.into())).collect();
+                while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    if let Err(e) = child(&exe, &dir, &args, &env, &streams).await {
+                        tracing::error!("job {job}: {e}; restarting wal-stream in 10 s");
+                    }
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                }
+            })));
+        }
+    }
     tracing::info!(
         "daemon: {} job(s), {} schedule(s) from {}; at most {} run(s) at once",
         plans.len(),
@@ -434,7 +465,10 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    // Stopping: no new runs; let the running ones finish within the grace period.
+    // Stopping: no new runs; let the running ones finish within the grace period; WAL
+    // streams ship what they have and stop.
+    stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    signal_children(&streams, libc::SIGTERM);
     permits.close();
     let n = tasks.len();
     if n > 0 {

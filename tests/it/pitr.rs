@@ -564,3 +564,74 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
         "500|125250"
     );
 }
+
+#[test]
+fn the_daemon_streams_wal_for_cluster_jobs_that_ask() {
+    let sb = Sandbox::new();
+    let pg = Pg::start();
+    sb.write_job(
+        "app",
+        &format!(
+            "[source]\ntype = \"postgres-cluster\"\nurl = \"{}\"\nwal_stream = true\n\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\n",
+            pg.url("postgres"),
+            sb.store().display(),
+            sb.recipient,
+        ),
+    );
+    let log = sb.path().join("daemon.log");
+    let mut daemon = sb
+        .cmd(&["daemon"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app' AND active",
+    ) != "1"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no active slot: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    pg.sql(
+        "postgres",
+        "CREATE TABLE t AS SELECT generate_series(1, 1000) x",
+    );
+    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
+    pg.sql("postgres", "SELECT pg_switch_wal()");
+    while !segment_names(&sb).contains(&seg) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{seg} was not streamed: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    unsafe {
+        libc::kill(daemon.id() as i32, libc::SIGTERM);
+    }
+    let st = daemon.wait().unwrap();
+    assert!(
+        st.success(),
+        "{st}: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // The stream stopped with it: the slot is no longer in use.
+    let start = Instant::now();
+    while pg.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app' AND active",
+    ) != "0"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "wal-stream still running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
