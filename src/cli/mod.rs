@@ -359,6 +359,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                     to,
                     identity,
                     staging,
+                    base: snapshot,
                 };
                 let r = crate::run::pitr::restore_to_time(&plan, &opts).await?;
                 if g.json {

@@ -121,6 +121,14 @@ pub(crate) async fn run_checks(
             ok: false,
         }),
     }
+    checks.extend(sql_checks(plan, target).await?);
+    Ok(checks)
+}
+
+/// Each `verify.checks` statement on `target`: it must answer `t`.
+pub(crate) async fn sql_checks(plan: &JobPlan, target: &Conn) -> Result<Vec<Check>> {
+    let psql = pg::any_psql()?;
+    let mut checks = Vec::new();
     for sql in plan
         .verify
         .as_ref()

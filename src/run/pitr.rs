@@ -116,6 +116,11 @@ pub struct PitrReport {
     pub ended_before_target: bool,
     pub wal_files: usize,
     pub duration_ms: u64,
+    /// Where the time went: extracting the base backup, fetching and checking the WAL,
+    /// the server's recovery (replay, promotion, clean stop).
+    pub extract_ms: u64,
+    pub wal_ms: u64,
+    pub recovery_ms: u64,
 }
 
 /// Options of `restore JOB --time T --to DIR`.
@@ -125,6 +130,8 @@ pub struct PitrOptions {
     pub to: Option<String>,
     pub identity: Option<PathBuf>,
     pub staging: Option<PathBuf>,
+    /// Recover from this base backup (a drill), not the newest one before the time.
+    pub base: Option<String>,
 }
 
 /// Parse "2026-11-27 10:15:00+00" (or RFC 3339).
@@ -172,7 +179,14 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         &plan.identity_path(opts.identity.as_deref())?,
     )?);
     let storage = crate::storage::open(&plan.storage).await?;
-    let base = pick_base(storage.as_ref(), plan, target).await?;
+    let base = match &opts.base {
+        Some(id) => snapshot::catalog(storage.as_ref(), plan)
+            .await?
+            .into_iter()
+            .find(|e| &e.id == id)
+            .ok_or_else(|| Error::failed(format!("job {} has no base backup {id}", plan.name)))?,
+        None => pick_base(storage.as_ref(), plan, target).await?,
+    };
     let src = &base.manifest.source;
     let (Some(wal_start), Some(seg_size)) = (src.wal_start.as_deref(), src.wal_segment_size) else {
         return Err(Error::failed(format!(
@@ -206,7 +220,9 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
             .map_err(|e| Error::failed(format!("cannot create {}: {e}", dir.display())))?;
     }
     let result = async {
+        let t0 = std::time::Instant::now();
         extract_base(storage.clone(), &base, identities.clone(), &dir).await?;
+        let extract_ms = t0.elapsed().as_millis() as u64;
         crate::postgres::recovery::give_to_server_user(&dir)?;
         let work = crate::postgres::recovery::work_dir(opts.staging.as_deref())?;
         let staged = work.path().join("wal");
@@ -224,6 +240,7 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         )
         .await?;
         crate::postgres::recovery::give_to_server_user(work.path())?;
+        let wal_ms = t0.elapsed().as_millis() as u64 - extract_ms;
         let restore_command = format!("cp \"{}/%f\" \"%p\"", shell_safe(&staged)?);
         let time_pg = target.map(|t| t.strftime("%Y-%m-%d %H:%M:%S%.f+00").to_string());
         let (bindir, dir2, workp) = (bindir.clone(), dir.clone(), work.path().to_path_buf());
@@ -238,10 +255,11 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         })
         .await
         .map_err(|e| Error::failed(format!("recovery task: {e}")))??;
-        Ok::<_, Error>((rec, n))
+        let recovery_ms = t0.elapsed().as_millis() as u64 - extract_ms - wal_ms;
+        Ok::<_, Error>((rec, n, extract_ms, wal_ms, recovery_ms))
     }
     .await;
-    let (rec, n) = match result {
+    let (rec, n, extract_ms, wal_ms, recovery_ms) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
@@ -261,6 +279,9 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         ended_before_target: rec.ended_before_target,
         wal_files: n,
         duration_ms: clock.elapsed().as_millis() as u64,
+        extract_ms,
+        wal_ms,
+        recovery_ms,
     };
     crate::state::audit::append(crate::state::audit::Record {
         action: "restore",

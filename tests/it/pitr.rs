@@ -79,6 +79,17 @@ fn archive_now(pg: &Pg) {
 
 /// Start a recovered data directory on its own port, run `sql`, stop it.
 fn query_recovered(pg: &Pg, data: &Path, sql: &str) -> String {
+    with_recovered(pg, data, false, |q| q(sql))
+}
+
+/// Start a recovered data directory on its own port (archiving as configured when
+/// `archive`, else off), hand `f` a query function, stop it.
+fn with_recovered(
+    pg: &Pg,
+    data: &Path,
+    archive: bool,
+    f: impl FnOnce(&dyn Fn(&str) -> String) -> String,
+) -> String {
     let port = free_port();
     let sock = tempfile::Builder::new()
         .prefix("backstop-sock-")
@@ -103,8 +114,9 @@ fn query_recovered(pg: &Pg, data: &Path, sql: &str) -> String {
             .unwrap();
     }
     let opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c archive_mode=off",
-        sock.path().display()
+        "-p {port} -k {} -c listen_addresses=127.0.0.1{}",
+        sock.path().display(),
+        if archive { "" } else { " -c archive_mode=off" }
     );
     let log = sock.path().join("log");
     let out = run(&[
@@ -123,18 +135,22 @@ fn query_recovered(pg: &Pg, data: &Path, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let res = Command::new(pg.bindir.join("psql"))
-        .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
-        .arg(format!("postgres://postgres@127.0.0.1:{port}/app"))
-        .args(["-c", sql])
-        .output()
-        .unwrap();
+    let q = |sql: &str| {
+        let res = Command::new(pg.bindir.join("psql"))
+            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!("postgres://postgres@127.0.0.1:{port}/app"))
+            .args(["-c", sql])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&res.stdout).trim(),
+            String::from_utf8_lossy(&res.stderr).trim()
+        )
+    };
+    let out = f(&q);
     let _ = run(&["-m", "fast", "-w", "stop"]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&res.stdout).trim(),
-        String::from_utf8_lossy(&res.stderr).trim()
-    )
+    out
 }
 
 #[test]
@@ -362,6 +378,47 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
         ),
         "t"
     );
+
+    // The recovered cluster becomes the new primary (a new timeline) and keeps archiving
+    // into the job: its history file and its segments arrive, and a later recovery
+    // follows the new timeline to the rows written on it.
+    let seg = with_recovered(&pg, &to4, true, |q| {
+        assert_eq!(
+            q("SELECT timeline_id > 1 FROM pg_control_checkpoint()"),
+            "t"
+        );
+        q("CREATE TABLE on_the_new_timeline AS SELECT generate_series(1, 42) x");
+        let seg = q("SELECT pg_walfile_name(pg_current_wal_lsn())");
+        q("SELECT pg_switch_wal()");
+        let start = Instant::now();
+        while !segment_names(&sb).contains(&seg) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{seg} of the new timeline was not archived: {}",
+                q("SELECT last_archived_wal, last_failed_wal FROM pg_stat_archiver")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seg
+    });
+    assert!(!seg.starts_with("00000001"), "{seg}");
+    let histories = walk(&sb.store().join("app/wal"))
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".history.json"))
+        .count();
+    assert!(
+        histories >= 1,
+        "the new timeline's history file was not archived"
+    );
+    let to5 = out_dir.path().join("new-timeline");
+    expect_code(
+        &sb.run(&["restore", "app", "--to", to5.to_str().unwrap()]),
+        0,
+    );
+    assert_eq!(
+        query_recovered(&pg, &to5, "SELECT count(*) FROM on_the_new_timeline"),
+        "42"
+    );
 }
 
 fn segment_names(sb: &Sandbox) -> Vec<String> {
@@ -563,6 +620,32 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
         query_recovered(&pg, &to, "SELECT count(*), sum(id) FROM orders"),
         "500|125250"
     );
+    // A drill: the base backup recovered to a random point of the window, served
+    // privately, checked (pg_amcheck and verify.checks), the result recorded.
+    sb.write_job(
+        "app",
+        &format!(
+            "[source]\ntype = \"postgres-cluster\"\nurl = \"{}\"\n\n[storage]\nurl = \"file://{}\"\n\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n\n[verify]\nchecks = [\"SELECT count(*) = 2 FROM pg_database WHERE datname IN ('app', 'postgres')\"]\n",
+            pg.url("postgres"),
+            sb.store().display(),
+            sb.recipient,
+            sb.identity.display()
+        ),
+    );
+    let out = sb.run(&["--json", "verify", "app"]);
+    expect_code(&out, 0);
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names = d["checks"].to_string();
+    assert!(names.contains("verify.checks"), "{d}");
+    let st: serde_json::Value =
+        serde_json::from_slice(&sb.run(&["--json", "status", "app"]).stdout).unwrap();
+    assert!(st[0]["last_verified"].is_object(), "{st}");
+    // A check that fails fails the drill (exit 3).
+    let text = std::fs::read_to_string(sb.jobs().join("app.toml"))
+        .unwrap()
+        .replace("= 2 FROM", "= 3 FROM");
+    sb.write_job("app", &text);
+    expect_code(&sb.run(&["verify", "app"]), 3);
 }
 
 #[test]
