@@ -90,6 +90,8 @@ settle
 measure "backstop backup (cluster: base backup)" "$bs" --jobs "$work/jobs" -q backup pitr
 base_stored=$("$bs" --jobs "$work/jobs" --json list pitr | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
 echo "stored: backstop $(numfmt --to=iec-i --suffix=B "$base_stored"), pipe $(numfmt --to=iec-i --suffix=B "$(stat -c %s "$work/base.age")")"
+settle
+measure "backstop restore --to DIR (cluster, right after the base)" "$bs" --jobs "$work/jobs" -q restore pitr --to "$work/restored-0"
 # Work after the base backup, archived.
 "$bin/pgbench" -n -T 10 -c 2 "$url/bench" >/dev/null 2>&1
 psql -d "$url/postgres" -c "SELECT pg_switch_wal()" >/dev/null
@@ -97,7 +99,7 @@ sleep 3
 settle
 measure "backstop backup (logical: pg_dump of bench)" "$bs" --jobs "$work/jobs" -q backup logical
 settle
-measure "backstop restore --to DIR (cluster, newest point)" "$bs" --jobs "$work/jobs" -q restore pitr --to "$work/restored-1"
+measure "backstop restore --to DIR (cluster, after 10 s of pgbench)" "$bs" --jobs "$work/jobs" -q restore pitr --to "$work/restored-1"
 "$bs" --jobs "$work/jobs" --json restore pitr --to "$work/restored-2" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("  again, where the time went: extract %.1f s, WAL fetch and check %.1f s (%d files), recovery %.1f s" % (r["extract_ms"]/1000, r["wal_ms"]/1000, r["wal_files"], r["recovery_ms"]/1000))'
 psql -d "$url/postgres" -c "DROP DATABASE IF EXISTS bench_logical" >/dev/null
 settle

@@ -361,6 +361,32 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                     staging,
                     base: snapshot,
                 };
+                if opts.to.is_none()
+                    && let crate::config::SourcePlan::Cluster(c) = &plan.source
+                    && let Some(d) = &c.data_directory
+                {
+                    let prompt = format!(
+                        "Replace the data directory {} of job {job} with a recovered one (the old one is kept aside)?",
+                        d.display()
+                    );
+                    let refusal = format!(
+                        "refusing to replace {} without confirmation: pass --yes (the old directory is kept aside), or --to DIR; nothing was changed",
+                        d.display()
+                    );
+                    let expected = if plan.is_production() {
+                        job.as_str()
+                    } else {
+                        "yes"
+                    };
+                    gate::confirm(
+                        &crate::run::GateRequest {
+                            prompt: &prompt,
+                            expected,
+                            refusal: &refusal,
+                        },
+                        yes,
+                    )?;
+                }
                 let r = crate::run::pitr::restore_to_time(&plan, &opts).await?;
                 if g.json {
                     print_json(&r);
@@ -376,6 +402,11 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                             .as_deref()
                             .unwrap_or("the end of the base backup (no transaction replayed)")
                     );
+                    if let Some(old) = &r.previous_kept_as {
+                        msg.push_str(&format!(
+                            "\nthe previous data directory was kept as {old}; remove it when satisfied"
+                        ));
+                    }
                     if r.ended_before_target {
                         msg.push_str(&format!(
                             "\nthe WAL archive ends before {}: this is the newest point it holds",
@@ -383,8 +414,10 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                         ));
                     }
                     msg.push_str(&format!(
-                        "\nstart it with: pg_ctl -D {} start",
-                        r.data_directory
+                        "\nstart it with: pg_ctl -D {} start\n\
+                         its postgresql.conf still archives into job {}: as the new primary that is what you want (its new timeline \
+                         is archived and later recoveries follow it); for a copy to look at, set archive_mode = off first",
+                        r.data_directory, r.job
                     ));
                     print_line(&msg);
                 }

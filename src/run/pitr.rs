@@ -114,6 +114,8 @@ pub struct PitrReport {
     pub reached: Option<String>,
     /// The archive ended before the target: recovered to its newest point.
     pub ended_before_target: bool,
+    /// In place: where the previous data directory was moved.
+    pub previous_kept_as: Option<String>,
     pub wal_files: usize,
     pub duration_ms: u64,
     /// Where the time went: extracting the base backup, fetching and checking the WAL,
@@ -156,12 +158,40 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
     cluster_only(plan, "restore --time")?;
     let clock = std::time::Instant::now();
     let target = opts.time.as_deref().map(parse_time).transpose()?;
-    let Some(to) = opts.to.as_deref() else {
-        return Err(Error::config(format!(
-            "job {}: give --to DIR, a new (or empty) directory for the recovered data directory",
-            plan.name
-        )));
+    // Without --to: the job's own data directory, recovered beside it and swapped in.
+    let in_place = match (&opts.to, &plan.source) {
+        (Some(_), _) => None,
+        (None, SourcePlan::Cluster(c)) => match &c.data_directory {
+            Some(d) => Some(d.clone()),
+            None => {
+                return Err(Error::config(format!(
+                    "job {}: give --to DIR (a new or empty directory), or set source.data_directory to restore in place",
+                    plan.name
+                )));
+            }
+        },
+        (None, _) => None,
     };
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let to_owned = match &in_place {
+        Some(d) => {
+            if let Some(pid) = running_postmaster(d) {
+                return Err(Error::refused(format!(
+                    "the cluster in {} is running (postmaster pid {pid}): stop it first; nothing was changed",
+                    d.display()
+                )));
+            }
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "data".into());
+            d.with_file_name(format!("{name}.restoring-{stamp}"))
+                .display()
+                .to_string()
+        }
+        None => opts.to.clone().unwrap_or_default(),
+    };
+    let to = to_owned.as_str();
     let dir = PathBuf::from(to);
     if !dir.is_absolute() {
         return Err(Error::config(format!(
@@ -230,9 +260,9 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
             .map_err(|e| Error::failed(format!("cannot create {}: {e}", staged.display())))?;
         let n = stage_wal(
             &end_seg,
-            storage.as_ref(),
+            storage.clone(),
             plan,
-            &identities,
+            identities.clone(),
             &start_seg,
             tli,
             seg_size,
@@ -270,10 +300,38 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
             )));
         }
     };
+    // In place: the old directory aside, the recovered one in its name.
+    let mut previous_kept_as = None;
+    if let Some(d) = &in_place {
+        if d.exists() {
+            let name = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "data".into());
+            let aside = d.with_file_name(format!("{name}.pre-restore-{stamp}"));
+            std::fs::rename(d, &aside).map_err(|e| {
+                Error::failed(format!(
+                    "recovered into {}, but cannot move {} aside: {e}; move it yourself and rename the recovered directory",
+                    dir.display(),
+                    d.display()
+                ))
+            })?;
+            previous_kept_as = Some(aside.display().to_string());
+        }
+        std::fs::rename(&dir, d).map_err(|e| {
+            Error::failed(format!(
+                "recovered into {}, but cannot rename it to {}: {e}",
+                dir.display(),
+                d.display()
+            ))
+        })?;
+    }
+    let final_dir = in_place.clone().unwrap_or_else(|| dir.clone());
     let report = PitrReport {
         job: plan.name.clone(),
         base_backup: base.id.clone(),
-        data_directory: dir.display().to_string(),
+        data_directory: final_dir.display().to_string(),
+        previous_kept_as,
         target_time: target.map(|t| t.to_string()),
         reached: rec.reached,
         ended_before_target: rec.ended_before_target,
@@ -291,6 +349,16 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
         details: serde_json::to_value(&report).unwrap_or_default(),
     });
     Ok(report)
+}
+
+/// The pid of a postmaster running in `data`, if one is.
+fn running_postmaster(data: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(data.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    // SAFETY: signal 0 only checks that the process exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0
+        || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+    alive.then_some(pid)
 }
 
 /// Only paths that need no quoting beyond double quotes go into a shell command.
@@ -376,15 +444,15 @@ async fn extract_base(
 #[allow(clippy::too_many_arguments)]
 async fn stage_wal(
     whole_from: &str,
-    storage: &dyn Storage,
+    storage: Arc<dyn Storage>,
     plan: &JobPlan,
-    identities: &[Box<dyn age::Identity + Send + Sync>],
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
     start: &str,
     tli: u32,
     seg_size: u64,
     into: &Path,
 ) -> Result<usize> {
-    let names = wal::list(storage, &plan.name).await?;
+    let names = wal::list(storage.as_ref(), &plan.name).await?;
     let wanted: Vec<&String> = names
         .iter()
         .filter(|n| {
@@ -402,13 +470,36 @@ async fn stage_wal(
             plan.name
         )));
     }
-    for n in &wanted {
-        let data = wal::fetch(storage, plan, identities, n)
-            .await?
-            .ok_or_else(|| Error::failed(format!("WAL file {n} vanished from the archive")))?;
-        let p = into.join(n.as_str());
-        std::fs::write(&p, &data)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", p.display())))?;
+    // Four at a time: downloads overlap decryption and the hash checks.
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut queue = wanted
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .into_iter();
+    let fetch_one = |n: String| {
+        let (storage, plan, identities, p) = (
+            storage.clone(),
+            plan.clone(),
+            identities.clone(),
+            into.join(&n),
+        );
+        async move {
+            let data = wal::fetch(storage.as_ref(), &plan, &identities, &n)
+                .await?
+                .ok_or_else(|| Error::failed(format!("WAL file {n} vanished from the archive")))?;
+            std::fs::write(&p, &data)
+                .map_err(|e| Error::failed(format!("cannot write {}: {e}", p.display())))
+        }
+    };
+    for n in queue.by_ref().take(4) {
+        tasks.spawn(fetch_one(n));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.map_err(|e| Error::failed(format!("WAL fetch task: {e}")))??;
+        if let Some(n) = queue.next() {
+            tasks.spawn(fetch_one(n));
+        }
     }
     Ok(wanted.len())
 }

@@ -4,7 +4,7 @@
 //! a gap in the archive is refused; pushing a WAL file twice is idempotent and other
 //! content under a stored name is refused.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -419,6 +419,57 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
         query_recovered(&pg, &to5, "SELECT count(*) FROM on_the_new_timeline"),
         "42"
     );
+
+    // In place, over the job's data_directory: refused while its postmaster runs, refused
+    // without confirmation, then the old directory kept aside and the recovered one in
+    // its name.
+    let inplace = out_dir.path().join("inplace");
+    std::fs::create_dir_all(&inplace).unwrap();
+    std::fs::write(inplace.join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(inplace.join("old-marker"), "old").unwrap();
+    let text = std::fs::read_to_string(sb.jobs().join("app.toml"))
+        .unwrap()
+        .replace(
+            "type = \"postgres-cluster\"",
+            &format!(
+                "type = \"postgres-cluster\"\ndata_directory = \"{}\"",
+                inplace.display()
+            ),
+        );
+    sb.write_job("app", &text);
+    std::fs::write(
+        inplace.join("postmaster.pid"),
+        format!("{}\n", std::process::id()),
+    )
+    .unwrap();
+    let err = expect_code(&sb.run(&["restore", "app", "--yes"]), 4);
+    assert!(err.contains("running"), "{err}");
+    std::fs::remove_file(inplace.join("postmaster.pid")).unwrap();
+    expect_code(&sb.run(&["restore", "app"]), 4);
+    assert!(inplace.join("old-marker").is_file());
+    let out = sb.run(&["--json", "restore", "app", "--yes"]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let aside = PathBuf::from(r["previous_kept_as"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(aside.join("old-marker")).unwrap(),
+        "old"
+    );
+    assert!(!inplace.join("old-marker").exists());
+    assert_eq!(
+        query_recovered(&pg, &inplace, "SELECT count(*) FROM on_the_new_timeline"),
+        "42"
+    );
+}
+
+/// A child process that a failing test must not leave running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn segment_names(sb: &Sandbox) -> Vec<String> {
@@ -543,12 +594,13 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
     // The stream (and its slot) first, then the base backup: from its end on, every
     // segment arrives through the slot.
     let log = sb.path().join("wal-stream.log");
-    let mut child = sb
-        .cmd(&["wal-stream", "app"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        sb.cmd(&["wal-stream", "app"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     // The slot keeps what the stream has not received.
     let start = Instant::now();
     while pg.sql(
@@ -585,9 +637,9 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
     }
     // SIGTERM: a clean stop.
     unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
+        libc::kill(child.0.id() as i32, libc::SIGTERM);
     }
-    let st = child.wait().unwrap();
+    let st = child.0.wait().unwrap();
     assert!(
         st.success(),
         "{st}: {}",
@@ -662,12 +714,13 @@ fn the_daemon_streams_wal_for_cluster_jobs_that_ask() {
         ),
     );
     let log = sb.path().join("daemon.log");
-    let mut daemon = sb
-        .cmd(&["daemon"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = KillOnDrop(
+        sb.cmd(&["daemon"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let start = Instant::now();
     while pg.sql(
         "postgres",
@@ -696,9 +749,9 @@ fn the_daemon_streams_wal_for_cluster_jobs_that_ask() {
         std::thread::sleep(Duration::from_millis(200));
     }
     unsafe {
-        libc::kill(daemon.id() as i32, libc::SIGTERM);
+        libc::kill(daemon.0.id() as i32, libc::SIGTERM);
     }
-    let st = daemon.wait().unwrap();
+    let st = daemon.0.wait().unwrap();
     assert!(
         st.success(),
         "{st}: {}",
