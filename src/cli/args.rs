@@ -121,6 +121,13 @@ pub enum Command {
         /// newest point the WAL archive holds); --to names the new data directory
         #[arg(long, value_name = "TIME")]
         time: Option<String>,
+        /// Cluster jobs: recover in a scratch directory and stream this one database into
+        /// the server --to names (a postgres:// URL)
+        #[arg(long, value_name = "NAME")]
+        database: Option<String>,
+        /// With --database: only this table (repeatable), into an existing database
+        #[arg(long = "table", value_name = "TABLE", requires = "database")]
+        tables: Vec<String>,
     },
     /// PostgreSQL archive_command of a cluster job: store one WAL file
     /// (archive_command = 'backstop wal-push JOB %p')

@@ -350,6 +350,8 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             staging,
             allow_foreign,
             time,
+            database,
+            tables,
         } => {
             let dir = crate::config::jobs_dir(g.jobs.as_deref());
             let plan = crate::config::load(&dir, &job)?;
@@ -361,6 +363,34 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                     staging,
                     base: snapshot,
                 };
+                if let Some(db) = &database {
+                    let Some(url) = opts.to.clone() else {
+                        return Err(Error::config(
+                            "--database needs --to postgres://user@host:port/dbname (the server to stream it into)",
+                        ));
+                    };
+                    let r = crate::run::pitr::restore_database(
+                        &plan, &opts, db, &tables, &url, no_owner,
+                    )
+                    .await?;
+                    if g.json {
+                        print_json(&r);
+                    } else {
+                        print_line(&format!(
+                            "job {}: base backup {} recovered to {}; {} restored into {}",
+                            r.job,
+                            r.base_backup,
+                            r.reached.as_deref().unwrap_or("its end"),
+                            if tables.is_empty() {
+                                format!("database {db}")
+                            } else {
+                                format!("table(s) {} of {db}", tables.join(", "))
+                            },
+                            r.data_directory
+                        ));
+                    }
+                    return Ok(());
+                }
                 if opts.to.is_none()
                     && let crate::config::SourcePlan::Cluster(c) = &plan.source
                     && let Some(d) = &c.data_directory
@@ -423,9 +453,9 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 }
                 return Ok(());
             }
-            if time.is_some() {
+            if time.is_some() || database.is_some() {
                 return Err(Error::config(format!(
-                    "--time is for postgres-cluster jobs; job {job} restores whole snapshots (use --snapshot ID)"
+                    "--time and --database are for postgres-cluster jobs; job {job} restores whole snapshots (use --snapshot ID)"
                 )));
             }
             let opts = crate::run::restore::Options {

@@ -503,3 +503,138 @@ async fn stage_wal(
     }
     Ok(wanted.len())
 }
+
+/// `restore JOB [--time T] --database NAME [--table T]... --to postgres://...`: recover in
+/// a scratch directory, serve it privately, and stream one database (or some of its
+/// tables) into another server with `pg_dump | pg_restore`. A whole database goes into a
+/// new database (refused when it exists); tables go into an existing one (pg_restore
+/// refuses a table that exists there).
+pub(crate) async fn restore_database(
+    plan: &JobPlan,
+    opts: &PitrOptions,
+    database: &str,
+    tables: &[String],
+    to_url: &str,
+    no_owner: bool,
+) -> Result<PitrReport> {
+    cluster_only(plan, "restore --database")?;
+    let target_url = crate::postgres::PgUrl::parse(to_url)
+        .map_err(|why| Error::config(format!("--to {why}")))?;
+    let target = crate::postgres::Conn::new(target_url.clone(), None);
+    let psql = crate::postgres::any_psql()?;
+    let admin = target.with_dbname(crate::postgres::restore::maintenance_db(
+        target_url.dbname(),
+    ));
+    let exists = crate::postgres::query(
+        &psql,
+        &admin,
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname = {}",
+            crate::postgres::quote_literal(target_url.dbname())
+        ),
+    )
+    .await?
+    .first()
+    .and_then(|r| r.first())
+    .is_some_and(|n| n == "1");
+    if tables.is_empty() && exists {
+        return Err(Error::refused(format!(
+            "database {} exists on {}: a whole database is restored into a new one (name another, or drop it); nothing was changed",
+            target_url.dbname(),
+            target_url
+        )));
+    }
+    if !tables.is_empty() && !exists {
+        return Err(Error::config(format!(
+            "database {} does not exist on {}: tables are restored into an existing database",
+            target_url.dbname(),
+            target_url
+        )));
+    }
+    let work = crate::postgres::recovery::work_dir(opts.staging.as_deref())?;
+    let data = work.path().join("data");
+    let mut report = restore_to_time(
+        plan,
+        &PitrOptions {
+            to: Some(data.display().to_string()),
+            ..opts.clone()
+        },
+    )
+    .await?;
+    let major = crate::postgres::server_info(&target)
+        .await
+        .map(|i| i.major())
+        .unwrap_or(0);
+    let tools = crate::postgres::tools_for("pg_dump", major)?;
+    let bindir = crate::postgres::recovery::server_bindir(0)?;
+    let served = crate::postgres::recovery::Served::start(&bindir, &data, work.path())?;
+    let source_url = crate::postgres::PgUrl::parse(&served.url)
+        .map_err(Error::failed)?
+        .with_dbname(database);
+    if !exists {
+        crate::postgres::query(
+            &psql,
+            &admin,
+            &format!(
+                "CREATE DATABASE {} TEMPLATE template0",
+                crate::postgres::quote_ident(target_url.dbname())
+            ),
+        )
+        .await?;
+    }
+    let mut dump = std::process::Command::new(tools.bin("pg_dump"));
+    dump.args(["--format=custom", "--no-password", "--dbname"])
+        .arg(source_url.conninfo());
+    for t in tables {
+        dump.arg("--table").arg(t);
+    }
+    let mut dump = dump
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::failed(format!("cannot start pg_dump: {e}")))?;
+    let mut restore = std::process::Command::new(tools.bin("pg_restore"));
+    restore
+        .args(["--exit-on-error", "--no-password", "--dbname"])
+        .arg(target_url.conninfo())
+        .envs(target.env()?);
+    if no_owner {
+        restore.args(["--no-owner", "--no-acl"]);
+    }
+    let out = restore
+        .stdin(
+            dump.stdout
+                .take()
+                .map(std::process::Stdio::from)
+                .unwrap_or_else(std::process::Stdio::null),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| Error::failed(format!("cannot start pg_restore: {e}")))?;
+    let dumped = dump
+        .wait_with_output()
+        .map_err(|e| Error::failed(format!("waiting for pg_dump: {e}")))?;
+    drop(served);
+    if !dumped.status.success() || !out.status.success() {
+        if !exists {
+            let _ = crate::postgres::query(
+                &psql,
+                &admin,
+                &format!(
+                    "DROP DATABASE IF EXISTS {}",
+                    crate::postgres::quote_ident(target_url.dbname())
+                ),
+            )
+            .await;
+        }
+        return Err(Error::failed(format!(
+            "streaming database {database} of the recovered cluster into {target_url} failed: {}{}",
+            crate::text::summarize(&String::from_utf8_lossy(&dumped.stderr)),
+            crate::text::summarize(&String::from_utf8_lossy(&out.stderr))
+        )));
+    }
+    report.data_directory = format!("{target_url} (database {database} of the recovered cluster)");
+    Ok(report)
+}

@@ -260,6 +260,53 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
         )
     );
 
+    // One table of the past into another server's existing database (here the same
+    // server, database `pick`), and a whole database into a new one.
+    pg.sql("postgres", "CREATE DATABASE pick");
+    let out = sb.run(&[
+        "restore",
+        "app",
+        "--time",
+        &t,
+        "--database",
+        "app",
+        "--table",
+        "bookings",
+        "--to",
+        &pg.url("pick"),
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(
+        pg.sql("pick", "SELECT count(*), sum(id) FROM bookings"),
+        "250|31375"
+    );
+    let out = sb.run(&[
+        "restore",
+        "app",
+        "--time",
+        &t,
+        "--database",
+        "app",
+        "--to",
+        &pg.url("app_at_t"),
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(pg.sql("app_at_t", "SELECT count(*) FROM bookings"), "250");
+    // Never over an existing database.
+    expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--time",
+            &t,
+            "--database",
+            "app",
+            "--to",
+            &pg.url("pick"),
+        ]),
+        4,
+    );
+
     // Past the end of the archive: the newest point, said so.
     let to2 = out_dir.path().join("newest");
     let out = sb.run(&[
