@@ -6,6 +6,9 @@
 #     restore of the same database (backstop restore of a pg_dump job)
 #   - RPO: how old the newest archived WAL gets under a trickle of writes with
 #     archive_timeout = --timeout seconds (sampled from `backstop status --json`)
+#   - when pgbackrest is installed (Debian's package): its full backup of the same cluster
+#     (zstd level 3, aes-256-cbc repository, process-max = cores), archive-push chained
+#     before backstop's in archive_command
 # Wall time and peak RSS (largest process) of each; sizes stored.
 #
 #   scripts/bench-pitr.sh [--scale 20] [--timeout 60] [--rpo-seconds 150]
@@ -66,8 +69,33 @@ chmod 644 "$work/jobs"/*.toml
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$work/store" "$work/pgstate"
 bash scripts/pg-scratch.sh start "$work/pg" "$port"
 psql() { "$bin/psql" -X -q -v ON_ERROR_STOP=1 "$@"; }
+pgbr=""
+if command -v pgbackrest >/dev/null; then
+  mkdir -p "$work/pgbr/repo" "$work/pgbr/log" "$work/pgbr/spool"
+  cat > "$work/pgbr/pgbackrest.conf" <<CONF
+[global]
+repo1-path=$work/pgbr/repo
+repo1-cipher-type=aes-256-cbc
+repo1-cipher-pass=bench-only-passphrase
+compress-type=zst
+compress-level=3
+process-max=$(nproc)
+log-path=$work/pgbr/log
+lock-path=$work/pgbr/spool
+spool-path=$work/pgbr/spool
+start-fast=y
+[bench]
+pg1-path=$work/pg/data
+pg1-port=$port
+pg1-socket-path=$work/pg
+CONF
+  [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$work/pgbr"
+  pgbr="pgbackrest --config=$work/pgbr/pgbackrest.conf --stanza=bench"
+fi
+chain=""
+[ -n "$pgbr" ] && chain="$pgbr archive-push %p && "
 psql -d "$url/postgres" -c "ALTER SYSTEM SET archive_mode = on" \
-  -c "ALTER SYSTEM SET archive_command = 'BACKSTOP_STATE_DIR=$work/pgstate $bs --jobs $work/jobs -q wal-push pitr %p'" \
+  -c "ALTER SYSTEM SET archive_command = '${chain}BACKSTOP_STATE_DIR=$work/pgstate $bs --jobs $work/jobs -q wal-push pitr %p'" \
   -c "ALTER SYSTEM SET archive_timeout = '$timeout'"
 run "$bin/pg_ctl" -D "$work/pg/data" -m fast -w restart -l "$work/pg/server.log" >/dev/null
 psql -d "$url/postgres" -c "CREATE DATABASE bench"
@@ -88,6 +116,12 @@ settle
 measure "pg_basebackup -Ft -D - -X fetch | zstd -3 -T0 | age" bash -c "set -o pipefail; '$bin/pg_basebackup' -d '$url/postgres' -D - -Ft -X fetch -c fast | zstd -q -3 -T0 | age -r $recip > '$work/base.age'"
 settle
 measure "backstop backup (cluster: base backup)" "$bs" --jobs "$work/jobs" -q backup pitr
+if [ -n "$pgbr" ]; then
+  run $pgbr stanza-create >/dev/null
+  settle
+  measure "pgbackrest --type=full backup (zst 3, encrypted repo)" run $pgbr --type=full backup
+  echo "stored: pgbackrest $(du -sb "$work/pgbr/repo/backup" | awk '{print $1}' | numfmt --to=iec-i --suffix=B)"
+fi
 base_stored=$("$bs" --jobs "$work/jobs" --json list pitr | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
 echo "stored: backstop $(numfmt --to=iec-i --suffix=B "$base_stored"), pipe $(numfmt --to=iec-i --suffix=B "$(stat -c %s "$work/base.age")")"
 settle

@@ -137,7 +137,7 @@ pub struct PitrOptions {
 }
 
 /// Parse "2026-11-27 10:15:00+00" (or RFC 3339).
-fn parse_time(t: &str) -> Result<jiff::Timestamp> {
+pub(crate) fn parse_time(t: &str) -> Result<jiff::Timestamp> {
     let norm = t.trim().replace(' ', "T");
     let norm = match norm.rsplit_once(['+', '-']) {
         // "+00" -> "+00:00"

@@ -153,7 +153,26 @@ async fn drill_cluster(
             format!("asked for {target}; no transaction after the base backup was replayed")
         }
     };
-    let mut checks = Vec::new();
+    // PostgreSQL stops before the first commit after the point: the last one replayed is
+    // never later (a later one means the recovery did not honour the point).
+    let last = report
+        .reached
+        .as_deref()
+        .and_then(|r| crate::run::pitr::parse_time(r).ok());
+    let mut checks = vec![Check {
+        name: format!("the last transaction replayed is not after the drill's point {target}"),
+        expected: format!("at or before {target}"),
+        actual: match (&report.reached, last) {
+            (Some(r), Some(_)) => r.clone(),
+            (Some(r), None) => format!("unreadable: {r}"),
+            (None, _) => "no transaction replayed".into(),
+        },
+        ok: match (&report.reached, last) {
+            (Some(_), Some(l)) => l <= target,
+            (Some(_), None) => false,
+            (None, _) => true,
+        },
+    }];
     let major: u32 = entry
         .manifest
         .source
