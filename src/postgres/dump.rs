@@ -24,20 +24,7 @@ impl DumpProcess {
     /// Start pg_dump of `conn`'s database in custom format, uncompressed (backstop
     /// compresses with zstd, which is faster and smaller than pg_dump's gzip).
     pub(crate) fn start(tools: &Tools, conn: &Conn) -> Result<(DumpProcess, ChildStdout)> {
-        let bin = tools.bin("pg_dump");
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--format=custom",
-            "--compress=0",
-            "--no-password",
-            "--dbname",
-        ])
-        .arg(conn.url.conninfo())
-        .envs(conn.env()?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        spawn(cmd, &bin.display().to_string())
+        start_program(tools, conn, "pg_dump", &["--format=custom", "--compress=0"])
     }
 
     /// Start `pg_basebackup` of the whole cluster as one tar on stdout: `--wal-method=fetch`
@@ -48,23 +35,18 @@ impl DumpProcess {
         tools: &Tools,
         conn: &Conn,
     ) -> Result<(DumpProcess, ChildStdout)> {
-        let bin = tools.bin("pg_basebackup");
-        let mut cmd = Command::new(&bin);
-        cmd.args([
-            "--pgdata=-",
-            "--format=tar",
-            "--wal-method=fetch",
-            "--checkpoint=fast",
-            "--verbose",
-            "--no-password",
-            "--dbname",
-        ])
-        .arg(conn.url.conninfo())
-        .envs(conn.env()?)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-        spawn(cmd, &bin.display().to_string())
+        start_program(
+            tools,
+            conn,
+            "pg_basebackup",
+            &[
+                "--pgdata=-",
+                "--format=tar",
+                "--wal-method=fetch",
+                "--checkpoint=fast",
+                "--verbose",
+            ],
+        )
     }
 
     /// Wait for the exit and return what the program said on stderr; a failure carries
@@ -90,25 +72,11 @@ impl DumpProcess {
     }
 
     /// Wait for the exit; a failure carries pg_dump's own words.
-    pub(crate) fn wait(mut self) -> Result<()> {
-        let status = self
-            .child
-            .wait()
-            .map_err(|e| Error::failed(format!("waiting for {}: {e}", self.program)))?;
-        let stderr = self
-            .stderr
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        if !status.success() {
-            return Err(Error::failed(format!(
-                "{} failed ({status}): {}",
-                self.program,
-                crate::text::summarize(&stderr)
-            )));
-        }
+    pub(crate) fn wait(self) -> Result<()> {
+        let program = self.program.clone();
+        let stderr = self.wait_stderr()?;
         if !stderr.trim().is_empty() {
-            tracing::warn!("{}: {}", self.program, stderr.trim());
+            tracing::warn!("{program}: {}", stderr.trim());
         }
         Ok(())
     }
@@ -122,6 +90,25 @@ impl DumpProcess {
             .and_then(|h| h.join().ok())
             .unwrap_or_default()
     }
+}
+
+/// `program ARGS --no-password --dbname CONN` with stdout piped to the caller.
+fn start_program(
+    tools: &Tools,
+    conn: &Conn,
+    program: &str,
+    args: &[&str],
+) -> Result<(DumpProcess, ChildStdout)> {
+    let bin = tools.bin(program);
+    let mut cmd = Command::new(&bin);
+    cmd.args(args)
+        .args(["--no-password", "--dbname"])
+        .arg(conn.url.conninfo())
+        .envs(conn.env()?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    spawn(cmd, &bin.display().to_string())
 }
 
 fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> {

@@ -509,6 +509,29 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
     );
 }
 
+/// Poll `done` until it holds; fail after `secs` seconds with `why()`.
+fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> String) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < Duration::from_secs(secs), "{}", why());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Replication slots of the job (`filter`: more SQL conditions).
+fn slots(pg: &Pg, filter: &str) -> String {
+    pg.sql(
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app' {filter}"
+        ),
+    )
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
 /// A child process that a failing test must not leave running.
 struct KillOnDrop(std::process::Child);
 
@@ -649,19 +672,11 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
             .unwrap(),
     );
     // The slot keeps what the stream has not received.
-    let start = Instant::now();
-    while pg.sql(
-        "postgres",
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app'",
-    ) != "1"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no slot: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        30,
+        || slots(&pg, "") == "1",
+        || format!("no slot: {}", read(&log)),
+    );
     expect_code(&sb.run(&["backup", "app"]), 0);
     pg.sql("app", "INSERT INTO orders SELECT generate_series(1, 500)");
     std::thread::sleep(Duration::from_millis(1200));
@@ -673,15 +688,11 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
     pg.sql("app", "DELETE FROM orders WHERE id > 10");
     let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     pg.sql("postgres", "SELECT pg_switch_wal()");
-    let start = Instant::now();
-    while !segment_names(&sb).contains(&seg) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{seg} was not streamed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        60,
+        || segment_names(&sb).contains(&seg),
+        || format!("{seg} was not streamed: {}", read(&log)),
+    );
     // SIGTERM: a clean stop.
     unsafe {
         libc::kill(child.0.id() as i32, libc::SIGTERM);
@@ -768,33 +779,22 @@ fn the_daemon_streams_wal_for_cluster_jobs_that_ask() {
             .spawn()
             .unwrap(),
     );
-    let start = Instant::now();
-    while pg.sql(
-        "postgres",
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app' AND active",
-    ) != "1"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "no active slot: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        30,
+        || slots(&pg, "AND active") == "1",
+        || format!("no active slot: {}", read(&log)),
+    );
     pg.sql(
         "postgres",
         "CREATE TABLE t AS SELECT generate_series(1, 1000) x",
     );
     let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_current_wal_lsn())");
     pg.sql("postgres", "SELECT pg_switch_wal()");
-    while !segment_names(&sb).contains(&seg) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{seg} was not streamed: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until(
+        60,
+        || segment_names(&sb).contains(&seg),
+        || format!("{seg} was not streamed: {}", read(&log)),
+    );
     unsafe {
         libc::kill(daemon.0.id() as i32, libc::SIGTERM);
     }
@@ -805,16 +805,9 @@ fn the_daemon_streams_wal_for_cluster_jobs_that_ask() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
     // The stream stopped with it: the slot is no longer in use.
-    let start = Instant::now();
-    while pg.sql(
-        "postgres",
-        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'backstop_app' AND active",
-    ) != "0"
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "wal-stream still running"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_until(
+        20,
+        || slots(&pg, "AND active") == "0",
+        || "wal-stream still running".into(),
+    );
 }
