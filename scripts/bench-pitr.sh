@@ -117,9 +117,11 @@ measure "pg_basebackup -Ft -D - -X fetch | zstd -3 -T0 | age" bash -c "set -o pi
 settle
 measure "backstop backup (cluster: base backup)" "$bs" --jobs "$work/jobs" -q backup pitr
 if [ -n "$pgbr" ]; then
-  run $pgbr stanza-create >/dev/null
+  as_pg=()
+  [ "$(id -u)" -eq 0 ] && as_pg=(runuser -u postgres --)
+  "${as_pg[@]}" $pgbr stanza-create >/dev/null
   settle
-  measure "pgbackrest --type=full backup (zst 3, encrypted repo)" run $pgbr --type=full backup
+  measure "pgbackrest --type=full backup (zst 3, encrypted repo)" "${as_pg[@]}" $pgbr --type=full backup
   echo "stored: pgbackrest $(du -sb "$work/pgbr/repo/backup" | awk '{print $1}' | numfmt --to=iec-i --suffix=B)"
 fi
 base_stored=$("$bs" --jobs "$work/jobs" --json list pitr | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
