@@ -70,6 +70,62 @@ pub(crate) async fn run(dir: &Path, job: Option<&str>) -> Result<Vec<Check>> {
     Ok(all)
 }
 
+/// A cluster job needs its WAL: archive_command calling `backstop wal-push JOB`, or
+/// `wal_stream = true` and a role that may replicate.
+async fn check_archiving(plan: &JobPlan, stream: bool, conn: &Conn, r: &mut Report<'_>) {
+    let Ok(psql) = crate::postgres::any_psql() else {
+        return;
+    };
+    let sql = "SELECT current_setting('archive_mode'), current_setting('archive_command'), \
+               (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)";
+    let row = match crate::postgres::query(&psql, conn, sql).await {
+        Ok(rows) => rows.into_iter().next().unwrap_or_default(),
+        Err(e) => {
+            r.add(
+                "wal",
+                Status::Warn,
+                format!("cannot read the archive settings: {}", e.message()),
+            );
+            return;
+        }
+    };
+    let (mode, command, replicates) = (
+        row.first().map(String::as_str).unwrap_or(""),
+        row.get(1).map(String::as_str).unwrap_or(""),
+        row.get(2).is_some_and(|v| v == "t"),
+    );
+    let pushes = mode != "off"
+        && command.contains("wal-push")
+        && command.split_whitespace().any(|w| w == plan.name);
+    if stream {
+        if replicates {
+            r.add(
+                "wal",
+                Status::Ok,
+                "wal_stream = true and the role may replicate: the daemon streams the WAL",
+            );
+        } else {
+            r.add("wal", Status::Error, "wal_stream = true but the role of source.url may not replicate (ALTER ROLE ... REPLICATION)");
+        }
+    } else if pushes {
+        r.add(
+            "wal",
+            Status::Ok,
+            format!("archive_command stores the WAL: {command}"),
+        );
+    } else {
+        r.add(
+            "wal",
+            Status::Warn,
+            format!(
+                "no WAL reaches job {0}: set archive_mode = on and archive_command = 'backstop wal-push {0} %p' on the server, \
+                 or wal_stream = true in [source] (archive_mode = {mode}, archive_command = {command:?}); without WAL only the base backups' own points restore",
+                plan.name
+            ),
+        );
+    }
+}
+
 async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
     match &plan.source {
         SourcePlan::Postgres(src) => {
@@ -116,11 +172,26 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
         SourcePlan::Cluster(src) => {
             let conn = Conn::new(src.url.clone(), src.password_file.clone());
             match crate::postgres::server_info(&conn).await {
-                Ok(info) => r.add(
-                    "cluster",
-                    Status::Ok,
-                    format!("{} reachable (PostgreSQL {})", conn.url, info.version),
-                ),
+                Ok(info) => {
+                    r.add(
+                        "cluster",
+                        Status::Ok,
+                        format!("{} reachable (PostgreSQL {})", conn.url, info.version),
+                    );
+                    let major = info.version_num / 10_000;
+                    let tool = if src.wal_stream {
+                        "pg_receivewal"
+                    } else {
+                        "pg_basebackup"
+                    };
+                    for t in ["pg_basebackup", tool] {
+                        match crate::postgres::tools_for(t, major) {
+                            Ok(found) => r.add(t, Status::Ok, format!("{t} {}", found.version)),
+                            Err(e) => r.add(t, Status::Error, e.message()),
+                        }
+                    }
+                    check_archiving(plan, src.wal_stream, &conn, r).await;
+                }
                 Err(e) => r.add("cluster", Status::Error, e.message()),
             }
         }

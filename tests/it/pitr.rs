@@ -196,6 +196,8 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
     );
     archive_now(&pg);
 
+    // doctor: the archive_command stores the WAL.
+    assert_eq!(doctor_wal(&sb), "ok");
     // status: the archive, its RPO and the window; list: the window.
     let out = sb.run(&["--json", "status", "app"]);
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -518,6 +520,21 @@ fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> Strin
     }
 }
 
+/// The status of doctor's WAL check for job `app`.
+fn doctor_wal(sb: &Sandbox) -> String {
+    let out = sb.run(&["--json", "doctor", "app"]);
+    let checks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "wal")
+        .unwrap_or_else(|| panic!("no wal check: {checks}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// Replication slots of the job (`filter`: more SQL conditions).
 fn slots(pg: &Pg, filter: &str) -> String {
     pg.sql(
@@ -671,6 +688,8 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
             .spawn()
             .unwrap(),
     );
+    // doctor: nothing archives yet (no archive_command, wal_stream not set).
+    assert_eq!(doctor_wal(&sb), "warn");
     // The slot keeps what the stream has not received.
     wait_until(
         30,
