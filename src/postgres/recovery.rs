@@ -256,20 +256,14 @@ fn stop(bindir: &Path, data: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The time recovery reached, from the server's log: where it stopped for the target, or
-/// the last transaction it replayed.
+/// The commit time of the last transaction recovery replayed, from the server's log
+/// (never the time on a "recovery stopping before commit" line: that commit was not
+/// applied). `None` when no transaction was replayed.
 fn reached(log: &str) -> Option<String> {
-    let mut found = None;
-    for line in log.lines() {
-        if let Some((_, t)) = line.split_once("last completed transaction was at log time ") {
-            found = Some(t.trim().to_string());
-        } else if line.contains("recovery stopping")
-            && let Some((_, t)) = line.split_once(", time ")
-        {
-            found = Some(t.trim().to_string());
-        }
-    }
-    found
+    log.lines()
+        .filter_map(|l| l.split_once("last completed transaction was at log time "))
+        .map(|(_, t)| t.trim().to_string())
+        .next_back()
 }
 
 /// A recovered data directory served privately (socket in `work`, no TCP, archiving off)
@@ -363,5 +357,8 @@ mod tests {
                    LOG:  last completed transaction was at log time 2026-11-27 10:14:59.9+00\n";
         assert_eq!(reached(log).unwrap(), "2026-11-27 10:14:59.9+00");
         assert_eq!(reached("nothing"), None);
+        // The commit it stopped before was not applied: not the time reached.
+        let stopped_only = "LOG:  recovery stopping before commit of transaction 745, time 2026-11-27 10:15:01.5+00\n";
+        assert_eq!(reached(stopped_only), None);
     }
 }
