@@ -71,16 +71,6 @@ impl DumpProcess {
         Ok(stderr)
     }
 
-    /// Wait for the exit; a failure carries pg_dump's own words.
-    pub(crate) fn wait(self) -> Result<()> {
-        let program = self.program.clone();
-        let stderr = self.wait_stderr()?;
-        if !stderr.trim().is_empty() {
-            tracing::warn!("{program}: {}", stderr.trim());
-        }
-        Ok(())
-    }
-
     /// Stop the child (the upload failed): kill, reap, and return its stderr.
     pub(crate) fn kill(mut self) -> String {
         let _ = self.child.kill();

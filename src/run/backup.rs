@@ -400,26 +400,11 @@ async fn backup_postgres(
         opts.quiet,
         move |w| {
             let mut observer = DumpObserver::new();
-            match pipeline::encode(
-                stdout,
-                |b| observer.feed(b),
-                w.comp,
-                &w.recipients,
-                w.writer,
-                Some(w.counters),
-            ) {
-                Err(e) => {
-                    let _ = proc.kill();
-                    Err(e)
-                }
-                Ok((writer, stats)) => {
-                    // Only a clean pg_dump exit ends the stream; otherwise the writer is
-                    // dropped without End and the storage discards the object.
-                    proc.wait()?;
-                    writer.finish()?;
-                    Ok((stats, observer.finish()))
-                }
+            let (stats, said) = encode_process(proc, stdout, |b| observer.feed(b), w)?;
+            if !said.trim().is_empty() {
+                tracing::warn!("pg_dump: {}", said.trim());
             }
+            Ok((stats, observer.finish()))
         },
     )
     .await?;
@@ -521,27 +506,9 @@ async fn backup_cluster(
         snapshot::BASE_OBJECT,
         Some(info.size_bytes),
         opts.quiet,
-        move |w| match pipeline::encode(
-            stdout,
-            |_| {},
-            w.comp,
-            &w.recipients,
-            w.writer,
-            Some(w.counters),
-        ) {
-            Err(e) => {
-                let _ = proc.kill();
-                Err(e)
-            }
-            Ok((writer, stats)) => {
-                let said = proc.wait_stderr()?;
-                writer.finish()?;
-                Ok((stats, Ok::<_, String>(said)))
-            }
-        },
+        move |w| encode_process(proc, stdout, |_| {}, w),
     )
     .await?;
-    let said = said.unwrap_or_default();
     let (wal_start, timeline) = wal_position(&said, "write-ahead log start point: ");
     let (wal_end, _) = wal_position(&said, "write-ahead log end point: ");
     if wal_start.is_none() || wal_end.is_none() {
@@ -732,6 +699,35 @@ async fn read_volume(
 }
 
 /// What a dump producer gets: where to write, and how.
+/// A child's stdout through the pipeline into `w`: killed when encoding fails; only its
+/// clean exit ends the stream (otherwise the writer is dropped without End and the storage
+/// discards the object). Returns what it said on stderr.
+fn encode_process(
+    proc: DumpProcess,
+    stdout: std::process::ChildStdout,
+    observe: impl FnMut(&[u8]),
+    w: DumpSink,
+) -> Result<(Stats, String)> {
+    match pipeline::encode(
+        stdout,
+        observe,
+        w.comp,
+        &w.recipients,
+        w.writer,
+        Some(w.counters),
+    ) {
+        Err(e) => {
+            let _ = proc.kill();
+            Err(e)
+        }
+        Ok((writer, stats)) => {
+            let said = proc.wait_stderr()?;
+            writer.finish()?;
+            Ok((stats, said))
+        }
+    }
+}
+
 struct DumpSink {
     writer: ChunkWriter,
     comp: crate::config::CompressionPlan,

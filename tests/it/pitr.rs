@@ -213,17 +213,7 @@ fn archived_with_wal_push_and_recovered_to_the_second_before_the_drop() {
     let listed = stdout(&sb.run(&["list", "app"]));
     assert!(listed.contains("app: recoverable from "), "{listed}");
 
-    let out_dir = tempfile::Builder::new()
-        .prefix("backstop-pitr-")
-        .tempdir()
-        .unwrap();
-    if is_root() {
-        Command::new("chmod")
-            .arg("755")
-            .arg(out_dir.path())
-            .status()
-            .unwrap();
-    }
+    let out_dir = out_dir();
     let to = out_dir.path().join("at-t");
     let out = sb.run(&[
         "--json",
@@ -520,6 +510,22 @@ fn wait_until(secs: u64, mut done: impl FnMut() -> bool, why: impl Fn() -> Strin
     }
 }
 
+/// A directory for recovered data directories, reachable by the server's user.
+fn out_dir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("backstop-pitr-")
+        .tempdir()
+        .unwrap();
+    if is_root() {
+        Command::new("chmod")
+            .arg("755")
+            .arg(d.path())
+            .status()
+            .unwrap();
+    }
+    d
+}
+
 /// The status of doctor's WAL check for job `app`.
 fn doctor_wal(sb: &Sandbox) -> String {
     let out = sb.run(&["--json", "doctor", "app"]);
@@ -723,17 +729,7 @@ fn wal_stream_through_a_slot_archives_what_a_recovery_needs() {
         std::fs::read_to_string(&log).unwrap_or_default()
     );
 
-    let out_dir = tempfile::Builder::new()
-        .prefix("backstop-pitr-")
-        .tempdir()
-        .unwrap();
-    if is_root() {
-        Command::new("chmod")
-            .arg("755")
-            .arg(out_dir.path())
-            .status()
-            .unwrap();
-    }
+    let out_dir = out_dir();
     let to = out_dir.path().join("at-t");
     let out = sb.run(&[
         "--json",
