@@ -39,6 +39,9 @@ impl Kind {
 pub struct Error {
     kind: Kind,
     message: String,
+    /// The command already printed its one `--json` document (which says what failed):
+    /// no second document for the error.
+    in_json: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -48,7 +51,16 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            in_json: false,
         }
+    }
+    /// Mark the error as told in the command's own `--json` document.
+    pub fn told_in_json(mut self) -> Self {
+        self.in_json = true;
+        self
+    }
+    pub fn is_told_in_json(&self) -> bool {
+        self.in_json
     }
     pub fn failed(message: impl Into<String>) -> Self {
         Self::new(Kind::Failed, message)
@@ -73,6 +85,7 @@ impl Error {
         Error {
             kind: self.kind,
             message: format!("{what}: {}", self.message),
+            in_json: self.in_json,
         }
     }
 }

@@ -128,6 +128,32 @@ pub enum Command {
         /// With --database: only this table (repeatable), into an existing database
         #[arg(long = "table", value_name = "TABLE", requires = "database")]
         tables: Vec<String>,
+        /// Jobs with several storages: the newest snapshot on this storage, read from it
+        /// first (a missing or damaged object still comes from another storage)
+        #[arg(long, value_name = "NAME")]
+        storage: Option<String>,
+    },
+    /// Copy complete snapshots between two storages of a job, still encrypted: every byte
+    /// checked against the manifest, the manifest last
+    Copy {
+        job: String,
+        /// The storage to copy from (its name in the job file)
+        #[arg(long, value_name = "NAME")]
+        from: String,
+        /// The storage to copy to
+        #[arg(long, value_name = "NAME")]
+        to: String,
+        /// This snapshot only
+        #[arg(
+            long,
+            value_name = "ID",
+            conflicts_with = "all_missing",
+            required_unless_present = "all_missing"
+        )]
+        snapshot: Option<String>,
+        /// Every complete snapshot of the job that --from holds and --to lacks
+        #[arg(long)]
+        all_missing: bool,
     },
     /// PostgreSQL archive_command of a cluster job: store one WAL file
     /// (archive_command = 'backstop wal-push JOB %p')

@@ -11,13 +11,35 @@ pub(crate) async fn backup(
     trigger: Trigger,
     reason: Option<String>,
 ) -> Result<()> {
-    let m = run(g, job, trigger, reason, None).await?;
+    let (m, behind) = run(g, job, trigger, reason, None).await?;
     if g.json {
-        super::print_json(&m);
+        print_json_with(&m, &behind);
     } else {
         super::print_line(&summary(&m));
     }
-    Ok(())
+    partial(g, &m, &behind)
+}
+
+/// The manifest as `--json` prints it, with the storages that did not get the snapshot.
+fn print_json_with(m: &Manifest, behind: &[(String, String)]) {
+    let mut doc = serde_json::to_value(m).unwrap_or_default();
+    if !behind.is_empty() {
+        doc["failed_storages"] = behind
+            .iter()
+            .map(|(n, w)| serde_json::json!({"storage": n, "error": w}))
+            .collect();
+        doc["error"] = crate::run::partial_message(m, behind).into();
+    }
+    super::print_json(&doc);
+}
+
+/// A snapshot that some storage did not get: the run failed (exit 1), naming it.
+fn partial(g: &Global, m: &Manifest, behind: &[(String, String)]) -> Result<()> {
+    if behind.is_empty() {
+        return Ok(());
+    }
+    let e = Error::failed(crate::run::partial_message(m, behind));
+    Err(if g.json { e.told_in_json() } else { e })
 }
 
 pub(crate) async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &str) -> Result<()> {
@@ -31,9 +53,9 @@ pub(crate) async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &s
     let until = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(keep.as_secs() as i64))
         .map_err(|e| Error::config(format!("--keep-for {keep_for}: {e}")))?;
-    let m = run(g, job, Trigger::Snapshot, Some(reason), Some(until)).await?;
+    let (m, behind) = run(g, job, Trigger::Snapshot, Some(reason), Some(until)).await?;
     if g.json {
-        super::print_json(&m);
+        print_json_with(&m, &behind);
     } else {
         if !g.quiet {
             eprintln!("{}", summary(&m));
@@ -41,19 +63,39 @@ pub(crate) async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &s
         // The id is the last line on stdout, for `id=$(backstop snapshot ...)`.
         super::print_line(&m.snapshot);
     }
-    Ok(())
+    partial(g, &m, &behind)
 }
 
-/// Take one snapshot of `job` (used by `backup`, `snapshot`, `guard` and `hook`).
+/// Take one snapshot of `job` (used by `backup`, `snapshot`, `guard` and `hook`), and say
+/// which storages did not get it.
 pub(super) async fn run(
     g: &Global,
     job: &str,
     trigger: Trigger,
     reason: Option<String>,
     pinned_until: Option<jiff::Timestamp>,
-) -> Result<Manifest> {
+) -> Result<crate::run::Backed> {
     let plan = crate::config::load(&crate::config::jobs_dir(g.jobs.as_deref()), job)?;
     crate::run::backup(&plan, trigger, reason, pinned_until, super::run_opts(g)).await
+}
+
+/// For `guard` and `hook`: the snapshot is durable where it was stored, so the command
+/// may go on, but a storage that missed it is said loudly on stderr.
+pub(super) async fn run_durable(
+    g: &Global,
+    job: &str,
+    trigger: Trigger,
+    reason: Option<String>,
+    pinned_until: Option<jiff::Timestamp>,
+) -> Result<Manifest> {
+    let (m, behind) = run(g, job, trigger, reason, pinned_until).await?;
+    if !behind.is_empty() {
+        eprintln!(
+            "backstop: WARNING: {}",
+            crate::run::partial_message(&m, &behind)
+        );
+    }
+    Ok(m)
 }
 
 fn summary(m: &Manifest) -> String {

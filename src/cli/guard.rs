@@ -23,13 +23,14 @@ pub(crate) async fn guard(
     let reason = reason.unwrap_or_else(|| format!("guard: {shown}"));
     let mut ids = Vec::new();
     for job in jobs {
-        let m = super::backup::run(g, job, Trigger::Guard, Some(reason.clone()), Some(until))
-            .await
-            .map_err(|e| {
-                e.context(format!(
-                    "guard: the snapshot of job {job} failed, so `{shown}` was not run"
-                ))
-            })?;
+        let m =
+            super::backup::run_durable(g, job, Trigger::Guard, Some(reason.clone()), Some(until))
+                .await
+                .map_err(|e| {
+                    e.context(format!(
+                        "guard: the snapshot of job {job} failed, so `{shown}` was not run"
+                    ))
+                })?;
         if !g.quiet {
             eprintln!("backstop: job {job}: snapshot {} is durable", m.snapshot);
         }

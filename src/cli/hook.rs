@@ -239,7 +239,7 @@ async fn decide(g: &Global, dir: &Path, call: &Call) -> Result<(Permission, Stri
     let mut ids = Vec::new();
     let snap_all = async {
         for p in &jobs {
-            let m = super::backup::run(
+            let m = super::backup::run_durable(
                 &quiet,
                 &p.name,
                 Trigger::Hook,

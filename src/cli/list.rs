@@ -41,6 +41,9 @@ struct Row {
     recoverable_from: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recoverable_until: Option<String>,
+    /// Jobs with several storages: where the snapshot is complete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    storages: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -59,8 +62,16 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
     let mut rows = Vec::new();
     let mut windows = Vec::new();
     for plan in &plans {
-        let storage = crate::storage::open(&plan.storage).await?;
+        let storage = crate::snapshot::replicas::open(plan, None).await?;
         let all = crate::snapshot::catalog_all(storage.as_ref(), plan).await?;
+        if let Some(r) = crate::snapshot::replicas::of(storage.as_ref()) {
+            for (name, why) in r.down() {
+                eprintln!(
+                    "backstop: WARNING: job {}: storage {name} cannot be read ({why}); its snapshots are not listed",
+                    plan.name
+                );
+            }
+        }
         let window = match plan.source {
             crate::config::SourcePlan::Cluster(_) => {
                 let own: Vec<_> = all
@@ -113,6 +124,7 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
                 signed_by: e.signed_by,
                 foreign: e.foreign,
                 tampered: e.tampered,
+                storages: e.storages,
             });
         }
     }
@@ -128,7 +140,20 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
         "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} REASON",
         "JOB", "SNAPSHOT", "TIME (UTC)", "STORED", "TRIGGER", "VERIFIED"
     ));
+    let several = rows.iter().any(|r| !r.storages.is_empty());
     for r in rows {
+        let on = if several {
+            format!(
+                "[on {}] ",
+                if r.storages.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.storages.join(",")
+                }
+            )
+        } else {
+            String::new()
+        };
         let time: String = r
             .time
             .chars()
@@ -136,7 +161,7 @@ pub(crate) async fn list(g: &Global, job: Option<&str>) -> Result<()> {
             .collect::<String>()
             .replace('T', " ");
         super::print_line(&format!(
-            "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} {}{}",
+            "{:<12} {:<24} {:<20} {:>10} {:<9} {:<8} {on}{}{}",
             r.job,
             r.snapshot,
             time,

@@ -73,7 +73,7 @@ pub async fn run(cli: Cli) -> i32 {
         Ok(code) => code,
         Err(e) => {
             let _ = std::io::stdout().flush();
-            if g.json {
+            if g.json && !e.is_told_in_json() {
                 let doc = serde_json::json!({"error": crate::text::redact_secrets(e.message()), "exit_code": e.kind().exit_code()});
                 println!("{doc}");
             }
@@ -352,6 +352,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             time,
             database,
             tables,
+            storage,
         } => {
             let dir = crate::config::jobs_dir(g.jobs.as_deref());
             let plan = crate::config::load(&dir, &job)?;
@@ -362,6 +363,7 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                     identity,
                     staging,
                     base: snapshot,
+                    storage: storage.clone(),
                 };
                 if let Some(db) = &database {
                     let Some(url) = opts.to.clone() else {
@@ -467,8 +469,37 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 staging,
                 allow_foreign,
                 skip_roles: false,
+                storage,
             };
             restore::restore(g, &job, opts).await
+        }
+        Command::Copy {
+            job,
+            from,
+            to,
+            snapshot,
+            all_missing: _,
+        } => {
+            let dir = crate::config::jobs_dir(g.jobs.as_deref());
+            let plan = crate::config::load(&dir, &job)?;
+            let r = crate::run::copy::copy(&plan, &from, &to, snapshot.as_deref()).await?;
+            if g.json {
+                print_json(&r);
+            } else {
+                for id in &r.copied {
+                    print_line(&format!(
+                        "job {job}: snapshot {id} copied from {from} to {to}"
+                    ));
+                }
+                print_line(&format!(
+                    "job {job}: {} snapshot(s) copied from {from} to {to} ({}), {} already there",
+                    r.copied.len(),
+                    crate::text::human_bytes(r.bytes),
+                    r.already.len()
+                ));
+            }
+            r.result()
+                .map_err(|e| if g.json { e.told_in_json() } else { e })
         }
         Command::WalPush { job, path } => {
             let dir = crate::config::jobs_dir(g.jobs.as_deref());

@@ -18,18 +18,20 @@ pub(crate) async fn prune(g: &Global, job: Option<&str>, dry_run: bool, yes: boo
     let mut first_err = None;
     for plan in &plans {
         match prune_one(g, plan, dry_run, yes).await {
-            Ok(r) => {
-                if !g.json {
-                    print_report(&r);
+            Ok(rs) => {
+                for r in rs {
+                    if !g.json {
+                        print_report(&r);
+                    }
+                    if !r.errors.is_empty() && first_err.is_none() {
+                        first_err = Some(Error::failed(format!(
+                            "prune of job {}: {}",
+                            r.job,
+                            r.errors.join("; ")
+                        )));
+                    }
+                    reports.push(r);
                 }
-                if !r.errors.is_empty() && first_err.is_none() {
-                    first_err = Some(Error::failed(format!(
-                        "prune of job {}: {}",
-                        r.job,
-                        r.errors.join("; ")
-                    )));
-                }
-                reports.push(r);
             }
             Err(e) if plans.len() > 1 && e.kind() != crate::error::Kind::Refused => {
                 eprintln!("backstop: prune of job {}: {}", plan.name, e.message());
@@ -47,7 +49,7 @@ pub(crate) async fn prune(g: &Global, job: Option<&str>, dry_run: bool, yes: boo
     }
 }
 
-async fn prune_one(g: &Global, plan: &JobPlan, dry_run: bool, yes: bool) -> Result<Report> {
+async fn prune_one(g: &Global, plan: &JobPlan, dry_run: bool, yes: bool) -> Result<Vec<Report>> {
     let job = plan.name.as_str();
     let quiet = g.json || g.quiet;
     let gate = |r: &Report| -> Result<()> {
@@ -56,8 +58,13 @@ async fn prune_one(g: &Global, plan: &JobPlan, dry_run: bool, yes: bool) -> Resu
         if !yes && interactive && !quiet {
             print_report(r);
         }
+        let on = r
+            .storage
+            .as_ref()
+            .map(|s| format!(" on storage {s}"))
+            .unwrap_or_default();
         let prompt = format!(
-            "Delete {n} snapshot(s), {} leftover(s) and {} WAL file(s) of job {job}?",
+            "Delete {n} snapshot(s), {} leftover(s) and {} WAL file(s) of job {job}{on}?",
             r.leftovers.len(),
             r.wal_removed.len()
         );
@@ -94,8 +101,12 @@ fn print_report(r: &Report) {
     let del = r.decisions.len() - keep;
     let verb = if r.dry_run { "would delete" } else { "delete" };
     super::print_line(&format!(
-        "job {}: {} snapshot(s): keep {keep}, {verb} {del}{}",
+        "job {}{}: {} snapshot(s): keep {keep}, {verb} {del}{}",
         r.job,
+        r.storage
+            .as_ref()
+            .map(|s| format!(" on storage {s}"))
+            .unwrap_or_default(),
         r.decisions.len(),
         r.stale_after
             .as_ref()

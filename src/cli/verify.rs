@@ -9,8 +9,8 @@ use crate::run::verify::Options;
 pub(crate) async fn verify(g: &Global, job: &str, opts: Options) -> Result<()> {
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plan = crate::config::load(&dir, job)?;
-    let storage = crate::storage::open(&plan.storage).await?;
-    let _lock = crate::run::lock::run_lock(&plan.name, storage.clone(), "verify", g.wait).await?;
+    let _lock = crate::run::lock_job(&plan, "verify", g.wait).await?;
+    let storage = crate::snapshot::replicas::open(&plan, None).await?;
     let first = crate::run::drill(&plan, storage.clone(), &opts).await?;
     let random_sample = opts.snapshot.is_none()
         && plan.verify.as_ref().map(|v| v.sample) == Some(crate::config::Sample::LatestAndRandom);

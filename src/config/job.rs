@@ -21,7 +21,8 @@ pub struct RawJob {
     pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
     pub source: Spanned<RawSource>,
-    pub storage: Spanned<RawStorage>,
+    /// One `[storage]` table, or several `[[storage]]` tables (checked in `storages`).
+    pub storage: Spanned<RawStorages>,
     pub encryption: Spanned<RawEncryption>,
     #[serde(default)]
     pub compression: RawCompression,
@@ -54,9 +55,49 @@ pub struct RawSource {
     pub strict: Option<bool>,
 }
 
+/// `[storage]` (one table) or `[[storage]]` (several), read without losing the line numbers
+/// errors name.
+#[derive(Debug)]
+pub enum RawStorages {
+    One(Box<Spanned<RawStorage>>),
+    Many(Vec<Spanned<RawStorage>>),
+}
+
+impl<'de> Deserialize<'de> for RawStorages {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawStorages;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("one [storage] table or several [[storage]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> std::result::Result<RawStorages, A::Error> {
+                let one =
+                    RawStorage::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawStorages::One(Box::new(Spanned::new(0..0, one))))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> std::result::Result<RawStorages, A::Error> {
+                let mut v = Vec::new();
+                while let Some(t) = seq.next_element::<Spanned<RawStorage>>()? {
+                    v.push(t);
+                }
+                Ok(RawStorages::Many(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStorage {
+    pub name: Option<Spanned<String>>,
     pub url: Spanned<String>,
     pub endpoint: Option<Spanned<String>>,
     pub region: Option<String>,
@@ -66,6 +107,8 @@ pub struct RawStorage {
     pub object_lock_mode: Option<Spanned<String>>,
     pub part_size_mib: Option<Spanned<i64>>,
     pub parts_in_flight: Option<Spanned<i64>>,
+    /// `[storage.retention]`: this storage's own retention, overriding the job's.
+    pub retention: Option<RawRetention>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,7 +266,8 @@ pub struct JobPlan {
     pub schedule: Option<String>,
     pub timezone: String,
     pub source: SourcePlan,
-    pub storage: StoragePlan,
+    /// Every storage the job writes to, in the job file's order (at least one).
+    pub storages: Vec<StoragePlan>,
     pub encryption: EncryptionPlan,
     pub compression: CompressionPlan,
     pub retention: Option<crate::config::retention::Policy>,
@@ -314,6 +358,8 @@ pub enum LockMode {
 
 #[derive(Debug, Clone)]
 pub struct StoragePlan {
+    /// `name`; a single `[storage]` table without one is `default`.
+    pub name: String,
     pub url: String,
     pub location: StorageLocation,
     pub endpoint: Option<String>,
@@ -323,6 +369,8 @@ pub struct StoragePlan {
     pub object_lock: Option<(LockMode, u32)>,
     pub part_size: usize,
     pub parts_in_flight: usize,
+    /// `[storage.retention]`, when the storage has its own.
+    pub retention: Option<crate::config::retention::Policy>,
 }
 
 #[derive(Clone)]
@@ -678,7 +726,7 @@ impl Checker<'_> {
             None => "UTC".to_string(),
         };
         let source = self.source(&raw.source)?;
-        let storage = self.storage(&raw.storage)?;
+        let storages = self.storages(&raw.storage)?;
         let encryption = self.encryption(&raw.encryption)?;
         let compression = self.compression(&raw.compression)?;
         let verify = match raw.verify {
@@ -700,7 +748,7 @@ impl Checker<'_> {
             schedule,
             timezone,
             source,
-            storage,
+            storages,
             encryption,
             compression,
             retention: match &raw.retention {
@@ -962,20 +1010,83 @@ impl Checker<'_> {
         }
     }
 
-    fn storage(&self, s: &Spanned<RawStorage>) -> Result<StoragePlan> {
+    /// `[storage]` or `[[storage]]`: each table checked, names given and unique.
+    fn storages(&self, v: &Spanned<RawStorages>) -> Result<Vec<StoragePlan>> {
+        let at = v.span();
+        let tables: Vec<(&Spanned<RawStorage>, String)> = match v.get_ref() {
+            RawStorages::One(t) => vec![(t.as_ref(), "storage".to_string())],
+            RawStorages::Many(a) if !a.is_empty() => a
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t, format!("storage[{i}]")))
+                .collect(),
+            RawStorages::Many(_) => {
+                return self.err(
+                    at,
+                    "storage",
+                    "must be one [storage] table or several [[storage]] tables, each with a url",
+                );
+            }
+        };
+        let several = tables.len() > 1;
+        let mut out: Vec<StoragePlan> = Vec::new();
+        for (raw, key) in tables {
+            let span = raw.get_ref().url.span();
+            let mut plan = self.storage(raw, &key)?;
+            match &raw.get_ref().name {
+                Some(n) => {
+                    let name = n.get_ref();
+                    if name.is_empty()
+                        || name.len() > 32
+                        || !name
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    {
+                        return self.err(
+                            n.span(),
+                            &format!("{key}.name"),
+                            format!("= {name:?} is not a storage name; valid: 1 to 32 letters, digits, - or _, e.g. \"offsite\""),
+                        );
+                    }
+                    plan.name = name.clone();
+                }
+                None if several => {
+                    return self.err(
+                        span,
+                        &format!("{key}.name"),
+                        "is missing; a job with several [[storage]] tables names each one, e.g. name = \"offsite\"",
+                    );
+                }
+                None => {}
+            }
+            if let Some(n) = &raw.get_ref().name
+                && out.iter().any(|o| &o.name == n.get_ref())
+            {
+                return self.err(
+                    n.span(),
+                    &format!("{key}.name"),
+                    format!("= {:?} is used by two storages of the job; each storage needs its own name", plan.name),
+                );
+            }
+            out.push(plan);
+        }
+        Ok(out)
+    }
+
+    fn storage(&self, s: &Spanned<RawStorage>, key: &str) -> Result<StoragePlan> {
         let s = s.get_ref();
-        let url = self.expand(&s.url, "storage.url")?;
-        let location =
-            parse_storage_url(&url).or_else(|why| self.err(s.url.span(), "storage.url", why))?;
+        let url = self.expand(&s.url, &format!("{key}.url"))?;
+        let location = parse_storage_url(&url)
+            .or_else(|why| self.err(s.url.span(), &format!("{key}.url"), why))?;
         let endpoint = match &s.endpoint {
             Some(e) => {
-                let v = self.expand(e, "storage.endpoint")?;
+                let v = self.expand(e, &format!("{key}.endpoint"))?;
                 match url::Url::parse(&v) {
                     Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                     _ => {
                         return self.err(
                             e.span(),
-                            "storage.endpoint",
+                            &format!("{key}.endpoint"),
                             format!("= {v:?} is not an http(s) URL, e.g. \"https://s3.eu-central-003.backblazeb2.com\""),
                         );
                     }
@@ -989,7 +1100,7 @@ impl Checker<'_> {
         {
             return self.err(
                 s.url.span(),
-                "storage.url",
+                &format!("{key}.url"),
                 "is a file:// URL, but endpoint/object_lock_days are S3 settings; use an s3:// URL with them",
             );
         }
@@ -998,7 +1109,7 @@ impl Checker<'_> {
             (None, Some(m)) => {
                 return self.err(
                     m.span(),
-                    "storage.object_lock_mode",
+                    &format!("{key}.object_lock_mode"),
                     "is set without storage.object_lock_days; set both, e.g. object_lock_days = 30",
                 );
             }
@@ -1007,7 +1118,7 @@ impl Checker<'_> {
                 if !(1..=36500).contains(&days) {
                     return self.err(
                         d.span(),
-                        "storage.object_lock_days",
+                        &format!("{key}.object_lock_days"),
                         format!("= {days} is out of range; valid: 1 to 36500 days"),
                     );
                 }
@@ -1017,7 +1128,7 @@ impl Checker<'_> {
                     Some(other) => {
                         return self.err(
                             mode.as_ref().map(|m| m.span()).unwrap_or(d.span()),
-                            "storage.object_lock_mode",
+                            &format!("{key}.object_lock_mode"),
                             format!("= {other:?} is not a lock mode; valid: \"governance\", \"compliance\""),
                         );
                     }
@@ -1031,7 +1142,7 @@ impl Checker<'_> {
                 if !(5..=5120).contains(&v) {
                     return self.err(
                         p.span(),
-                        "storage.part_size_mib",
+                        &format!("{key}.part_size_mib"),
                         format!("= {v} is out of range; S3 parts are 5 to 5120 MiB"),
                     );
                 }
@@ -1045,7 +1156,7 @@ impl Checker<'_> {
                 if !(1..=64).contains(&v) {
                     return self.err(
                         p.span(),
-                        "storage.parts_in_flight",
+                        &format!("{key}.parts_in_flight"),
                         format!("= {v} is out of range; valid: 1 to 64"),
                     );
                 }
@@ -1053,7 +1164,15 @@ impl Checker<'_> {
             }
             None => DEFAULT_PARTS_IN_FLIGHT,
         };
+        let retention = match &s.retention {
+            Some(r) => Some(crate::config::retention::Policy::from_raw(r).map_err(|e| {
+                Error::config(format!("job file {}: {key}: {e}", self.file.display()))
+            })?),
+            None => None,
+        };
         Ok(StoragePlan {
+            name: "default".to_string(),
+            retention,
             url,
             location,
             endpoint,
@@ -1236,6 +1355,95 @@ recipients = ["{KEY}"]
         )
     }
 
+    fn two_storages(a: &str, b: &str) -> String {
+        format!(
+            r#"
+[source]
+type = "postgres"
+url = "postgres://backup@db:5432/app"
+[encryption]
+recipients = ["{KEY}"]
+[retention]
+keep_last = 7
+[[storage]]
+{a}
+[[storage]]
+{b}
+"#
+        )
+    }
+
+    #[test]
+    fn several_storages_each_named_with_their_own_retention() {
+        let plan = job(&two_storages(
+            "name = \"fast\"\nurl = \"file:///var/backups\"\nretention = { keep_last = 2 }",
+            "name = \"offsite\"\nurl = \"s3://bucket-b/p\"\nobject_lock_days = 30",
+        ))
+        .unwrap();
+        let names: Vec<&str> = plan.storages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["fast", "offsite"]);
+        assert_eq!(plan.storages[0].retention.as_ref().unwrap().keep_last, 2);
+        assert!(plan.storages[1].retention.is_none());
+        assert_eq!(plan.retention.as_ref().unwrap().keep_last, 7);
+        assert_eq!(
+            plan.storages[1].object_lock,
+            Some((LockMode::Governance, 30))
+        );
+        // One [storage] table is named "default".
+        assert_eq!(job(&minimal("")).unwrap().storages[0].name, "default");
+    }
+
+    #[test]
+    fn several_storages_need_distinct_valid_names() {
+        let e = job(&two_storages(
+            "url = \"file:///a\"",
+            "name = \"b\"\nurl = \"file:///b\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.message().contains("storage[0].name") && e.message().contains("is missing"),
+            "{}",
+            e.message()
+        );
+        assert!(
+            e.message().contains(":10:"),
+            "names the line: {}",
+            e.message()
+        );
+        let e = job(&two_storages(
+            "name = \"x\"\nurl = \"file:///a\"",
+            "name = \"x\"\nurl = \"file:///b\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.message().contains("used by two storages"),
+            "{}",
+            e.message()
+        );
+        let e = job(&two_storages(
+            "name = \"a b\"\nurl = \"file:///a\"",
+            "name = \"x\"\nurl = \"file:///b\"",
+        ))
+        .unwrap_err();
+        assert!(
+            e.message().contains("is not a storage name"),
+            "{}",
+            e.message()
+        );
+        let e = job(&two_storages(
+            "name = \"a\"\nurl = \"file:///a\"",
+            "name = \"b\"\nurl = \"ftp://b\"",
+        ))
+        .unwrap_err();
+        assert!(e.message().contains("storage[1].url"), "{}", e.message());
+        let e = job(&two_storages(
+            "name = \"a\"\nurl = \"file:///a\"\nbogus = 1",
+            "name = \"b\"\nurl = \"file:///b\"",
+        ))
+        .unwrap_err();
+        assert!(e.message().contains("bogus"), "{}", e.message());
+    }
+
     #[test]
     fn minimal_job_checks_and_expands_variables() {
         let plan = job(&minimal("")).unwrap();
@@ -1244,7 +1452,7 @@ recipients = ["{KEY}"]
         };
         assert_eq!(pg.url.host(), "db.internal");
         assert_eq!(pg.url.dbname(), "app");
-        match &plan.storage.location {
+        match &plan.storages[0].location {
             StorageLocation::S3 { bucket, prefix } => {
                 assert_eq!(bucket, "offsite-backups");
                 assert_eq!(prefix, "prod");
@@ -1319,7 +1527,7 @@ recipients = ["{KEY}"]
     fn dollar_escapes() {
         let text = minimal("").replace("/prod", "/p$$x");
         let plan = job(&text).unwrap();
-        match plan.storage.location {
+        match plan.storages[0].location.clone() {
             StorageLocation::S3 { prefix, .. } => assert_eq!(prefix, "p$x"),
             _ => unreachable!(),
         }

@@ -232,136 +232,13 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
     }
     signing(plan, r);
 
-    let storage = match crate::storage::open(&plan.storage).await {
-        Ok(s) => s,
-        Err(e) => {
-            r.add("storage", Status::Error, e.message());
-            return;
-        }
-    };
-    let s3 = match &plan.storage.location {
-        StorageLocation::S3 { .. } => crate::storage::s3::S3Storage::from_plan(&plan.storage, None)
-            .await
-            .ok(),
-        StorageLocation::File { .. } => None,
-    };
-    // Canary: write, read back, then try to delete it for good.
-    let mut rnd = [0u8; 6];
-    let _ = getrandom::fill(&mut rnd);
-    let key = format!("{}/doctor/canary-{}", plan.name, hex::encode(rnd));
-    let body = format!("backstop doctor canary {}", jiff::Timestamp::now());
-    let before = jiff::Timestamp::now();
-    if let Err(e) = storage.put_bytes(&key, Bytes::from(body.clone())).await {
-        r.add(
-            "storage",
-            Status::Error,
-            format!("cannot write a canary object: {}", e.message()),
-        );
+    for sp in &plan.storages {
+        check_storage(plan, sp, r).await;
+    }
+    same_provider(plan, r);
+    let Ok(storage) = crate::snapshot::replicas::open(plan, None).await else {
         return;
-    }
-    let after = jiff::Timestamp::now();
-    match storage.get_bytes(&key).await {
-        Ok(Some(b)) if b == body.as_bytes() => r.add(
-            "storage",
-            Status::Ok,
-            format!(
-                "{}: a canary object was written and read back",
-                storage.describe()
-            ),
-        ),
-        Ok(_) => r.add(
-            "storage",
-            Status::Error,
-            format!("{key}: the canary read back differs or is missing"),
-        ),
-        Err(e) => r.add("storage", Status::Error, e.message()),
-    }
-    if let Some(s3) = &s3 {
-        match s3.last_modified(&key).await {
-            Ok(Some(t)) => {
-                let mid = before + before.duration_until(after) / 2;
-                let skew = t.duration_since(mid).abs();
-                let secs = skew.as_secs_f64();
-                let status = if secs > 60.0 {
-                    Status::Warn
-                } else {
-                    Status::Ok
-                };
-                r.add(
-                    "clock",
-                    status,
-                    format!(
-                        "this host's clock is within {secs:.0} s of the storage's (by the canary's Last-Modified); \
-                         leases and retention need them within a minute"
-                    ),
-                );
-            }
-            Ok(None) => {}
-            Err(e) => r.add("clock", Status::Warn, e.message()),
-        }
-        match s3.bucket_settings().await {
-            Ok((versioning, lock)) => {
-                let v = versioning.unwrap_or_else(|| "never enabled".into());
-                match (&lock, plan.storage.object_lock) {
-                    (Some(l), _) => r.add("object lock", Status::Ok, format!("bucket versioning {v}; Object Lock {l}")),
-                    (None, _) => r.add(
-                        "object lock",
-                        Status::Warn,
-                        format!(
-                            "bucket versioning {v}; Object Lock is not enabled on the bucket, so stored snapshots can be \
-                             deleted or overwritten by anyone holding a key that may; create the bucket with Object Lock \
-                             and set storage.object_lock_days"
-                        ),
-                    ),
-                }
-            }
-            Err(e) => r.add(
-                "object lock",
-                Status::Warn,
-                format!("cannot read the bucket's settings: {}", e.message()),
-            ),
-        }
-    }
-    let deleted = match &s3 {
-        Some(s3) => s3.delete_all_versions(&key).await.map(|_| ()),
-        None => storage.delete(&key).await,
     };
-    let gone = deleted.is_ok() && matches!(storage.head(&key).await, Ok(None));
-    match (deleted, gone) {
-        (Ok(()), true) => r.add(
-            "can delete backups",
-            Status::Warn,
-            "these credentials can delete backups: the canary object was deleted for good. Anyone or anything \
-             holding them (an agent, a leaked token) can wipe every snapshot. Give backup hosts a key without \
-             DeleteObject/DeleteObjectVersion (run prune elsewhere, with its own key), or put the bucket under \
-             Object Lock (storage.object_lock_days, compliance mode)",
-        ),
-        (Ok(()), false) => r.add(
-            "can delete backups",
-            Status::Ok,
-            "the canary delete was accepted but the object is still there (versioned or locked storage)",
-        ),
-        (Err(e), _) => r.add(
-            "can delete backups",
-            Status::Ok,
-            format!(
-                "the storage refused to delete the canary ({}): these credentials cannot destroy backups. \
-                 The canary {key} stays until its retention ends",
-                first_line(e.message())
-            ),
-        ),
-    }
-    if let StorageLocation::File { root } = &plan.storage.location {
-        r.add(
-            "off-site",
-            Status::Warn,
-            format!(
-                "storage is file://{} on this host: a snapshot here goes down with the host; use S3-compatible storage at another provider",
-                root.display()
-            ),
-        );
-    }
-
     match crate::snapshot::catalog(storage.as_ref(), plan).await {
         Ok(entries) => match entries
             .first()
@@ -390,6 +267,209 @@ async fn check_job(plan: &JobPlan, r: &mut Report<'_>) {
             None => r.add("newest snapshot", Status::Warn, "no complete snapshot yet"),
         },
         Err(e) => r.add("newest snapshot", Status::Error, e.message()),
+    }
+}
+
+/// One storage's checks: canary write, read back and delete, clock, Object Lock, whether
+/// it is off the host. Check names carry the storage's name when the job has several.
+async fn check_storage(
+    plan: &JobPlan,
+    sp: &crate::config::StoragePlan,
+    r: &mut Report<'_>,
+) -> Option<()> {
+    let several = plan.storages.len() > 1;
+    let at = |check: &str| {
+        if several {
+            format!("{check} [{}]", sp.name)
+        } else {
+            check.to_string()
+        }
+    };
+    let storage = match crate::storage::open(sp).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.add(&at("storage"), Status::Error, e.message());
+            return None;
+        }
+    };
+    let s3 = match sp.location {
+        StorageLocation::S3 { .. } => crate::storage::s3::S3Storage::from_plan(sp, None)
+            .await
+            .ok(),
+        StorageLocation::File { .. } => None,
+    };
+    // Canary: write, read back, then try to delete it for good.
+    let mut rnd = [0u8; 6];
+    let _ = getrandom::fill(&mut rnd);
+    let key = format!("{}/doctor/canary-{}", plan.name, hex::encode(rnd));
+    let body = format!("backstop doctor canary {}", jiff::Timestamp::now());
+    let before = jiff::Timestamp::now();
+    if let Err(e) = storage.put_bytes(&key, Bytes::from(body.clone())).await {
+        r.add(
+            &at("storage"),
+            Status::Error,
+            format!("cannot write a canary object: {}", e.message()),
+        );
+        return None;
+    }
+    let after = jiff::Timestamp::now();
+    match storage.get_bytes(&key).await {
+        Ok(Some(b)) if b == body.as_bytes() => r.add(
+            &at("storage"),
+            Status::Ok,
+            format!(
+                "{}: a canary object was written and read back",
+                storage.describe()
+            ),
+        ),
+        Ok(_) => r.add(
+            &at("storage"),
+            Status::Error,
+            format!("{key}: the canary read back differs or is missing"),
+        ),
+        Err(e) => r.add(&at("storage"), Status::Error, e.message()),
+    }
+    if let Some(s3) = &s3 {
+        match s3.last_modified(&key).await {
+            Ok(Some(t)) => {
+                let mid = before + before.duration_until(after) / 2;
+                let skew = t.duration_since(mid).abs();
+                let secs = skew.as_secs_f64();
+                let status = if secs > 60.0 {
+                    Status::Warn
+                } else {
+                    Status::Ok
+                };
+                r.add(
+                    &at("clock"),
+                    status,
+                    format!(
+                        "this host's clock is within {secs:.0} s of the storage's (by the canary's Last-Modified); \
+                         leases and retention need them within a minute"
+                    ),
+                );
+            }
+            Ok(None) => {}
+            Err(e) => r.add(&at("clock"), Status::Warn, e.message()),
+        }
+        match s3.bucket_settings().await {
+            Ok((versioning, lock)) => {
+                let v = versioning.unwrap_or_else(|| "never enabled".into());
+                match (&lock, sp.object_lock) {
+                    (Some(l), _) => r.add(&at("object lock"), Status::Ok, format!("bucket versioning {v}; Object Lock {l}")),
+                    (None, _) => r.add(
+                        "object lock",
+                        Status::Warn,
+                        format!(
+                            "bucket versioning {v}; Object Lock is not enabled on the bucket, so stored snapshots can be \
+                             deleted or overwritten by anyone holding a key that may; create the bucket with Object Lock \
+                             and set storage.object_lock_days"
+                        ),
+                    ),
+                }
+            }
+            Err(e) => r.add(
+                &at("object lock"),
+                Status::Warn,
+                format!("cannot read the bucket's settings: {}", e.message()),
+            ),
+        }
+    }
+    let deleted = match &s3 {
+        Some(s3) => s3.delete_all_versions(&key).await.map(|_| ()),
+        None => storage.delete(&key).await,
+    };
+    let gone = deleted.is_ok() && matches!(storage.head(&key).await, Ok(None));
+    match (deleted, gone) {
+        (Ok(()), true) => r.add(
+            &at("can delete backups"),
+            Status::Warn,
+            "these credentials can delete backups: the canary object was deleted for good. Anyone or anything \
+             holding them (an agent, a leaked token) can wipe every snapshot. Give backup hosts a key without \
+             DeleteObject/DeleteObjectVersion (run prune elsewhere, with its own key), or put the bucket under \
+             Object Lock (storage.object_lock_days, compliance mode)",
+        ),
+        (Ok(()), false) => r.add(
+            &at("can delete backups"),
+            Status::Ok,
+            "the canary delete was accepted but the object is still there (versioned or locked storage)",
+        ),
+        (Err(e), _) => r.add(
+            &at("can delete backups"),
+            Status::Ok,
+            format!(
+                "the storage refused to delete the canary ({}): these credentials cannot destroy backups. \
+                 The canary {key} stays until its retention ends",
+                first_line(e.message())
+            ),
+        ),
+    }
+    if let StorageLocation::File { root } = &sp.location {
+        r.add(
+            &at("off-site"),
+            Status::Warn,
+            format!(
+                "storage is file://{} on this host: a snapshot here goes down with the host; use S3-compatible storage at another provider",
+                root.display()
+            ),
+        );
+    }
+
+    Some(())
+}
+
+/// Two storages of a job at the same provider (same endpoint host, same bucket, or the
+/// same directory tree) are one failure away from losing both: warn.
+fn same_provider(plan: &JobPlan, r: &mut Report<'_>) {
+    let place = |sp: &crate::config::StoragePlan| -> (Option<String>, String) {
+        match &sp.location {
+            StorageLocation::S3 { bucket, .. } => {
+                let host = sp
+                    .endpoint
+                    .as_deref()
+                    .and_then(|e| url::Url::parse(e).ok())
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .unwrap_or_else(|| "amazonaws.com".into());
+                (Some(host), format!("bucket {bucket}"))
+            }
+            StorageLocation::File { root } => (
+                Some("this host".into()),
+                format!("directory {}", root.display()),
+            ),
+        }
+    };
+    for (i, a) in plan.storages.iter().enumerate() {
+        for b in &plan.storages[i + 1..] {
+            let ((ha, pa), (hb, pb)) = (place(a), place(b));
+            let shared = if pa == pb {
+                Some(pa.clone())
+            } else if ha == hb {
+                ha.map(|h| format!("provider {h}"))
+            } else {
+                None
+            };
+            if let Some(what) = shared {
+                r.add(
+                    "separate providers",
+                    Status::Warn,
+                    format!(
+                        "storages {} and {} share {what}: one outage, closed account or stolen key there takes both; \
+                         put the second copy at another provider",
+                        a.name, b.name
+                    ),
+                );
+            }
+        }
+    }
+    if plan.storages.len() > 1 && !r.checks.iter().any(|c| c.check == "separate providers") {
+        r.add(
+            "separate providers",
+            Status::Ok,
+            format!(
+                "the job's {} storages are at different places",
+                plan.storages.len()
+            ),
+        );
     }
 }
 

@@ -81,6 +81,24 @@ pub(crate) struct JobStatus {
     /// Cluster jobs: the WAL archive, the recoverable window and the RPO.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub wal: Option<WalStatus>,
+    /// Jobs with several storages: each one's state.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub storages: Vec<StorageState>,
+}
+
+/// One storage of a job with several.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StorageState {
+    pub name: String,
+    pub url: String,
+    /// "ok", "behind" (it lacks the job's newest snapshot) or "unreadable".
+    pub state: String,
+    /// Its newest complete snapshot of the job's own.
+    pub newest: Option<String>,
+    /// Snapshots newer than its newest that other storages hold.
+    pub missing: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A cluster job's WAL archive.
@@ -185,6 +203,46 @@ fn age(t: Timestamp, now: Timestamp) -> i64 {
     now.duration_since(t).as_secs()
 }
 
+/// Each storage's state, from the merged catalog (`entries`, newest first) and the
+/// storages that could not be read.
+fn storage_states(
+    plan: &JobPlan,
+    entries: &[crate::snapshot::Entry],
+    down: &[(String, String)],
+) -> Vec<StorageState> {
+    plan.storages
+        .iter()
+        .map(|sp| {
+            if let Some((_, why)) = down.iter().find(|(n, _)| *n == sp.name) {
+                return StorageState {
+                    name: sp.name.clone(),
+                    url: sp.url.clone(),
+                    state: "unreadable".into(),
+                    newest: None,
+                    missing: 0,
+                    error: Some(why.clone()),
+                };
+            }
+            let missing = entries
+                .iter()
+                .take_while(|e| !e.storages.contains(&sp.name))
+                .count() as u64;
+            let newest = entries
+                .iter()
+                .find(|e| e.storages.contains(&sp.name))
+                .map(|e| e.id.clone());
+            StorageState {
+                name: sp.name.clone(),
+                url: sp.url.clone(),
+                state: if missing > 0 { "behind" } else { "ok" }.into(),
+                newest,
+                missing,
+                error: None,
+            }
+        })
+        .collect()
+}
+
 /// The status of `plan` at `now`.
 pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
     let local = crate::state::jobstate::load(&plan.name);
@@ -205,6 +263,7 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
         ),
         anomalies: Vec::new(),
         wal: None,
+        storages: Vec::new(),
     };
     let failure = |r: &Option<crate::state::jobstate::Run>| {
         r.as_ref().and_then(|r| {
@@ -220,8 +279,11 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
     st.last_verify_failure = failure(&local.verify_failed);
 
     let read = async {
-        let storage = crate::storage::open(&plan.storage).await?;
+        let storage = crate::snapshot::replicas::open(plan, None).await?;
         let entries = crate::snapshot::catalog(storage.as_ref(), plan).await?;
+        let down = crate::snapshot::replicas::of(storage.as_ref())
+            .map(|r| r.down())
+            .unwrap_or_default();
         // The newest passed drill, looking at the newest snapshots first.
         let mut verified: Option<Verified> = None;
         for e in entries.iter().take(30) {
@@ -249,9 +311,9 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             }
             _ => None,
         };
-        Ok::<_, crate::error::Error>((entries, verified, wal))
+        Ok::<_, crate::error::Error>((entries, verified, wal, down))
     };
-    let (entries, verified, wal) = match read.await {
+    let (entries, verified, wal, down) = match read.await {
         Ok(v) => v,
         Err(e) => {
             st.health = Health::Failing;
@@ -262,6 +324,40 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
     };
     st.snapshots = entries.len() as u64;
     st.last_verified = verified;
+    if plan.storages.len() > 1 {
+        st.storages = storage_states(plan, &entries, &down);
+        for s in &st.storages {
+            match s.state.as_str() {
+                "unreadable" => {
+                    st.health = st.health.max(Health::Failing);
+                    st.reasons.push(format!(
+                        "storage {} cannot be read: {}",
+                        s.name,
+                        s.error.as_deref().unwrap_or("?")
+                    ));
+                }
+                "behind" => {
+                    st.health = st.health.max(Health::Failing);
+                    let from = st
+                        .storages
+                        .iter()
+                        .find(|o| o.state == "ok")
+                        .map(|o| o.name.as_str())
+                        .unwrap_or("NAME");
+                    st.reasons.push(format!(
+                        "storage {} is behind: it lacks the newest {} snapshot(s) (its newest: {}); \
+                         `backstop copy {} --from {from} --to {} --all-missing` brings it up to date",
+                        s.name,
+                        s.missing,
+                        s.newest.as_deref().unwrap_or("none"),
+                        plan.name,
+                        s.name
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
     if let Some(w) = &wal {
         if let Some(gap) = &w.gap {
             st.health = st.health.max(Health::Failing);

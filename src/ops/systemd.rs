@@ -250,13 +250,34 @@ pub(crate) fn units(dir: &Path, exe: &Path, randomized_delay: Duration) -> Resul
                 dir.display(),
                 plan.name
             )];
-            if plan.retention.as_ref().is_some_and(|r| r.has_rules()) {
+            if plan.retention.as_ref().is_some_and(|r| r.has_rules())
+                || plan
+                    .storages
+                    .iter()
+                    .any(|s| s.retention.as_ref().is_some_and(|r| r.has_rules()))
+            {
                 exec.push(format!(
                     "ExecStartPost={} --jobs {} prune {} --yes --wait",
                     exe.display(),
                     dir.display(),
                     plan.name
                 ));
+            }
+            // Several storages: bring each up to date from the others (a `-`: a storage
+            // still down does not fail the unit; status says it is behind).
+            if plan.storages.len() > 1 {
+                for to in &plan.storages {
+                    for from in plan.storages.iter().filter(|f| f.name != to.name) {
+                        exec.push(format!(
+                            "ExecStartPost=-{} --jobs {} copy {} --from {} --to {} --all-missing",
+                            exe.display(),
+                            dir.display(),
+                            plan.name,
+                            from.name,
+                            to.name
+                        ));
+                    }
+                }
             }
             out.push(service(
                 &base,
@@ -294,8 +315,10 @@ pub(crate) fn units(dir: &Path, exe: &Path, randomized_delay: Duration) -> Resul
 
 fn service(base: &str, what: &str, plan: &JobPlan, exec: &[String]) -> Unit {
     let mut writable: Vec<PathBuf> = Vec::new();
-    if let StorageLocation::File { root } = &plan.storage.location {
-        writable.push(root.clone());
+    for sp in &plan.storages {
+        if let StorageLocation::File { root } = &sp.location {
+            writable.push(root.clone());
+        }
     }
     if let SourcePlan::Volume(v) = &plan.source
         && (!v.pre.is_empty() || !v.post.is_empty())

@@ -38,8 +38,16 @@ pub struct Options {
 /// warnings, and the figures the shrink alarm compares.
 type Sourced = (SourceInfo, Vec<ObjectEntry>, Vec<String>, Baseline);
 
-/// Take one snapshot of `plan` into `storage`.
-pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> Result<Manifest> {
+/// Take one snapshot of `plan` into every storage of `targets` at once (encoded once).
+/// The snapshot is complete on each storage whose objects and manifest were all stored;
+/// a storage that failed is dropped from `targets` with its reason (the caller reports
+/// it), and the run fails only when no storage holds the snapshot.
+pub async fn run(
+    plan: &JobPlan,
+    targets: Arc<crate::storage::fanout::Fanout>,
+    opts: &Options,
+) -> Result<Manifest> {
+    let storage: Arc<dyn Storage> = targets.clone();
     // A job that signs must be able to, before anything is stored.
     let signer = crate::snapshot::sign::signer(plan)?;
     let started = jiff::Timestamp::now();
@@ -119,10 +127,27 @@ pub async fn run(plan: &JobPlan, storage: Arc<dyn Storage>, opts: &Options) -> R
         opts.trigger,
         Trigger::Snapshot | Trigger::Guard | Trigger::Hook
     );
-    let committed = commit(storage.as_ref(), &manifest, read_back, signer.as_ref()).await;
+    // The manifest on each storage that holds every object, checked there.
+    let mut committed = Vec::new();
+    let mut last_err = None;
+    for (name, member) in targets.live() {
+        match commit(member.as_ref(), &manifest, read_back, signer.as_ref()).await {
+            Ok(()) => committed.push(name),
+            Err(e) => {
+                targets.fail(&name, e.message());
+                remove_leftovers(member.as_ref(), &plan.name, &id).await;
+                last_err = Some(e);
+            }
+        }
+    }
     guard.storage = None;
-    if let Err(e) = committed {
-        remove_leftovers(storage.as_ref(), &plan.name, &id).await;
+    if committed.is_empty() {
+        let e = last_err.unwrap_or_else(|| {
+            Error::failed(format!(
+                "no storage took the snapshot: {}",
+                describe_failures(&targets)
+            ))
+        });
         return Err(e.context(format!(
             "backup of job {} failed; no snapshot was written",
             plan.name
@@ -297,6 +322,16 @@ async fn commit(
             "the manifest {key} did not read back as written"
         ))),
     }
+}
+
+/// "NAME: why; NAME: why" for the storages dropped from a run.
+pub(crate) fn describe_failures(targets: &crate::storage::fanout::Fanout) -> String {
+    targets
+        .failures()
+        .into_iter()
+        .map(|(n, w)| format!("{n}: {w}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Remove whatever objects a failed run left (best effort: with no manifest they are

@@ -38,8 +38,7 @@ pub(crate) async fn wal_push(plan: &JobPlan, path: &Path) -> Result<wal::Pushed>
     }
     let data = read_bounded(path)?;
     let signer = crate::snapshot::sign::signer(plan)?;
-    let storage = crate::storage::open(&plan.storage).await?;
-    let res = wal::push(storage.as_ref(), plan, signer.as_ref(), &name, data).await;
+    let res = push_all(plan, signer.as_ref(), &name, data).await;
     crate::state::audit::append(crate::state::audit::Record {
         action: "wal-push",
         job: Some(&plan.name),
@@ -48,6 +47,72 @@ pub(crate) async fn wal_push(plan: &JobPlan, path: &Path) -> Result<wal::Pushed>
         details: serde_json::json!({ "file": name, "already_stored": matches!(res, Ok(wal::Pushed::AlreadyStored)) }),
     });
     res
+}
+
+/// Store one WAL file on every storage of the job. Exit 1 when any storage failed, naming
+/// it, after trying all: PostgreSQL then keeps the file and calls again, and the storages
+/// that have it answer "already stored" (so a storage that is down holds WAL back on the
+/// server until it is back; see README).
+pub(crate) async fn push_all(
+    plan: &JobPlan,
+    signer: Option<&crate::minisign::SecretKey>,
+    name: &str,
+    data: Vec<u8>,
+) -> Result<wal::Pushed> {
+    let members = crate::storage::open_all(&plan.storages).await?;
+    let several = members.len() > 1;
+    let mut first: Option<wal::Pushed> = None;
+    let mut failed = Vec::new();
+    for (sname, s) in &members {
+        match wal::push(s.as_ref(), plan, signer, name, data.clone()).await {
+            Ok(p) => {
+                if first.is_none() || matches!(p, wal::Pushed::Stored) {
+                    first = Some(p);
+                }
+            }
+            Err(e) if several && e.kind() == crate::error::Kind::Failed => {
+                failed.push(format!("storage {sname}: {}", e.message()))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !failed.is_empty() {
+        return Err(Error::failed(format!(
+            "{name} is stored on {} of {} storages; {}",
+            members.len() - failed.len(),
+            members.len(),
+            failed.join("; ")
+        )));
+    }
+    first.ok_or_else(|| Error::failed("the job has no storage"))
+}
+
+/// One archived WAL file, checked, from the first storage that holds a good copy: a
+/// missing, damaged or unreadable copy on one storage is read from the next.
+async fn fetch_any(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+    name: &str,
+) -> Result<Option<Vec<u8>>> {
+    let Some(r) = crate::snapshot::replicas::of(storage) else {
+        return wal::fetch(storage, plan, identities, name).await;
+    };
+    let mut err = None;
+    for (sname, s) in r.members() {
+        match wal::fetch(s.as_ref(), plan, identities, name).await {
+            Ok(Some(d)) => return Ok(Some(d)),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "{name} on storage {sname}: {}; trying the next storage",
+                    e.message()
+                );
+                err = Some(e);
+            }
+        }
+    }
+    err.map_or(Ok(None), Err)
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>> {
@@ -77,8 +142,8 @@ pub(crate) async fn wal_fetch(
 ) -> Result<bool> {
     cluster_only(plan, "wal-fetch")?;
     let identities = crate::pipeline::load_identities(&plan.identity_path(identity)?)?;
-    let storage = crate::storage::open(&plan.storage).await?;
-    let Some(data) = wal::fetch(storage.as_ref(), plan, &identities, name).await? else {
+    let storage = crate::snapshot::replicas::open(plan, None).await?;
+    let Some(data) = fetch_any(storage.as_ref(), plan, &identities, name).await? else {
         return Ok(false);
     };
     write_atomically(dest, &data)?;
@@ -134,6 +199,8 @@ pub struct PitrOptions {
     pub staging: Option<PathBuf>,
     /// Recover from this base backup (a drill), not the newest one before the time.
     pub base: Option<String>,
+    /// `--storage NAME`: base backups on this storage, read from it first.
+    pub storage: Option<String>,
 }
 
 /// Parse "2026-11-27 10:15:00+00" (or RFC 3339).
@@ -208,7 +275,7 @@ pub async fn restore_to_time(plan: &JobPlan, opts: &PitrOptions) -> Result<PitrR
     let identities = Arc::new(crate::pipeline::load_identities(
         &plan.identity_path(opts.identity.as_deref())?,
     )?);
-    let storage = crate::storage::open(&plan.storage).await?;
+    let storage = crate::snapshot::replicas::open(plan, opts.storage.as_deref()).await?;
     let base = match &opts.base {
         Some(id) => snapshot::catalog(storage.as_ref(), plan)
             .await?
@@ -485,7 +552,7 @@ async fn stage_wal(
             into.join(&n),
         );
         async move {
-            let data = wal::fetch(storage.as_ref(), &plan, &identities, &n)
+            let data = fetch_any(storage.as_ref(), &plan, &identities, &n)
                 .await?
                 .ok_or_else(|| Error::failed(format!("WAL file {n} vanished from the archive")))?;
             std::fs::write(&p, &data)

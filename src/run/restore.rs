@@ -40,6 +40,8 @@ pub(crate) struct Options {
     pub allow_foreign: bool,
     /// Never touch roles, even when the snapshot stored them (drills on a shared server).
     pub skip_roles: bool,
+    /// `--storage NAME`: the newest snapshot on this storage, read from it first.
+    pub storage: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +79,9 @@ pub(crate) struct Report {
     /// while the snapshot streamed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blocks_loaded_while_streaming: Option<usize>,
+    /// Copies found missing or damaged on one storage and read from another instead.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repaired: Vec<String>,
 }
 
 /// Restore a snapshot of `plan`.
@@ -326,6 +331,7 @@ pub(crate) async fn run(
         mode: Some(how.mode.name().into()),
         parallel_load,
         blocks_loaded_while_streaming: blocks_loaded,
+        repaired: Vec::new(),
     })
 }
 
@@ -622,6 +628,7 @@ async fn run_volume(
         mode: None,
         parallel_load: Vec::new(),
         blocks_loaded_while_streaming: None,
+        repaired: Vec::new(),
     })
 }
 

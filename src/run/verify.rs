@@ -138,6 +138,7 @@ async fn drill_cluster(
             identity: opts.identity.clone(),
             staging: None,
             base: Some(entry.id.clone()),
+            storage: None,
         },
     )
     .await?;

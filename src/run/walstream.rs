@@ -80,12 +80,15 @@ pub(crate) async fn run(
         )));
     }
     let signer = crate::snapshot::sign::signer(plan)?;
-    let storage = crate::storage::open(&plan.storage).await?;
     tracing::info!(
         "job {}: streaming WAL from {} through slot {slot} into {}",
         plan.name,
         conn.url,
-        storage.describe()
+        plan.storages
+            .iter()
+            .map(|s| format!("{} ({})", s.name, s.url))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     tokio::pin!(stop);
     let mut stored = 0u64;
@@ -111,7 +114,7 @@ pub(crate) async fn run(
                     break false;
                 }
                 _ = tick.tick() => {
-                    stored += ship(storage.as_ref(), plan, signer.as_ref(), &spool, &mut shipped).await;
+                    stored += ship(plan, signer.as_ref(), &spool, &mut shipped).await;
                 }
             }
         };
@@ -124,24 +127,10 @@ pub(crate) async fn run(
                 }
             }
             let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-            stored += ship(
-                storage.as_ref(),
-                plan,
-                signer.as_ref(),
-                &spool,
-                &mut shipped,
-            )
-            .await;
+            stored += ship(plan, signer.as_ref(), &spool, &mut shipped).await;
             return Ok(stored);
         }
-        stored += ship(
-            storage.as_ref(),
-            plan,
-            signer.as_ref(),
-            &spool,
-            &mut shipped,
-        )
-        .await;
+        stored += ship(plan, signer.as_ref(), &spool, &mut shipped).await;
         tokio::select! {
             _ = &mut stop => return Ok(stored),
             _ = tokio::time::sleep(Duration::from_secs(5)) => {}
@@ -149,10 +138,9 @@ pub(crate) async fn run(
     }
 }
 
-/// Push every complete file in the spool (oldest first), removing each once stored. A
-/// failure leaves the file for the next round (and says so).
+/// Push every complete file in the spool (oldest first) to every storage, removing each
+/// once all have it. A failure leaves the file for the next round (and says so).
 async fn ship(
-    storage: &dyn crate::storage::Storage,
     plan: &JobPlan,
     signer: Option<&crate::minisign::SecretKey>,
     spool: &Path,
@@ -193,7 +181,7 @@ async fn ship(
                 continue;
             }
         };
-        match wal::push(storage, plan, signer, &name, data).await {
+        match super::pitr::push_all(plan, signer, &name, data).await {
             Ok(_) => {
                 if Some(&name) != newest.as_ref() {
                     let _ = std::fs::remove_file(&path);

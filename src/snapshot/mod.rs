@@ -13,6 +13,7 @@ pub mod facts;
 pub mod pin;
 pub mod prune;
 pub mod read;
+pub mod replicas;
 pub mod retention;
 pub mod sign;
 pub mod wal;
@@ -194,6 +195,9 @@ pub struct Entry {
     /// Signs that someone rewrote or hid its manifest after it was written (several
     /// versions, delete markers); the original version is what is used.
     pub tampered: Option<String>,
+    /// The storages (by name) where it is complete and the job's own, when the job has
+    /// several; empty for a job with one storage.
+    pub storages: Vec<String>,
 }
 
 /// The most a manifest may hold (a real one is a few KiB).
@@ -217,6 +221,10 @@ pub(crate) async fn catalog(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec
 /// later than now plus [`ALLOWED_SKEW`] (it would stay newest forever) or, for a job with
 /// `[signing]`, one without a good signature by a trusted key, is foreign.
 pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result<Vec<Entry>> {
+    if let Some(r) = replicas::of(storage) {
+        // Several storages: each one's catalog, merged.
+        return r.catalog_all(plan).await;
+    }
     let job = plan.name.as_str();
     let prefix = format!("{job}/");
     let objects = storage.list(&prefix).await?;
@@ -331,6 +339,7 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             signed_by,
             foreign,
             tampered,
+            storages: Vec::new(),
         });
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));

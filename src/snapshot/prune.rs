@@ -22,6 +22,9 @@ pub(crate) const LEFTOVER_AGE: SignedDuration = SignedDuration::from_hours(24);
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Report {
     pub job: String,
+    /// The storage pruned, when the job has several.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
     pub dry_run: bool,
     /// One decision per complete snapshot, newest first.
     pub decisions: Vec<Decision>,
@@ -238,6 +241,7 @@ pub(crate) async fn run(
     }
 
     let mut report = Report {
+        storage: None,
         job: job.clone(),
         dry_run,
         decisions,

@@ -16,6 +16,7 @@ pub(crate) async fn open_object(
     obj: &ObjectEntry,
 ) -> Result<(String, crate::storage::Reader)> {
     let key = super::object_key(&entry.manifest.job, &entry.id, &obj.name);
+    storage.expect(&key, obj.stored_bytes, &obj.sha256);
     // Written once: on a versioned bucket, a rewritten or hidden object is read in the
     // version the manifest describes (its recorded size; the SHA-256 is checked as it
     // streams), not in whatever was put over it.

@@ -14,6 +14,7 @@
 //!
 //! May import: config, cleanup, error.
 
+pub mod fanout;
 pub mod faulty;
 pub mod fs;
 pub mod s3;
@@ -138,6 +139,20 @@ pub trait Storage: Send + Sync {
         Ok(None)
     }
 
+    /// What reading `key` back must give (stored size and SHA-256, from a manifest). A
+    /// storage that can read the same object from elsewhere checks it as it streams and
+    /// tries another copy next time when it does not match; a single storage does nothing
+    /// (the reader checks the hash itself).
+    fn expect(&self, key: &str, stored_bytes: u64, sha256: &str) {
+        let _ = (key, stored_bytes, sha256);
+    }
+
+    /// The concrete type, for the few callers that treat several storages read as one
+    /// specially (the catalog merges per-storage catalogs).
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
+
     /// Store a small object whole.
     async fn put_bytes(&self, key: &str, data: Bytes) -> Result<u64> {
         let (tx, rx) = mpsc::channel(2);
@@ -184,6 +199,18 @@ pub async fn open(plan: &StoragePlan) -> Result<Arc<dyn Storage>> {
         StorageLocation::File { root } => Ok(Arc::new(fs::FileStorage::new(root.clone()))),
         StorageLocation::S3 { .. } => Ok(Arc::new(s3::S3Storage::from_plan(plan, None).await?)),
     }
+}
+
+/// Build every storage a job lists, in the job file's order, with its name.
+pub async fn open_all(plans: &[StoragePlan]) -> Result<Vec<(String, Arc<dyn Storage>)>> {
+    let mut out = Vec::new();
+    for p in plans {
+        let s = open(p)
+            .await
+            .map_err(|e| e.context(format!("storage {}", p.name)))?;
+        out.push((p.name.clone(), s));
+    }
+    Ok(out)
 }
 
 /// Check a key: relative, `/`-separated, no empty, `.` or `..` segments.

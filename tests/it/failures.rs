@@ -455,9 +455,13 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
     sb.file_job("app", &pg.url("app"), "");
     let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FlipOnRead {
+    let flip: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FlipOnRead {
         inner: FileStorage::new(sb.store()),
     });
+    let storage = std::sync::Arc::new(backstop::storage::fanout::Fanout::new(vec![(
+        "default".to_string(),
+        flip,
+    )]));
     let opts = |trigger| Options {
         trigger,
         reason: Some("test".into()),

@@ -14,6 +14,7 @@ mod observe;
 mod pitr;
 mod prune;
 mod roundtrip;
+mod storages;
 mod support;
 mod systemd;
 mod verify;

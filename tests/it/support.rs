@@ -267,7 +267,11 @@ pub struct S3 {
 
 impl S3 {
     pub fn start() -> S3 {
-        let port = free_port();
+        Self::start_on(free_port())
+    }
+
+    /// A new (empty) server on `port`, e.g. where a killed one listened.
+    pub fn start_on(port: u16) -> S3 {
         let child = Command::new(moto_server_bin())
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
