@@ -404,3 +404,87 @@ fn retention_per_storage_and_the_same_provider_warning() {
         "{text}"
     );
 }
+
+#[test]
+fn the_daemon_brings_a_storage_that_was_down_up_to_date() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    let (good, bad) = (sb.path().join("good"), sb.path().join("bad"));
+    // Storage b's root is a plain file: every write to it fails until it is removed.
+    std::fs::write(&bad, b"not a directory").unwrap();
+    sb.write_job(
+        "app",
+        &format!(
+            "schedule = \"*/3 * * * * *\"\n[source]\ntype = \"postgres\"\nurl = \"{}\"\n\n\
+             [[storage]]\nname = \"a\"\nurl = \"file://{}\"\n\n\
+             [[storage]]\nname = \"b\"\nurl = \"file://{}\"\n\n\
+             [encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            pg.url("app"),
+            good.display(),
+            bad.display(),
+            sb.recipient,
+            sb.identity.display()
+        ),
+    );
+    let log = sb.path().join("daemon.log");
+    let mut daemon = sb
+        .cmd(&["daemon", "--catch-up", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait = |what: &str, f: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !f() {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; daemon log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("a backup that missed storage b", &|| {
+        sb.audit_lines().iter().any(|l| {
+            l["action"] == "backup" && l["details"]["failed_storages"][0]["storage"] == "b"
+        })
+    });
+    let first: Vec<String> = list_json(&sb)
+        .iter()
+        .map(|r| r["snapshot"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!first.is_empty());
+    // b comes back: the daemon copies what it missed.
+    std::fs::remove_file(&bad).unwrap();
+    wait("every snapshot on both storages", &|| {
+        let rows = list_json(&sb);
+        first.iter().all(|id| {
+            rows.iter().any(|r| {
+                r["snapshot"] == id.as_str() && r["storages"] == serde_json::json!(["a", "b"])
+            })
+        })
+    });
+    assert!(
+        sb.audit_lines()
+            .iter()
+            .any(|l| l["action"] == "copy" && l["result"] == "ok"),
+        "a copy is audited"
+    );
+    // SAFETY: plain kill(2) of our child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    let _ = daemon.wait();
+    // What was copied restores from b alone.
+    let out = sb.run(&[
+        "restore",
+        "app",
+        "--storage",
+        "b",
+        "--snapshot",
+        &first[0],
+        "--to",
+        &pg.url("from_b"),
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(pg.fingerprint("app"), pg.fingerprint("from_b"));
+}
