@@ -219,6 +219,14 @@ pub enum Command {
         /// Serve Prometheus metrics at http://ADDR/metrics (a loopback address)
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Serve the read-only status page at http://ADDR/ (and /api/status, /metrics);
+        /// a non-loopback ADDR needs --listen-token-file
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// A file holding the bearer token every request to --listen must carry
+        /// (`Authorization: Bearer TOKEN`)
+        #[arg(long, value_name = "FILE", requires = "listen")]
+        listen_token_file: Option<PathBuf>,
     },
     /// Write a systemd .service and .timer per job (and per verify schedule)
     Systemd {
@@ -240,7 +248,13 @@ pub enum Command {
     },
     /// Per job: last snapshot, last failure, last verified restore, next run, anomalies and
     /// health (OK, STALE, UNVERIFIED, FAILING); exit 1 unless every job is OK
-    Status { job: Option<String> },
+    Status {
+        job: Option<String>,
+        /// Also write the status page as one self-contained HTML file (no server, no
+        /// network: works from cron or when the daemon is down)
+        #[arg(long, value_name = "FILE")]
+        html: Option<PathBuf>,
+    },
     /// Shell completions for SHELL (bash, zsh, fish, elvish, powershell) on stdout
     Completions { shell: clap_complete::Shell },
     /// The man page (roff) on stdout

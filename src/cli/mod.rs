@@ -116,8 +116,8 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     if let Command::Doctor { job } = &cli.command {
         return doctor(g, job.as_deref()).await;
     }
-    if let Command::Status { job } = &cli.command {
-        return status(g, job.as_deref()).await;
+    if let Command::Status { job, html } = &cli.command {
+        return status(g, job.as_deref(), html.as_deref()).await;
     }
     if let Command::Hook { explain } = &cli.command {
         return hook::run(g, *explain).await;
@@ -125,8 +125,31 @@ async fn dispatch(cli: Cli) -> Result<i32> {
     dispatch_plain(&cli).await.map(|()| 0)
 }
 
+/// Write the status page to `path` whole (a temp file beside it, renamed over it).
+fn write_page(path: &std::path::Path, html: &str) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let fail = |e: std::io::Error| Error::failed(format!("--html {}: {e}", path.display()));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".backstop-status-")
+        .tempfile_in(dir)
+        .map_err(fail)?;
+    tmp.write_all(html.as_bytes()).map_err(fail)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(fail)?;
+    }
+    tmp.persist(path).map_err(|e| fail(e.error))?;
+    Ok(())
+}
+
 /// `status [JOB]`: a table (or `--json`); exit 1 unless every job is OK.
-async fn status(g: &Global, job: Option<&str>) -> Result<i32> {
+async fn status(g: &Global, job: Option<&str>, html: Option<&std::path::Path>) -> Result<i32> {
     use crate::ops::status::Health;
     let dir = crate::config::jobs_dir(g.jobs.as_deref());
     let plans = match job {
@@ -134,10 +157,11 @@ async fn status(g: &Global, job: Option<&str>) -> Result<i32> {
         None => crate::config::load_all(&dir)?,
     };
     let now = crate::config::env::now();
-    let mut all = Vec::new();
-    for p in &plans {
-        all.push(crate::ops::status::of(p, now).await);
+    let pages = crate::ops::page::gather(&plans, now).await;
+    if let Some(path) = html {
+        write_page(path, &crate::ops::page::render(&pages, now, None))?;
     }
+    let all: Vec<_> = pages.into_iter().map(|p| p.status).collect();
     crate::state::metrics::after_run();
     if g.json {
         print_json(&all);
@@ -298,7 +322,22 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
             catch_up,
             grace,
             metrics_listen,
+            listen,
+            listen_token_file,
         } => {
+            let listen_token = match &listen_token_file {
+                Some(f) => Some(crate::ops::web::read_token(f)?),
+                None => None,
+            };
+            if let Some(a) = listen
+                && !a.ip().is_loopback()
+                && listen_token.is_none()
+            {
+                return Err(Error::config(format!(
+                    "--listen {a} is not a loopback address: pass --listen-token-file FILE too (every request must then carry \
+                     `Authorization: Bearer TOKEN`), or listen on 127.0.0.1"
+                )));
+            }
             if let Some(a) = metrics_listen
                 && !a.ip().is_loopback()
             {
@@ -312,6 +351,8 @@ async fn dispatch_plain(cli: &Cli) -> Result<()> {
                 catch_up: duration_flag("--catch-up", &catch_up)?,
                 grace: duration_flag("--grace", &grace)?,
                 metrics_listen,
+                listen,
+                listen_token,
                 child_env: {
                     let mut env = vec![(
                         "BACKSTOP_LOG_FORMAT".to_string(),

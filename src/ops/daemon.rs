@@ -33,6 +33,10 @@ pub(crate) struct Options {
     pub catch_up: Duration,
     pub grace: Duration,
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Serve the status page, `/api/status` and `/metrics` here.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Required on `listen` as `Authorization: Bearer TOKEN`.
+    pub listen_token: Option<String>,
     /// Environment for runs (the daemon's own --metrics-file and --log-format).
     pub child_env: Vec<(String, String)>,
 }
@@ -333,6 +337,27 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
         }
         None => None,
     };
+    // The status page: bound now (a taken port is an error at start), answered from a
+    // cache refreshed in the background.
+    let site = crate::ops::web::Site::new(plans.values().map(|l| l.plan.clone()).collect());
+    let _web = match opts.listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::failed(format!("--listen {addr}: {e}")))?;
+            tracing::info!("serving the status page at http://{addr}/ (and /api/status, /metrics)");
+            let (s1, s2, token) = (site.clone(), site.clone(), opts.listen_token.clone());
+            Some((
+                AbortOnDrop(tokio::spawn(s1.refresher())),
+                AbortOnDrop(tokio::spawn(async move {
+                    if let Err(e) = crate::ops::web::serve(listener, s2, token).await {
+                        tracing::error!("status page on {addr}: {e}");
+                    }
+                })),
+            ))
+        }
+        None => None,
+    };
     let child_env = Arc::new(opts.child_env.clone());
     let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_concurrent));
     let children: Children = Arc::default();
@@ -487,6 +512,7 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
                         Err(e) => tracing::error!("job {job}: scheduled {}: {e}", kind.word()),
                     }
                     running.remove(&job);
+                    site.poke();
                 }
             }
             _ = hup.recv() => {
@@ -495,6 +521,7 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
                     plans.clone()
                 });
                 sched = entries(&plans, Timestamp::now());
+                site.set_plans(plans.values().map(|l| l.plan.clone()).collect()).await;
                 tracing::info!("reloaded: {} job(s), {} schedule(s)", plans.len(), sched.len());
             }
             _ = term.recv() => break,

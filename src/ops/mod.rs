@@ -5,5 +5,7 @@
 
 pub mod daemon;
 pub mod doctor;
+pub mod page;
 pub mod status;
 pub mod systemd;
+pub mod web;

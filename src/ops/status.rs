@@ -86,6 +86,27 @@ pub(crate) struct JobStatus {
     pub storages: Vec<StorageState>,
 }
 
+impl JobStatus {
+    /// A job's status before anything is known: OK, no snapshots.
+    pub(crate) fn empty(job: &str) -> JobStatus {
+        JobStatus {
+            job: job.to_string(),
+            health: Health::Ok,
+            reasons: Vec::new(),
+            snapshots: 0,
+            last_snapshot: None,
+            last_failure: None,
+            last_verified: None,
+            last_verify_failure: None,
+            next_run: None,
+            next_verify: None,
+            anomalies: Vec::new(),
+            wal: None,
+            storages: Vec::new(),
+        }
+    }
+}
+
 /// One storage of a job with several.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct StorageState {
@@ -243,27 +264,46 @@ fn storage_states(
         .collect()
 }
 
-/// The status of `plan` at `now`.
-pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
+/// A job's history as the status page plots it: what `status` reads anyway.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct History {
+    /// The job's own snapshots, newest first.
+    pub snapshots: Vec<SnapPoint>,
+    /// Drills of the newest snapshots (the ones `status` reads), any order.
+    pub drills: Vec<DrillPoint>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SnapPoint {
+    pub id: String,
+    pub time: Timestamp,
+    pub stored_bytes: u64,
+    pub duration_ms: u64,
+    pub anomalous: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct DrillPoint {
+    pub snapshot: String,
+    pub time: Timestamp,
+    pub restore_ms: u64,
+    pub passed: bool,
+    pub checks_passed: u64,
+    pub checks_failed: u64,
+}
+
+/// The status of `plan` at `now`, and the history it was worked out from.
+pub(crate) async fn of_full(plan: &JobPlan, now: Timestamp) -> (JobStatus, History) {
+    let mut history = History::default();
     let local = crate::state::jobstate::load(&plan.name);
     let mut st = JobStatus {
-        job: plan.name.clone(),
-        health: Health::Ok,
-        reasons: Vec::new(),
-        snapshots: 0,
-        last_snapshot: None,
-        last_failure: None,
-        last_verified: None,
-        last_verify_failure: None,
         next_run: next(plan.schedule.as_deref(), &plan.timezone, now),
         next_verify: next(
             plan.verify.as_ref().and_then(|v| v.schedule.as_deref()),
             &plan.timezone,
             now,
         ),
-        anomalies: Vec::new(),
-        wal: None,
-        storages: Vec::new(),
+        ..JobStatus::empty(&plan.name)
     };
     let failure = |r: &Option<crate::state::jobstate::Run>| {
         r.as_ref().and_then(|r| {
@@ -286,11 +326,20 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             .unwrap_or_default();
         // The newest passed drill, looking at the newest snapshots first.
         let mut verified: Option<Verified> = None;
+        let mut drills = Vec::new();
         for e in entries.iter().take(30) {
             for s in crate::snapshot::drill::summaries(storage.as_ref(), plan, &e.id).await? {
                 let Ok(t) = s.time.parse::<Timestamp>() else {
                     continue;
                 };
+                drills.push(DrillPoint {
+                    snapshot: s.snapshot.clone(),
+                    time: t,
+                    restore_ms: s.restore_ms,
+                    passed: s.outcome == crate::snapshot::drill::Verdict::Passed,
+                    checks_passed: s.checks_passed,
+                    checks_failed: s.checks_failed,
+                });
                 if s.outcome == crate::snapshot::drill::Verdict::Passed
                     && verified
                         .as_ref()
@@ -311,17 +360,30 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             }
             _ => None,
         };
-        Ok::<_, crate::error::Error>((entries, verified, wal, down))
+        Ok::<_, crate::error::Error>((entries, verified, wal, down, drills))
     };
-    let (entries, verified, wal, down) = match read.await {
+    let (entries, verified, wal, down, drills) = match read.await {
         Ok(v) => v,
         Err(e) => {
             st.health = Health::Failing;
             st.reasons
                 .push(format!("cannot read storage: {}", e.message()));
-            return st;
+            return (st, history);
         }
     };
+    history.drills = drills;
+    history.snapshots = entries
+        .iter()
+        .filter_map(|e| {
+            Some(SnapPoint {
+                id: e.id.clone(),
+                time: e.manifest.finished_at()?,
+                stored_bytes: e.manifest.stored_bytes,
+                duration_ms: e.manifest.duration_ms,
+                anomalous: e.manifest.anomalous,
+            })
+        })
+        .collect();
     st.snapshots = entries.len() as u64;
     st.last_verified = verified;
     if plan.storages.len() > 1 {
@@ -465,5 +527,5 @@ pub(crate) async fn of(plan: &JobPlan, now: Timestamp) -> JobStatus {
             s.wal_gap = Some(w.gap.is_some());
         }
     });
-    st
+    (st, history)
 }

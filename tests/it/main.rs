@@ -11,6 +11,7 @@ mod hook;
 mod hostile;
 mod lease;
 mod observe;
+mod page;
 mod pitr;
 mod prune;
 mod roundtrip;
