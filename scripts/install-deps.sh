@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what backstop's tests and demo need on a fresh Debian machine:
-# PostgreSQL server + client, the age and zstd CLIs, systemd-analyze, and moto[server] (an S3 server)
+# PostgreSQL server + client, the age and zstd CLIs, systemd-analyze, headless Chromium, and
+# moto[server] (an S3 server)
 # in a virtualenv of the project's own (.venv-s3). Starts nothing.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +17,7 @@ command -v zstd >/dev/null || need_apt+=(zstd)
 command -v minisign >/dev/null || need_apt+=(minisign)   # checks signatures by hand in tests
 command -v runuser >/dev/null || need_apt+=(util-linux)
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)   # the systemd unit tests
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)   # the status page test loads it in a real browser
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

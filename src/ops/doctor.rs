@@ -358,7 +358,7 @@ async fn check_storage(
                 match (&lock, sp.object_lock) {
                     (Some(l), _) => r.add(&at("object lock"), Status::Ok, format!("bucket versioning {v}; Object Lock {l}")),
                     (None, _) => r.add(
-                        "object lock",
+                        &at("object lock"),
                         Status::Warn,
                         format!(
                             "bucket versioning {v}; Object Lock is not enabled on the bucket, so stored snapshots can be \

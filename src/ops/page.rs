@@ -314,9 +314,11 @@ fn frame(h: &mut String, top: f64, fmt: &dyn Fn(f64) -> String, from: Timestamp,
     }
     let _ = write!(
         h,
-        "<text class=\"axis\" x=\"{LEFT}\" y=\"{H}\">{}</text><text class=\"axis\" x=\"{}\" y=\"{H}\" text-anchor=\"end\">{}</text>",
+        "<text class=\"axis\" x=\"{LEFT}\" y=\"{}\">{}</text><text class=\"axis\" x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+        H - 3.0,
         stamp(from, to),
         W,
+        H - 3.0,
         stamp(to, from)
     );
 }
@@ -361,7 +363,8 @@ fn nice_top(max: f64) -> f64 {
 
 fn charts(h: &mut String, hist: &History, now: Timestamp) {
     let from = now - WINDOW;
-    if !hist.snapshots.iter().any(|p| p.time >= from) && !hist.drills.iter().any(|d| d.time >= from) {
+    if !hist.snapshots.iter().any(|p| p.time >= from) && !hist.drills.iter().any(|d| d.time >= from)
+    {
         h.push_str("<p class=\"muted\" data-chart=\"none\">No snapshots or drills in the last 90 days.</p>");
         return;
     }
@@ -461,11 +464,27 @@ fn charts(h: &mut String, hist: &History, now: Timestamp) {
     h.push_str("</svg></figure>");
 }
 
-/// A polyline through the points (one path; thousands of points stay one element).
+/// A polyline through the points (one path; thousands of points stay one element). More
+/// points than pixels are thinned to the lowest and highest value per pixel column, so a
+/// spike or a drop still shows and the page stays small.
 fn line(h: &mut String, class: &str, pts: impl Iterator<Item = (f64, f64)>) {
+    let mut cols: Vec<(i64, f64, f64)> = Vec::new();
+    for (x, y) in pts {
+        let c = x.round() as i64;
+        match cols.last_mut() {
+            Some((lc, lo, hi)) if *lc == c => {
+                *lo = lo.min(y);
+                *hi = hi.max(y);
+            }
+            _ => cols.push((c, y, y)),
+        }
+    }
     let mut d = String::new();
-    for (i, (x, y)) in pts.enumerate() {
-        let _ = write!(d, "{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" });
+    for (c, lo, hi) in cols {
+        let _ = write!(d, "{}{c},{hi:.1}", if d.is_empty() { "M" } else { " L" });
+        if (hi - lo).abs() >= 0.5 {
+            let _ = write!(d, " L{c},{lo:.1}");
+        }
     }
     if !d.is_empty() {
         let _ = write!(h, "<path class=\"{class}\" d=\"{d}\"/>");

@@ -488,3 +488,50 @@ fn the_daemon_brings_a_storage_that_was_down_up_to_date() {
     expect_code(&out, 0);
     assert_eq!(pg.fingerprint("app"), pg.fingerprint("from_b"));
 }
+
+#[test]
+fn wal_goes_to_every_storage_and_comes_back_from_any() {
+    let sb = Sandbox::new();
+    let (a, b) = (sb.path().join("a"), sb.path().join("b"));
+    // b's root is a plain file at first: pushes to it fail.
+    std::fs::write(&b, b"not a directory").unwrap();
+    sb.write_job(
+        "main",
+        &format!(
+            "[source]\ntype = \"postgres-cluster\"\nurl = \"postgres://postgres@127.0.0.1:1/postgres\"\n\n\
+             [[storage]]\nname = \"a\"\nurl = \"file://{}\"\n\n\
+             [[storage]]\nname = \"b\"\nurl = \"file://{}\"\n\n\
+             [encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            a.display(),
+            b.display(),
+            sb.recipient,
+            sb.identity.display()
+        ),
+    );
+    let seg = sb.path().join("000000010000000000000003");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&seg, &data).unwrap();
+    let out = sb.run(&["wal-push", "main", seg.to_str().unwrap()]);
+    let err = expect_code(&out, 1);
+    assert!(err.contains("storage b") && err.contains("1 of 2"), "{err}");
+    // PostgreSQL calls again once b is back: a answers "already stored", b stores it.
+    std::fs::remove_file(&b).unwrap();
+    expect_code(&sb.run(&["wal-push", "main", seg.to_str().unwrap()]), 0);
+    // a loses its copy: wal-fetch takes b's, checked.
+    let wal_a = a.join("main/wal/00000001");
+    for e in std::fs::read_dir(&wal_a).unwrap() {
+        let p = e.unwrap().path();
+        if p.to_string_lossy().ends_with(".zst.age") {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let dest = sb.path().join("fetched");
+    let out = sb.run(&[
+        "wal-fetch",
+        "main",
+        "000000010000000000000003",
+        dest.to_str().unwrap(),
+    ]);
+    expect_code(&out, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+}
