@@ -7,7 +7,8 @@
 #     cores as backstop here, so a second server also takes CPU from the backup itself
 #   - file:// + S3 (the "fast local copy plus off-site copy" layout)
 #
-#   scripts/bench-storages.sh [--dataset pgbench|app] [--scale N] [--runs N]
+#   scripts/bench-storages.sh [--dataset pgbench|app|text] [--scale N] [--runs N]
+# (pgbench compresses about 100:1, so the storages see little; `text` is about 2:1.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -19,7 +20,7 @@ while [ $# -gt 0 ]; do
     --scale) scale=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --dataset) dataset=$2; shift 2 ;;
-    *) echo "usage: $0 [--dataset pgbench|app] [--scale N] [--runs N]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--dataset pgbench|app|text] [--scale N] [--runs N]" >&2; exit 2 ;;
   esac
 done
 bash scripts/install-deps.sh >/dev/null
@@ -49,6 +50,10 @@ psql -d "$url/postgres" -c "CREATE DATABASE bench"
 case "$dataset" in
   pgbench) "$bin/pgbench" -i -q -s "$scale" "$url/bench" >/dev/null 2>&1 ;;
   app) psql -d "$url/bench" -v s="$scale" -f "$root/scripts/bench-app-shape.sql" >/dev/null ;;
+  text)
+    psql -d "$url/bench" -c "CREATE TABLE t (id int PRIMARY KEY, a text, b text, doc jsonb)"
+    psql -d "$url/bench" -c "INSERT INTO t SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $scale * 65000) g"
+    ;;
   *) echo "unknown dataset $dataset" >&2; exit 2 ;;
 esac
 psql -d "$url/bench" -c "VACUUM ANALYZE"

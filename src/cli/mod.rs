@@ -157,7 +157,7 @@ async fn status(g: &Global, job: Option<&str>, html: Option<&std::path::Path>) -
         None => crate::config::load_all(&dir)?,
     };
     let now = crate::config::env::now();
-    let pages = crate::ops::page::gather(&plans, now).await;
+    let pages = crate::ops::page::gather(&plans, now, html.is_some()).await;
     if let Some(path) = html {
         write_page(path, &crate::ops::page::render(&pages, now, None))?;
     }

@@ -3,8 +3,10 @@
 //! and why, snapshots over the last 90 days (stored size and backup duration, shrink
 //! alarms marked), drills (restore duration, passed or failed), each storage's state, the
 //! recoverable window and RPO of cluster jobs, and the newest verified snapshot with the
-//! command that restores it. No content facts (table names, row counts) and no secret:
-//! every text that came from storage or an error is escaped and redacted. Served by
+//! command that restores it. Content facts (the last drill's checks: row counts per
+//! table) only on a host that holds the job's private key and so could read them anyway,
+//! and only from a result signed by the job; never a secret: every text that came from
+//! storage or an error is escaped and redacted. Served by
 //! `daemon --listen` and written by `status --html FILE`.
 
 use std::fmt::Write as _;
@@ -24,11 +26,16 @@ pub(crate) struct JobPage {
     pub history: History,
 }
 
-/// Gather the page's facts for `plans` (as `status` does, no more).
-pub(crate) async fn gather(plans: &[crate::config::JobPlan], now: Timestamp) -> Vec<JobPage> {
+/// Gather the page's facts for `plans` (as `status` does; `with_checks`: also the last
+/// drill's checks where this host can decrypt them).
+pub(crate) async fn gather(
+    plans: &[crate::config::JobPlan],
+    now: Timestamp,
+    with_checks: bool,
+) -> Vec<JobPage> {
     let mut out = Vec::new();
     for p in plans {
-        let (status, history) = super::status::of_full(p, now).await;
+        let (status, history) = super::status::of_full(p, now, with_checks).await;
         out.push(JobPage { status, history });
     }
     out
@@ -149,7 +156,7 @@ pub(crate) fn render(jobs: &[JobPage], now: Timestamp, refresh: Option<u32>) -> 
     let _ = writeln!(
         h,
         "</main><footer class=\"muted\">backstop {}. Sizes are stored (compressed, encrypted) bytes. \
-         Charts: the last 90 days. Content facts (table names, row counts) are not shown here.</footer></body></html>",
+         Charts: the last 90 days. Content facts (table names, row counts) appear only where this host holds the job's private key.</footer></body></html>",
         env!("CARGO_PKG_VERSION")
     );
     h
@@ -271,6 +278,29 @@ fn job(h: &mut String, j: &JobPage, now: Timestamp) {
     h.push_str("<div class=\"charts\">");
     charts(h, &j.history, now);
     h.push_str("</div>");
+    if let Some((snap, checks)) = &j.history.last_checks {
+        let _ = write!(
+            h,
+            "<details class=\"checks\"><summary>Checks of the last passed drill ({}), decrypted on this host</summary>\
+             <div class=\"scroll\"><table><thead><tr><th>Check</th><th>Expected</th><th>Restored</th><th></th></tr></thead><tbody>",
+            esc(snap)
+        );
+        for c in checks.iter().take(200) {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                told(&c.name),
+                told(&c.expected),
+                told(&c.actual),
+                if c.ok {
+                    "ok"
+                } else {
+                    "<b style=\"color:var(--failing)\">WRONG</b>"
+                }
+            );
+        }
+        h.push_str("</tbody></table></div></details>");
+    }
     if !s.anomalies.is_empty() {
         let _ = write!(
             h,
@@ -526,6 +556,7 @@ pub fn bench_render(jobs: usize, snapshots: usize) -> (std::time::Duration, usiz
                 history: History {
                     snapshots: snaps,
                     drills,
+                    last_checks: None,
                 },
             }
         })
@@ -564,7 +595,11 @@ mod tests {
         status.reasons = reasons;
         JobPage {
             status,
-            history: History { snapshots, drills },
+            history: History {
+                snapshots,
+                drills,
+                last_checks: None,
+            },
         }
     }
 

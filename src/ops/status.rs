@@ -271,6 +271,9 @@ pub(crate) struct History {
     pub snapshots: Vec<SnapPoint>,
     /// Drills of the newest snapshots (the ones `status` reads), any order.
     pub drills: Vec<DrillPoint>,
+    /// The newest drill's checks with their values (content facts): only on a host that
+    /// holds the job's private key.
+    pub last_checks: Option<(String, Vec<crate::snapshot::drill::Check>)>,
 }
 
 #[derive(Debug, Clone)]
@@ -293,7 +296,13 @@ pub(crate) struct DrillPoint {
 }
 
 /// The status of `plan` at `now`, and the history it was worked out from.
-pub(crate) async fn of_full(plan: &JobPlan, now: Timestamp) -> (JobStatus, History) {
+/// `with_checks`: also read the newest passed drill's checks where this host can decrypt
+/// them (the status page; `status` itself never shows content facts).
+pub(crate) async fn of_full(
+    plan: &JobPlan,
+    now: Timestamp,
+    with_checks: bool,
+) -> (JobStatus, History) {
     let mut history = History::default();
     let local = crate::state::jobstate::load(&plan.name);
     let mut st = JobStatus {
@@ -354,15 +363,35 @@ pub(crate) async fn of_full(plan: &JobPlan, now: Timestamp) -> (JobStatus, Histo
                 }
             }
         }
+        // Content facts only where they can be decrypted anyway (the key is on this host).
+        let mut last_checks = None;
+        if with_checks
+            && let Some(v) = &verified
+            && let Ok(path) = plan.identity_path(None)
+            && path.is_file()
+            && let Ok(ids) = crate::pipeline::load_identities(&path)
+        {
+            match crate::snapshot::drill::latest_checks(storage.as_ref(), plan, &v.snapshot, &ids)
+                .await
+            {
+                Ok(Some(o)) => last_checks = Some((v.snapshot.clone(), o.checks)),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(
+                    "job {}: the last drill's checks: {}",
+                    plan.name,
+                    e.message()
+                ),
+            }
+        }
         let wal = match plan.source {
             crate::config::SourcePlan::Cluster(_) => {
                 Some(wal_status(storage.as_ref(), plan, &entries, now).await?)
             }
             _ => None,
         };
-        Ok::<_, crate::error::Error>((entries, verified, wal, down, drills))
+        Ok::<_, crate::error::Error>((entries, verified, wal, down, drills, last_checks))
     };
-    let (entries, verified, wal, down, drills) = match read.await {
+    let (entries, verified, wal, down, drills, last_checks) = match read.await {
         Ok(v) => v,
         Err(e) => {
             st.health = Health::Failing;
@@ -372,6 +401,7 @@ pub(crate) async fn of_full(plan: &JobPlan, now: Timestamp) -> (JobStatus, Histo
         }
     };
     history.drills = drills;
+    history.last_checks = last_checks;
     history.snapshots = entries
         .iter()
         .filter_map(|e| {

@@ -64,7 +64,7 @@ impl Site {
         loop {
             let plans = self.plans.read().await.clone();
             let now = jiff::Timestamp::now();
-            let pages = page::gather(&plans, now).await;
+            let pages = page::gather(&plans, now, true).await;
             {
                 let mut c = self.cache.write().await;
                 c.pages = pages;

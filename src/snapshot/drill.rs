@@ -74,12 +74,17 @@ pub(crate) async fn record(
     })
     .await
     .map_err(|e| Error::failed(format!("encryption task: {e}")))??;
-    storage
-        .put_bytes(
-            &super::object_key(&plan.name, id, &format!("{base}.json.zst.age")),
-            Bytes::from(enc),
-        )
-        .await?;
+    // Signed too (where the job signs): a host that can decrypt it shows its values, and
+    // anyone can encrypt to the job's public keys.
+    let signer_details = super::sign::signer(plan).ok().flatten();
+    super::sign::put_signed(
+        storage,
+        &super::object_key(&plan.name, id, &format!("{base}.json.zst.age")),
+        Bytes::from(enc),
+        signer_details.as_ref(),
+        &format!("backstop drill details job={} snapshot={id}", plan.name),
+    )
+    .await?;
     let summary = serde_json::to_vec_pretty(&o.summary)
         .map_err(|e| Error::failed(format!("verify summary: {e}")))?;
     // Signed where the job signs; a drill host without the key records an unsigned
@@ -127,4 +132,57 @@ pub(crate) async fn summaries(
         }
     }
     Ok(out)
+}
+
+/// The most a drill's encrypted details may hold.
+const DETAILS_MAX: u64 = 4 << 20;
+
+/// The checks of the newest drill of snapshot `id`, decrypted with `identities`: only
+/// for a host that holds the private key, and only when the details are the job's own
+/// (signed where the job signs). `None` when there are none or they cannot be trusted.
+pub(crate) async fn latest_checks(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    id: &str,
+    identities: &[Box<dyn age::Identity + Send + Sync>],
+) -> Result<Option<Outcome>> {
+    let prefix = super::object_key(&plan.name, id, PREFIX);
+    let Some(key) = storage
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter(|o| o.key.ends_with(".json.zst.age") && o.size <= DETAILS_MAX)
+        .map(|o| o.key)
+        .max()
+    else {
+        return Ok(None);
+    };
+    let Some(enc) = storage.get_bytes_limited(&key, DETAILS_MAX).await? else {
+        return Ok(None);
+    };
+    if let super::sign::Verdict::Foreign(why) =
+        super::sign::check(storage, plan, &key, &enc, None).await?
+    {
+        tracing::warn!("{key}: not trusted ({why}); its checks are not shown");
+        return Ok(None);
+    }
+    let plain = {
+        use std::io::Read;
+        let dec = age::Decryptor::new_buffered(&enc[..])
+            .map_err(|e| Error::failed(format!("{key}: not a readable age file: {e}")))?;
+        let r = dec
+            .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .map_err(|e| Error::failed(format!("{key}: cannot decrypt: {e}")))?;
+        let mut z = zstd::stream::read::Decoder::new(r)
+            .map_err(|e| Error::failed(format!("{key}: zstd: {e}")))?
+            .take(DETAILS_MAX);
+        let mut out = Vec::new();
+        z.read_to_end(&mut out)
+            .map_err(|e| Error::failed(format!("{key}: {e}")))?;
+        out
+    };
+    match serde_json::from_slice::<Outcome>(&plain) {
+        Ok(o) if o.summary.job == plan.name && o.summary.snapshot == id => Ok(Some(o)),
+        _ => Ok(None),
+    }
 }

@@ -244,6 +244,24 @@ fn the_status_page_in_a_real_browser_static_and_served() {
         sb.path(),
     );
     check_page(&l);
+    // This host holds the job's private key: the last drill's checks (content facts) show.
+    assert!(
+        l.dom.contains("Checks of the last passed drill"),
+        "checks shown"
+    );
+    assert!(html.contains("bulk"), "a check names the table");
+    // Without the key on the host, no content fact reaches the page.
+    let aside = sb.path().join("key-aside");
+    std::fs::rename(&sb.identity, &aside).unwrap();
+    let bare = sb.path().join("bare.html");
+    sb.run(&["status", "--html", bare.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&bare).unwrap();
+    assert!(text.contains("data-job=\"app\""));
+    assert!(
+        !text.contains("Checks of the last passed drill") && !text.contains("bulk"),
+        "no content facts"
+    );
+    std::fs::rename(&aside, &sb.identity).unwrap();
 
     // Served by the daemon, on loopback without a token.
     let port = free_port();
