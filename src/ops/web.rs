@@ -1,6 +1,6 @@
 //! `daemon --listen ADDR`: the read-only status page (`/`), the `status --json` document
 //! (`/api/status`) and the metrics (`/metrics`) over plain HTTP. What it serves comes from
-//! a cache the daemon refreshes in the background (every 60 s, and at once after a run or
+//! a cache the daemon refreshes in the background (every 5 minutes, and at once after a run or
 //! a reload), so requests never read storage: many viewers cost what one `status` costs.
 //! Loopback by default; on any other address every request needs
 //! `Authorization: Bearer TOKEN` (the token from `--listen-token-file`), compared in
@@ -18,8 +18,9 @@ use super::page::{self, JobPage};
 use crate::config::JobPlan;
 use crate::error::{Error, Result};
 
-/// How often the cache is refreshed when nothing happens.
-pub(crate) const REFRESH: Duration = Duration::from_secs(60);
+/// How often the cache is refreshed when nothing happens (each refresh reads what one
+/// `status` reads; runs and reloads refresh it at once).
+pub(crate) const REFRESH: Duration = Duration::from_secs(300);
 
 /// The most a request head may hold.
 const HEAD_MAX: usize = 8 * 1024;

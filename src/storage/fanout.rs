@@ -193,6 +193,7 @@ impl Storage for Fanout {
         }
         let tee = async move {
             let mut ended = false;
+            let mut all_dead = false;
             while let Some(c) = rx.recv().await {
                 match c {
                     Chunk::Data(b) => {
@@ -210,12 +211,13 @@ impl Storage for Fanout {
                 }
                 if sinks.iter().all(|s| s.tx.is_none()) {
                     // Every upload failed: dropping `rx` stops the producer.
+                    all_dead = true;
                     break;
                 }
             }
             // Dropping the senders without End aborts the uploads that are still open.
             drop(sinks);
-            ended
+            (ended, all_dead)
         };
         let collect = async {
             let mut results = Vec::new();
@@ -229,7 +231,9 @@ impl Storage for Fanout {
             }
             results
         };
-        let (ended, results) = tokio::join!(tee, collect);
+        let ((ended, all_dead), results) = tokio::join!(tee, collect);
+        // The storages' own failures (not the producer stopping) are theirs to carry.
+        let blame = ended || all_dead;
         let mut stored = None;
         let mut first_err = None;
         for (name, r) in results {
@@ -238,7 +242,7 @@ impl Storage for Fanout {
                     stored.get_or_insert(n);
                 }
                 Err(e) => {
-                    if ended {
+                    if blame {
                         self.fail(&name, &format!("storing {key}: {}", e.message()));
                     }
                     first_err.get_or_insert(e);
@@ -246,6 +250,7 @@ impl Storage for Fanout {
             }
         }
         match (stored, first_err) {
+            _ if all_dead => Err(self.all_failed()),
             (Some(n), _) if ended => Ok(n),
             (_, Some(e)) if !ended => Err(e),
             (_, _) if !ended => Err(Error::failed(format!(
@@ -301,5 +306,130 @@ impl Storage for Fanout {
             return Err(self.all_failed());
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the parts it is sent; fails on part `fail_at` when set (a fault injector:
+    /// the tee is what is under test here).
+    struct Rec {
+        size: usize,
+        fail_at: Option<usize>,
+        parts: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Storage for Rec {
+        fn describe(&self) -> String {
+            "rec".into()
+        }
+        fn chunk_size(&self) -> usize {
+            self.size
+        }
+        async fn put_stream(&self, _key: &str, mut rx: ChunkRx) -> Result<u64> {
+            let mut n = 0;
+            while let Some(c) = rx.recv().await {
+                match c {
+                    Chunk::Data(b) => {
+                        let mut p = self.parts.lock().unwrap();
+                        if Some(p.len()) == self.fail_at {
+                            return Err(Error::failed("injected"));
+                        }
+                        p.push(b.len());
+                        n += b.len() as u64;
+                    }
+                    Chunk::End => return Ok(n),
+                }
+            }
+            Err(Error::failed("stream ended without End"))
+        }
+        async fn get(&self, _: &str) -> Result<Option<Reader>> {
+            Ok(None)
+        }
+        async fn head(&self, _: &str) -> Result<Option<u64>> {
+            Ok(None)
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectInfo>> {
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+        async fn put_if_absent(&self, _: &str, _: Bytes) -> Result<bool> {
+            Ok(true)
+        }
+    }
+
+    fn rec(size: usize, fail_at: Option<usize>) -> Arc<Rec> {
+        Arc::new(Rec {
+            size,
+            fail_at,
+            parts: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn feed(fan: &Fanout, data: &[u8], end: bool) -> Result<u64> {
+        let (tx, rx) = mpsc::channel(2);
+        let size = fan.chunk_size_for(Some(data.len() as u64));
+        let chunks: Vec<Bytes> = data.chunks(size).map(Bytes::copy_from_slice).collect();
+        let send = async move {
+            for c in chunks {
+                if tx.send(Chunk::Data(c)).await.is_err() {
+                    return;
+                }
+            }
+            if end {
+                let _ = tx.send(Chunk::End).await;
+            }
+        };
+        let (_, r) = tokio::join!(send, fan.put_stream("k", rx));
+        r
+    }
+
+    #[tokio::test]
+    async fn every_storage_gets_the_stream_in_its_own_part_size() {
+        let (a, b) = (rec(8, None), rec(5, None));
+        let fan = Fanout::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())]);
+        let data: Vec<u8> = (0..23u8).collect();
+        assert_eq!(feed(&fan, &data, true).await.unwrap(), 23);
+        assert_eq!(*a.parts.lock().unwrap(), [8, 8, 7]);
+        assert_eq!(*b.parts.lock().unwrap(), [5, 5, 5, 5, 3]);
+        assert!(fan.failures().is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_failing_storage_is_dropped_and_the_others_finish() {
+        let (a, b) = (rec(4, None), rec(4, Some(1)));
+        let fan = Fanout::new(vec![("a".into(), a.clone()), ("b".into(), b.clone())]);
+        let data = vec![7u8; 40];
+        assert_eq!(feed(&fan, &data, true).await.unwrap(), 40);
+        assert_eq!(a.parts.lock().unwrap().iter().sum::<usize>(), 40);
+        let f = fan.failures();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0, "b");
+        assert!(f[0].1.contains("injected"), "{f:?}");
+        // The next object goes to the survivor only.
+        assert_eq!(fan.live().len(), 1);
+        assert_eq!(feed(&fan, &data, true).await.unwrap(), 40);
+        assert_eq!(b.parts.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_stream_without_end_fails_everywhere_and_blames_no_storage() {
+        let (a, b) = (rec(4, None), rec(3, None));
+        let fan = Fanout::new(vec![("a".into(), a), ("b".into(), b)]);
+        assert!(feed(&fan, &[1u8; 10], false).await.is_err());
+        assert!(fan.failures().is_empty());
+        let (c, d) = (rec(4, Some(0)), rec(4, Some(0)));
+        let all = Fanout::new(vec![("c".into(), c), ("d".into(), d)]);
+        let e = feed(&all, &[1u8; 10], true).await.unwrap_err();
+        assert!(
+            e.message().contains("every storage failed"),
+            "{}",
+            e.message()
+        );
     }
 }
