@@ -755,3 +755,98 @@ fn a_volume_restores_onto_a_mount_point() {
         .collect();
     assert_eq!(names.len(), 2, "{names:?} ({r})");
 }
+
+/// A cluster job's WAL archive written by someone with only the public keys: an unsigned
+/// marker (for a new file, or put over a real one), or an oversized one, is refused by
+/// wal-fetch before a byte is written; the real file still comes back.
+#[test]
+fn forged_or_oversized_wal_markers_are_refused() {
+    let sb = Sandbox::new();
+    let job = |jobs: &Path, extra: &str| {
+        std::fs::create_dir_all(jobs).unwrap();
+        std::fs::write(
+            jobs.join("main.toml"),
+            format!(
+                "[source]\ntype = \"postgres-cluster\"\nurl = \"postgres://postgres@127.0.0.1:1/postgres\"\n\
+                 [storage]\nurl = \"file://{}\"\n[encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n{extra}",
+                sb.store().display(),
+                sb.recipient,
+                sb.identity.display()
+            ),
+        )
+        .unwrap();
+    };
+    job(&sb.jobs(), "");
+    enable_signing(&sb, "main");
+    // The attacker's copy of the job: same storage and public keys, no signing key.
+    let evil = sb.path().join("evil-jobs");
+    job(&evil, "");
+    let evil_run = |args: &[&str]| {
+        let mut all = vec!["--jobs", evil.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"));
+        c.args(&all).envs(sb.env.iter().cloned());
+        c.output().unwrap()
+    };
+    let seg = |n: u32, fill: u8| {
+        let p = sb.path().join(format!("00000001000000000000000{n}"));
+        std::fs::write(&p, vec![fill; 200_000]).unwrap();
+        p
+    };
+    let real = seg(3, 1);
+    expect_code(&sb.run(&["wal-push", "main", real.to_str().unwrap()]), 0);
+    let dir = sb.store().join("main/wal/00000001");
+    let fetch = |name: &str| {
+        let dest = sb.path().join(format!("fetched-{name}"));
+        let out = sb.run(&["wal-fetch", "main", name, dest.to_str().unwrap()]);
+        (out, dest)
+    };
+
+    // A new file forged with the public key only: unsigned, refused.
+    let forged = seg(4, 2);
+    expect_code(
+        &evil_run(&["wal-push", "main", forged.to_str().unwrap()]),
+        0,
+    );
+    let (out, dest) = fetch("000000010000000000000004");
+    let err = expect_code(&out, 1);
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(!dest.exists(), "nothing written");
+
+    // The real marker replaced by a forged one for other content: refused, not the
+    // attacker's bytes.
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("000000010000000000000003")
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let other = seg(3, 9);
+    expect_code(&evil_run(&["wal-push", "main", other.to_str().unwrap()]), 0);
+    let (out, dest) = fetch("000000010000000000000003");
+    let err = expect_code(&out, 1);
+    assert!(err.contains("not trusted"), "{err}");
+    assert!(!dest.exists(), "nothing written");
+
+    // An oversized marker is not read whole.
+    std::fs::write(
+        dir.join("000000010000000000000005.json"),
+        vec![b' '; 200_000],
+    )
+    .unwrap();
+    let (out, dest) = fetch("000000010000000000000005");
+    let err = expect_code(&out, 1);
+    assert!(err.contains("larger than"), "{err}");
+    assert!(!dest.exists());
+
+    // The signed file pushed again by the real job comes back whole.
+    let again = seg(6, 5);
+    expect_code(&sb.run(&["wal-push", "main", again.to_str().unwrap()]), 0);
+    let (out, dest) = fetch("000000010000000000000006");
+    expect_code(&out, 0);
+    assert_eq!(std::fs::read(dest).unwrap(), vec![5u8; 200_000]);
+}
