@@ -315,6 +315,9 @@ pub(crate) async fn run(opts: Options) -> Result<()> {
     }
     let mut plans = load_plans(&dir, &BTreeMap::new(), true)?;
     let mut sched = entries(&plans, Timestamp::now());
+    // The status page and the schedule checks read catalogs again and again: each manifest
+    // once is enough (runs, restores and drills are child processes that read everything).
+    crate::snapshot::remember_manifests();
     let sig =
         |k: SignalKind| signal(k).map_err(|e| Error::failed(format!("cannot handle signals: {e}")));
     let (mut hup, mut term, mut int) = (

@@ -248,6 +248,22 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             keys.entry(k.clone()).or_insert(first.size);
         }
     }
+    // Size and storage time of every object, for the manifest cache's stamps.
+    let listed: BTreeMap<&str, (u64, Option<jiff::Timestamp>)> = objects
+        .iter()
+        .map(|o| (o.key.as_str(), (o.size, o.modified)))
+        .collect();
+    let trust = plan
+        .signing
+        .as_ref()
+        .map(|s| {
+            s.trusted
+                .iter()
+                .map(|k| k.id_hex())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
     let mut out = Vec::new();
     for (key, size) in &keys {
         let Some(rest) = key.strip_prefix(&prefix) else {
@@ -272,41 +288,73 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         if let Some(t) = &tampered {
             tracing::warn!("job {job}: snapshot {id}: TAMPERING: {t}");
         }
-        let read = match original.filter(|_| tampered.is_some()) {
-            Some(v) => read_version(storage, key, &v.version_id, MANIFEST_MAX).await,
-            None => storage.get_bytes_limited(key, MANIFEST_MAX).await,
-        };
-        let bytes = match read {
-            Ok(Some(b)) => b,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!("{key}: {}; skipped", e.message());
-                continue;
+        // Written once: a manifest seen before under the same size and storage time (and
+        // its signature likewise) is not read again (the daemon's status refreshes).
+        let stamp = remembering()
+            .then(|| {
+                let sig = listed.get(format!("{key}{}", crate::minisign::SUFFIX).as_str());
+                let w = written.get(key.as_str())?;
+                Some(format!(
+                    "{}|{key}|{size}|{w}|{:?}|{}",
+                    storage.describe(),
+                    sig,
+                    trust
+                ))
+            })
+            .flatten()
+            .filter(|_| tampered.is_none());
+        let cached = stamp
+            .as_ref()
+            .and_then(|st| seen().lock().ok()?.get(st).cloned());
+        let (m, signed_by, mut foreign) = match cached {
+            Some(c) => c,
+            None => {
+                let read = match original.filter(|_| tampered.is_some()) {
+                    Some(v) => read_version(storage, key, &v.version_id, MANIFEST_MAX).await,
+                    None => storage.get_bytes_limited(key, MANIFEST_MAX).await,
+                };
+                let bytes = match read {
+                    Ok(Some(b)) => b,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!("{key}: {}; skipped", e.message());
+                        continue;
+                    }
+                };
+                let m = match serde_json::from_slice::<Manifest>(&bytes) {
+                    Ok(m) if m.job == job && m.snapshot == id => m,
+                    Ok(_) => {
+                        tracing::warn!("{key}: manifest names another job or snapshot; skipped");
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{key}: unreadable manifest ({e}); skipped");
+                        continue;
+                    }
+                };
+                let sig_key = format!("{key}{}", crate::minisign::SUFFIX);
+                let sig_version = versions
+                    .get(sig_key.as_str())
+                    .filter(|h| h.tampering().is_some())
+                    .and_then(|h| h.original())
+                    .map(|v| v.version_id.as_str());
+                let (signed_by, foreign) =
+                    match sign::check(storage, plan, key, &bytes, sig_version).await? {
+                        sign::Verdict::Unchecked => (None, None),
+                        sign::Verdict::Signed(k) => (Some(k), None),
+                        sign::Verdict::Foreign(why) => (None, Some(why)),
+                    };
+                if let Some(st) = &stamp
+                    && let Ok(mut c) = seen().lock()
+                {
+                    if c.len() >= SEEN_MAX {
+                        c.clear();
+                    }
+                    c.insert(st.clone(), (m.clone(), signed_by.clone(), foreign.clone()));
+                }
+                (m, signed_by, foreign)
             }
         };
-        let m = match serde_json::from_slice::<Manifest>(&bytes) {
-            Ok(m) if m.job == job && m.snapshot == id => m,
-            Ok(_) => {
-                tracing::warn!("{key}: manifest names another job or snapshot; skipped");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!("{key}: unreadable manifest ({e}); skipped");
-                continue;
-            }
-        };
-        let sig_key = format!("{key}{}", crate::minisign::SUFFIX);
-        let sig_version = versions
-            .get(sig_key.as_str())
-            .filter(|h| h.tampering().is_some())
-            .and_then(|h| h.original())
-            .map(|v| v.version_id.as_str());
-        let (signed_by, mut foreign) =
-            match sign::check(storage, plan, key, &bytes, sig_version).await? {
-                sign::Verdict::Unchecked => (None, None),
-                sign::Verdict::Signed(k) => (Some(k), None),
-                sign::Verdict::Foreign(why) => (None, Some(why)),
-            };
         if foreign.is_none()
             && let Some(other) = other_source(&m.source, &plan.source)
         {
@@ -344,6 +392,34 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
     Ok(out)
+}
+
+/// What a manifest read once gave: the manifest, the key that signed it, why its
+/// signature makes it foreign.
+type Seen = (Manifest, Option<String>, Option<String>);
+
+/// The most manifests remembered (about 2 KiB each); the memory is dropped and refilled
+/// beyond it.
+const SEEN_MAX: usize = 50_000;
+
+static REMEMBER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn seen() -> &'static std::sync::Mutex<std::collections::HashMap<String, Seen>> {
+    static SEEN: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, Seen>>> =
+        std::sync::OnceLock::new();
+    SEEN.get_or_init(Default::default)
+}
+
+fn remembering() -> bool {
+    REMEMBER.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Remember manifests across catalog reads in this process (the daemon, whose status page
+/// refreshes would otherwise read every manifest again each time). Each manifest is known
+/// by its storage, key, size and storage write time, and its signature's: written once, a
+/// manifest or signature put over it has another time, and is read and checked again.
+pub(crate) fn remember_manifests() {
+    REMEMBER.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The stored versions of one key, newest first (versioned buckets).
@@ -516,6 +592,120 @@ pub(crate) async fn pick(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The file backend, counting the objects read whole (an observer, not a fake).
+    struct Counting {
+        inner: crate::storage::fs::FileStorage,
+        gets: std::sync::atomic::AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl Storage for Counting {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn chunk_size(&self) -> usize {
+            self.inner.chunk_size()
+        }
+        async fn put_stream(&self, key: &str, rx: crate::storage::ChunkRx) -> Result<u64> {
+            self.inner.put_stream(key, rx).await
+        }
+        async fn get(&self, key: &str) -> Result<Option<crate::storage::Reader>> {
+            self.gets.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(key).await
+        }
+        async fn head(&self, key: &str) -> Result<Option<u64>> {
+            self.inner.head(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<crate::storage::ObjectInfo>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+        async fn put_if_absent(&self, key: &str, data: bytes::Bytes) -> Result<bool> {
+            self.inner.put_if_absent(key, data).await
+        }
+    }
+
+    fn manifest(id: &str, reason: &str) -> Vec<u8> {
+        let m = Manifest {
+            format_version: FORMAT_VERSION,
+            backstop_version: "test".into(),
+            job: "app".into(),
+            snapshot: id.into(),
+            host: "h".into(),
+            source: SourceInfo {
+                kind: "postgres".into(),
+                ..Default::default()
+            },
+            started: "2026-01-01T00:00:00Z".into(),
+            finished: "2026-01-01T00:00:01Z".into(),
+            duration_ms: 1000,
+            trigger: Trigger::Manual,
+            reason: Some(reason.into()),
+            pinned_until: None,
+            compression: CompressionInfo {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            encryption: EncryptionInfo {
+                algorithm: "age-x25519".into(),
+                recipients: vec![],
+            },
+            plaintext_bytes: 1,
+            stored_bytes: 1,
+            objects: vec![],
+            warnings: vec![],
+            anomalous: false,
+        };
+        serde_json::to_vec(&m).unwrap()
+    }
+
+    #[tokio::test]
+    async fn remembered_manifests_are_read_once_and_again_when_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[source]\ntype = \"postgres\"\nurl = \"postgres://u@h:5432/app\"\n[storage]\nurl = \"file://{}\"\n\
+             [encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
+            dir.path().display()
+        );
+        let plan =
+            crate::config::parse("app", std::path::Path::new("/x/app.toml"), &text, &|_| None)
+                .unwrap();
+        let s = Counting {
+            inner: crate::storage::fs::FileStorage::new(dir.path().to_path_buf()),
+            gets: Default::default(),
+        };
+        let ids = ["20260101T000000Z-aaaaaa", "20260101T000001Z-bbbbbb"];
+        for id in ids {
+            s.put_bytes(
+                &object_key("app", id, MANIFEST),
+                manifest(id, "first").into(),
+            )
+            .await
+            .unwrap();
+        }
+        let reads = || s.gets.load(std::sync::atomic::Ordering::SeqCst);
+        remember_manifests();
+        assert_eq!(catalog_all(&s, &plan).await.unwrap().len(), 2);
+        let first = reads();
+        assert!(first >= 2, "{first}");
+        assert_eq!(catalog_all(&s, &plan).await.unwrap().len(), 2);
+        assert_eq!(reads(), first, "nothing read again");
+        // One manifest written over (another size and time): read and seen again.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let key = object_key("app", ids[1], MANIFEST);
+        std::fs::write(
+            dir.path().join(&key),
+            manifest(ids[1], "rewritten by someone"),
+        )
+        .unwrap();
+        let all = catalog_all(&s, &plan).await.unwrap();
+        let e = all.iter().find(|e| e.id == ids[1]).unwrap();
+        assert_eq!(e.manifest.reason.as_deref(), Some("rewritten by someone"));
+        assert!(reads() > first);
+    }
 
     #[test]
     fn ids_sort_by_time_and_validate() {

@@ -194,7 +194,15 @@ fn sigterm_during_a_scheduled_backup_leaves_nothing_half_written() {
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(sb.snapshots("app").is_empty());
     assert!(
-        crate::failures::pids_with(&["backstop", "backup", "app", "--trigger"]).is_empty(),
+        // This sandbox's runs only: other tests run daemons of their own at the same time.
+        crate::failures::pids_with(&[
+            "backstop",
+            &sb.jobs().display().to_string(),
+            "backup",
+            "app",
+            "--trigger"
+        ])
+        .is_empty(),
         "a backup run outlived the daemon"
     );
 }
