@@ -11,34 +11,35 @@ pub(crate) async fn backup(
     trigger: Trigger,
     reason: Option<String>,
 ) -> Result<()> {
-    let (m, behind) = run(g, job, trigger, reason, None).await?;
+    let b = run(g, job, trigger, reason, None).await?;
     if g.json {
-        print_json_with(&m, &behind);
+        print_json_with(&b);
     } else {
-        super::print_line(&summary(&m));
+        super::print_line(&summary(&b.manifest));
     }
-    partial(g, &m, &behind)
+    partial(g, &b)
 }
 
 /// The manifest as `--json` prints it, with the storages that did not get the snapshot.
-fn print_json_with(m: &Manifest, behind: &[(String, String)]) {
-    let mut doc = serde_json::to_value(m).unwrap_or_default();
-    if !behind.is_empty() {
-        doc["failed_storages"] = behind
+fn print_json_with(b: &crate::run::Backed) {
+    let mut doc = serde_json::to_value(&b.manifest).unwrap_or_default();
+    if let Some(msg) = b.partial() {
+        doc["failed_storages"] = b
+            .behind
             .iter()
             .map(|(n, w)| serde_json::json!({"storage": n, "error": w}))
             .collect();
-        doc["error"] = crate::run::partial_message(m, behind).into();
+        doc["error"] = msg.into();
     }
     super::print_json(&doc);
 }
 
 /// A snapshot that some storage did not get: the run failed (exit 1), naming it.
-fn partial(g: &Global, m: &Manifest, behind: &[(String, String)]) -> Result<()> {
-    if behind.is_empty() {
+fn partial(g: &Global, b: &crate::run::Backed) -> Result<()> {
+    let Some(msg) = b.partial() else {
         return Ok(());
-    }
-    let e = Error::failed(crate::run::partial_message(m, behind));
+    };
+    let e = Error::failed(msg);
     Err(if g.json { e.told_in_json() } else { e })
 }
 
@@ -53,17 +54,18 @@ pub(crate) async fn snapshot(g: &Global, job: &str, reason: String, keep_for: &s
     let until = jiff::Timestamp::now()
         .checked_add(jiff::SignedDuration::from_secs(keep.as_secs() as i64))
         .map_err(|e| Error::config(format!("--keep-for {keep_for}: {e}")))?;
-    let (m, behind) = run(g, job, Trigger::Snapshot, Some(reason), Some(until)).await?;
+    let b = run(g, job, Trigger::Snapshot, Some(reason), Some(until)).await?;
+    let m = &b.manifest;
     if g.json {
-        print_json_with(&m, &behind);
+        print_json_with(&b);
     } else {
         if !g.quiet {
-            eprintln!("{}", summary(&m));
+            eprintln!("{}", summary(m));
         }
         // The id is the last line on stdout, for `id=$(backstop snapshot ...)`.
         super::print_line(&m.snapshot);
     }
-    partial(g, &m, &behind)
+    partial(g, &b)
 }
 
 /// Take one snapshot of `job` (used by `backup`, `snapshot`, `guard` and `hook`), and say
@@ -88,14 +90,11 @@ pub(super) async fn run_durable(
     reason: Option<String>,
     pinned_until: Option<jiff::Timestamp>,
 ) -> Result<Manifest> {
-    let (m, behind) = run(g, job, trigger, reason, pinned_until).await?;
-    if !behind.is_empty() {
-        eprintln!(
-            "backstop: WARNING: {}",
-            crate::run::partial_message(&m, &behind)
-        );
+    let b = run(g, job, trigger, reason, pinned_until).await?;
+    if let Some(msg) = b.partial() {
+        eprintln!("backstop: WARNING: {msg}");
     }
-    Ok(m)
+    Ok(b.manifest)
 }
 
 fn summary(m: &Manifest) -> String {

@@ -51,9 +51,21 @@ pub(crate) struct GateRequest<'a> {
     pub refusal: &'a str,
 }
 
-/// A snapshot taken, and the storages that did not get it (name, why): a job with several
-/// storages may have the snapshot complete on some and not others.
-pub(crate) type Backed = (Manifest, Vec<(String, String)>);
+/// A snapshot taken, and where it went: the storages that did not get it (name, why) and
+/// those that did. A job with several storages may have it complete on some only.
+pub(crate) struct Backed {
+    pub manifest: Manifest,
+    pub behind: Vec<(String, String)>,
+    pub stored_on: Vec<String>,
+}
+
+impl Backed {
+    /// What the run says when a storage missed the snapshot; `None` when none did.
+    pub(crate) fn partial(&self) -> Option<String> {
+        (!self.behind.is_empty())
+            .then(|| partial_message(&self.manifest, &self.stored_on, &self.behind))
+    }
+}
 
 /// Take job `job`'s locks with the lease on the first of `targets` that answers; a storage
 /// that cannot be reached for the lease is dropped from the run (the others still get the
@@ -144,7 +156,9 @@ pub(crate) async fn backup(
     crate::state::metrics::after_run();
     // A storage left behind is a failure to be told about, even though the snapshot exists.
     let told = match (&res, behind.is_empty()) {
-        (Ok(m), false) => Err(crate::error::Error::failed(partial_message(m, &behind))),
+        (Ok(m), false) => Err(crate::error::Error::failed(partial_message(
+            m, &stored_on, &behind,
+        ))),
         (Ok(m), true) => Ok(m.clone()),
         (Err(e), _) => Err(crate::error::Error::failed(e.message().to_string())),
     };
@@ -166,22 +180,31 @@ pub(crate) async fn backup(
             }
         },
     });
-    res.map(|m| (m, behind))
+    res.map(|manifest| Backed {
+        manifest,
+        behind,
+        stored_on,
+    })
 }
 
 /// What a backup that reached only some storages says: where not, why, and what brings
 /// it there.
-pub(crate) fn partial_message(m: &Manifest, behind: &[(String, String)]) -> String {
+pub(crate) fn partial_message(
+    m: &Manifest,
+    stored_on: &[String],
+    behind: &[(String, String)],
+) -> String {
     let names: Vec<&str> = behind.iter().map(|(n, _)| n.as_str()).collect();
     let why: Vec<String> = behind.iter().map(|(n, w)| format!("{n}: {w}")).collect();
     format!(
         "snapshot {} of job {} is complete, but storage {} did not get it ({}); \
-         run `backstop copy {} --from NAME --to {} --all-missing` once it is back (the daemon does)",
+         run `backstop copy {} --from {} --to {} --all-missing` once it is back (the daemon does)",
         m.snapshot,
         m.job,
         names.join(", "),
         why.join("; "),
         m.job,
+        stored_on.first().map(String::as_str).unwrap_or("NAME"),
         names.first().copied().unwrap_or("NAME")
     )
 }

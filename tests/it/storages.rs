@@ -199,6 +199,10 @@ fn a_server_killed_mid_backup_leaves_the_snapshot_on_the_other_and_copy_complete
     let err = expect_code(&out, 1);
     assert!(err.contains("storage b"), "names the storage: {err}");
     assert!(err.contains("is complete"), "{err}");
+    assert!(
+        err.contains("backstop copy app --from a --to b --all-missing"),
+        "{err}"
+    );
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = m["snapshot"].as_str().unwrap().to_string();
     // Complete on a, and restorable from it.
