@@ -286,8 +286,7 @@ impl AsyncRead for Checked {
                     }
                     return Poll::Ready(Ok(()));
                 }
-                let chunk = got.to_vec();
-                self.hasher.update(&chunk);
+                self.hasher.update(got);
                 self.n += k;
                 if self.n > self.size {
                     let why = format!("longer than the {} bytes the manifest says", self.size);
