@@ -8,14 +8,16 @@
 #   - restic:            pg_dump -Fc --compress=0 | restic backup --stdin   (S3 repository)
 #   - backstop backup    into S3 and into file://
 #   - the S3 server's raw upload rate for the same bytes (aws s3 cp of the one-liner's output)
-#   - restores: aws s3 cp - | age -d | zstd -d | pg_restore   versus   backstop restore
+#   - restores: aws s3 cp - | age -d | zstd -d | pg_restore   versus   backstop restore (S3),
+#     and age -d FILE | zstd -d | pg_restore   versus   backstop restore (file://)
 # For each: wall time, CPU time (user+sys of every process), peak RSS (largest process),
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
 #   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
-#   scripts/bench.sh --scaling "25 100 400"     # backstop only, three sizes: time and memory
+#   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
+#   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
 #
 # Default scale 100 (a dump of about 1 GB). Shapes: `pgbench` (one table holds almost every
 # row; mostly blank padding, compresses about 100:1); `text` (one table of digests and
@@ -45,8 +47,14 @@ done
 if [ -n "$shapes" ]; then
   # Each shape in turn, same contenders, same machine, one invocation.
   for s in $shapes; do
-    echo "=== shape ${s%%:*}, scale ${s##*:} ==="
-    bash "$0" --dataset "${s%%:*}" --scale "${s##*:}" --runs "$runs"
+    if [ -n "$scaling" ]; then
+      # --scaling with --shapes: each shape at the sizes given (SHAPE:SCALE's scale unused).
+      echo "=== shape ${s%%:*}, scales $scaling ==="
+      bash "$0" --dataset "${s%%:*}" --scaling "$scaling" --runs "$runs"
+    else
+      echo "=== shape ${s%%:*}, scale ${s##*:} ==="
+      bash "$0" --dataset "${s%%:*}" --scale "${s##*:}" --runs "$runs"
+    fi
   done
   exit 0
 fi
@@ -128,28 +136,61 @@ measure() {
   printf '%s\t%s\t%s\t%s\n' "$name" "$wall" "$(awk -v u="$user" -v s="$sys" 'BEGIN { print u + s }')" "$rss" >> "$work/results"
 }
 
+settle() {
+  psql -d "$url/postgres" -c "CHECKPOINT"
+  sync
+  [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches
+  sleep 1
+}
+# Every table's row count and the md5 of its rows in order, and the large objects.
+check() {
+  "$bin/psql" -X -At -d "$url/$1" <<'SQL' | md5sum
+SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(x::text, %L ORDER BY x::text), %L)) FROM %I.%I x', schemaname || '.' || tablename, ',', '', schemaname, tablename)
+FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY schemaname, tablename \gexec
+SELECT count(*), md5(coalesce(string_agg(md5(data), ',' ORDER BY loid, pageno), '')) FROM pg_largeobject;
+SQL
+}
+
 if [ -n "$scaling" ]; then
-  # Scaling: backstop alone at several sizes, into file:// (the storage is not measured).
+  # Scaling: the same shape at several sizes, file:// only (the storage is not measured):
+  # the one-liner and backstop backup, the naive pipe and backstop restore, each restore
+  # compared with the source; medians of --runs.
   job file "url = \"file://$work/store\""
-  echo "size|dump bytes|wall s|cpu s|peak RSS MiB" > "$work/scaling"
+  : > "$work/scaling"
   for s in $scaling; do
     echo "loading $dataset data, scale $s ..." >&2
     load bench "$s"
     rm -rf "$work/store" "$work/results"
-    measure "backstop backup (file://)" "$bs" --jobs "$work/jobs" -q backup file
+    src_sum=$(check bench)
+    for ((r = 1; r <= runs; r++)); do
+      measure "one-liner" bash -c "set -o pipefail; '$bin/pg_dump' -Fc --compress=0 -d '$url/bench' | zstd -q -3 -T0 | age -r $recip > '$work/oneliner.age'"
+      measure "backup" "$bs" --jobs "$work/jobs" -q backup file
+      psql -d "$url/postgres" -c "DROP DATABASE IF EXISTS naive" -c "DROP DATABASE IF EXISTS restored" -c "CREATE DATABASE naive"
+      settle
+      measure "naive" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$work/oneliner.age' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naive'"
+      settle
+      measure "restore" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restored"
+      [ "$(check restored)" = "$src_sum" ] || { echo "backstop restore differs from the source (scale $s)!" >&2; exit 1; }
+      [ "$(check naive)" = "$src_sum" ] || { echo "naive restore differs from the source (scale $s)!" >&2; exit 1; }
+    done
     plain=$("$bs" --jobs "$work/jobs" --json list file | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
-    IFS=$'\t' read -r _ wall cpu rss < "$work/results"
-    echo "$s|$plain|$wall|$cpu|$((rss / 1024))" >> "$work/scaling"
+    dbsize=$("$bin/psql" -X -At -d "$url/bench" -c "SELECT pg_database_size('bench')")
+    sed "s/^/$s\t$plain\t$dbsize\t/" "$work/results" >> "$work/scaling"
   done
   echo
-  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $dataset data; backstop backup into file://"
+  echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; $dataset data; file:// storage; median of $runs; every restore matches the source"
   python3 - "$work/scaling" <<'PY'
-import sys
-rows = [l.strip().split("|") for l in open(sys.argv[1])][1:]
-print(f"{'scale':>6} {'dump':>10} {'wall':>8} {'s/GiB':>7} {'cpu':>8} {'peak RSS':>9}")
-for s, b, w, c, r in rows:
-    gib = int(b) / 2**30
-    print(f"{s:>6} {gib:>8.2f} GiB {float(w):>6.1f} s {float(w)/gib:>6.1f} {float(c):>6.1f} s {int(r):>5} MiB")
+import sys, statistics, collections
+rows = collections.OrderedDict()
+for line in open(sys.argv[1]):
+    s, plain, db, name, wall, cpu, rss = line.rstrip("\n").split("\t")
+    rows.setdefault((s, int(plain), int(db)), collections.defaultdict(list))[name].append((float(wall), int(rss)))
+med = lambda v: statistics.median(w for w, _ in v)
+print(f"{'scale':>6} {'database':>9} {'dump':>9} | {'one-liner':>9} {'backup':>7} {'x':>5} | {'naive':>7} {'restore':>7} {'x':>5} | {'restore s/GiB db':>16} {'peak RSS':>9}")
+for (s, plain, db), m in rows.items():
+    ol, bk, nv, rs = med(m["one-liner"]), med(m["backup"]), med(m["naive"]), med(m["restore"])
+    rss = max(r for k in ("backup", "restore") for _, r in m[k])
+    print(f"{s:>6} {db / 2**20:>6.0f} MiB {plain / 2**20:>5.0f} MiB | {ol:>7.2f} s {bk:>5.2f} s {bk / ol:>5.2f} | {nv:>5.2f} s {rs:>5.2f} s {rs / nv:>5.2f} | {rs / (db / 2**30):>14.1f} s {rss / 1024:>5.0f} MiB")
 PY
   exit 0
 fi
@@ -197,36 +238,26 @@ done
 # (CHECKPOINT, sync, and as root the page cache dropped): otherwise the previous restore's
 # writeback, and a page cache filled by the earlier ones, land on the next (measured: a
 # restore took 9 s on a fresh machine, 13-14 s once the page cache was full, for both).
-settle() {
-  psql -d "$url/postgres" -c "CHECKPOINT"
-  sync
-  [ -w /proc/sys/vm/drop_caches ] && echo 3 > /proc/sys/vm/drop_caches
-  sleep 1
-}
 for ((r = 1; r <= runs; r++)); do
   echo "restore round $r of $runs ..." >&2
-  psql -d "$url/postgres" -c "CREATE DATABASE naive_$r"
+  psql -d "$url/postgres" -c "CREATE DATABASE naive_$r" -c "CREATE DATABASE naivefile_$r"
   naive() { settle; measure "naive restore: aws s3 cp|age -d|zstd -d|pg_restore" bash -c "set -o pipefail; '$aws' --endpoint-url $ep s3 cp s3://bench/oneliner/dump-1.age - | age -d -i '$work/key.txt' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naive_$r'"; }
   ours() { settle; measure "backstop restore (S3)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_$r"; }
-  if [ $((r % 2)) -eq 1 ]; then naive; ours; else ours; naive; fi
+  naivefile() { settle; measure "naive restore from a file: age -d|zstd -d|pg_restore" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$work/oneliner.age' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naivefile_$r'"; }
+  oursfile() { settle; measure "backstop restore (file://)" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restoredfile_$r"; }
+  if [ $((r % 2)) -eq 1 ]; then naive; ours; naivefile; oursfile; else oursfile; naivefile; ours; naive; fi
 done
 
 stored=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["stored_bytes"])')
 plain=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
 oneliner=$(stat -c %s "$work/oneliner.age")
 restic_stored=$(restic stats -q --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])')
-# Every table's row count and the md5 of its rows in order, and the large objects.
-check() {
-  "$bin/psql" -X -At -d "$url/$1" <<'SQL' | md5sum
-SELECT format('SELECT %L, count(*), md5(coalesce(string_agg(x::text, %L ORDER BY x::text), %L)) FROM %I.%I x', schemaname || '.' || tablename, ',', '', schemaname, tablename)
-FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY schemaname, tablename \gexec
-SELECT count(*), md5(coalesce(string_agg(md5(data), ',' ORDER BY loid, pageno), '')) FROM pg_largeobject;
-SQL
-}
 src_sum=$(check bench)
 for ((r = 1; r <= runs; r++)); do
   [ "$(check "restored_$r")" = "$src_sum" ] || { echo "backstop restore $r differs from the source!" >&2; exit 1; }
   [ "$(check "naive_$r")" = "$src_sum" ] || { echo "naive restore $r differs from the source!" >&2; exit 1; }
+  [ "$(check "restoredfile_$r")" = "$src_sum" ] || { echo "backstop restore (file://) $r differs from the source!" >&2; exit 1; }
+  [ "$(check "naivefile_$r")" = "$src_sum" ] || { echo "naive restore from a file $r differs from the source!" >&2; exit 1; }
 done
 
 echo
@@ -242,21 +273,26 @@ med = {n: (statistics.median(w for w, _, _ in v), statistics.median(c for _, c, 
 src = med["source limit: pg_dump -Fc >/dev/null"][0]
 one = med["one-liner: pg_dump|zstd|age|aws s3 cp"][0]
 naive = med["naive restore: aws s3 cp|age -d|zstd -d|pg_restore"][0]
+naivefile = med["naive restore from a file: age -d|zstd -d|pg_restore"][0]
 size = {"one-liner: pg_dump|zstd|age|aws s3 cp": oneliner, "restic backup --stdin (S3)": restic,
         "backstop backup (S3)": stored, "backstop backup (file://)": stored}
 mib = lambda b: f"{b / 2**20:.1f} MiB"
 print(f"{'run':<52} {'wall':>7} {'cpu':>7} {'peak RSS':>9} {'stored':>11} {'x 1-liner':>9} {'x source':>8}")
 for n, (w, c, r) in med.items():
-    ratio = f"{w / naive:.2f}x naive" if "restore" in n else f"{w / one:>8.2f}"
+    base = naivefile if "file" in n else naive
+    ratio = f"{w / base:.2f}x naive" if "restore" in n else f"{w / one:>8.2f}"
     print(f"{n:<52} {w:>5.1f} s {c:>5.1f} s {r / 1024:>5.0f} MiB {mib(size[n]) if n in size else '':>11} {ratio:>9} {w / src:>8.2f}")
 b = med["backstop backup (S3)"]
 bf = med["backstop backup (file://)"]
 rs = med["backstop restore (S3)"]
+rf = med["backstop restore (file://)"]
 print()
 print("targets:")
 print(f"  backup (S3) <= 0.95x one-liner:    {b[0] / one:.2f}x  {'met' if b[0] <= 0.95 * one else 'MISSED'}  (file://: {bf[0] / one:.2f}x)")
-print(f"  restore <= 0.8x naive pipe:        {rs[0] / naive:.2f}x  {'met' if rs[0] <= 0.8 * naive else 'MISSED'}")
-print(f"  peak RSS <= 128 MiB:               {max(b[2], bf[2], rs[2]) / 1024:.0f} MiB  {'met' if max(b[2], bf[2], rs[2]) <= 128 * 1024 else 'MISSED'}")
+print(f"  restore (S3) <= 0.8x naive pipe:   {rs[0] / naive:.2f}x  {'met' if rs[0] <= 0.8 * naive else 'MISSED'}")
+print(f"  restore (file://) <= 0.8x naive:   {rf[0] / naivefile:.2f}x  {'met' if rf[0] <= 0.8 * naivefile else 'MISSED'}")
+peak = max(b[2], bf[2], rs[2], rf[2])
+print(f"  peak RSS <= 128 MiB:               {peak / 1024:.0f} MiB  {'met' if peak <= 128 * 1024 else 'MISSED'}")
 print(f"  stored within 2% of the one-liner: {100 * (stored - oneliner) / oneliner:+.2f}%  {'met' if stored <= 1.02 * oneliner else 'MISSED'}")
 print(f"  (backup against the source limit: {b[0] / src:.2f}x)")
 PY

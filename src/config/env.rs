@@ -109,3 +109,11 @@ pub(crate) fn restore_sessions() -> usize {
         .unwrap_or(1)
         .min(4)
 }
+
+/// Tests only: `$BACKSTOP_TEST_STREAM_DELAY_MS` milliseconds of pause per MiB a progressive
+/// restore stages, to play a slow download on loopback.
+pub(crate) fn test_stream_delay() -> Option<Duration> {
+    non_empty("BACKSTOP_TEST_STREAM_DELAY_MS")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis)
+}

@@ -66,6 +66,8 @@ pub struct DumpObserver {
     /// Where each data entry's offset field sits in the TOC, and the offsets' width.
     offset_fields: HashMap<i32, usize>,
     off_size: usize,
+    /// The length and SHA-256 of the header and table of contents, once read.
+    head: Option<(u64, [u8; 32])>,
 }
 
 /// A data block seen to its end: its dump id and where it starts in the archive.
@@ -170,6 +172,7 @@ impl DumpObserver {
             block_start: 0,
             offset_fields: HashMap::new(),
             off_size: 8,
+            head: None,
         }
     }
 
@@ -212,6 +215,13 @@ impl DumpObserver {
             o >>= 8;
         }
         (o == 0).then_some((at as u64, bytes))
+    }
+
+    /// The length of the archive's header and table of contents and their SHA-256 (hex),
+    /// once read: recorded in the manifest, so a restore can prove the statements it is
+    /// about to run before the rest of the stream has arrived.
+    pub(crate) fn head_digest(&self) -> Option<(u64, String)> {
+        self.head.map(|(n, h)| (n, hex::encode(h)))
     }
 
     /// Every TOC entry's dump id, once the head was read.
@@ -381,6 +391,8 @@ impl DumpObserver {
         let buf = std::mem::take(&mut self.buf);
         match self.parse_head(&buf) {
             Parse::Ok(used) => {
+                use sha2::Digest;
+                self.head = Some((used as u64, sha2::Sha256::digest(&buf[..used]).into()));
                 self.state = State::BlockType;
                 let rest = buf[used..].to_vec();
                 // Fed again below: counted once.

@@ -59,7 +59,7 @@ impl Conn {
 }
 
 /// A set of PostgreSQL client programs of one major version.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Tools {
     pub major: u32,
     pub version: String,
@@ -82,6 +82,23 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
+}
+
+/// `tools` as remembered from an earlier run, if its directory is still one that discovery
+/// looks in and still holds `program` (nothing else is ever started from what was
+/// remembered).
+pub(crate) fn remembered(tool: &crate::state::jobstate::Tool, program: &str) -> Option<Tools> {
+    let tools = Tools {
+        major: tool.major,
+        version: tool.version.clone(),
+        dir: tool.dir.clone(),
+    };
+    let real = std::fs::canonicalize(&tools.dir).ok()?;
+    let known = candidate_dirs()
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .any(|d| d == real);
+    (known && tools.dir.join(program).is_file()).then_some(tools)
 }
 
 /// Directories that may hold PostgreSQL client programs: `$BACKSTOP_PG_BINDIR`, then

@@ -13,11 +13,21 @@ use crate::postgres::{Conn, Tools};
 /// Keep at most this much of a child's stderr for the error message.
 const STDERR_KEEP: usize = 64 * 1024;
 
-/// A running pg_dump.
+/// A running pg_dump (killed and reaped if dropped before it was waited for).
 pub(crate) struct DumpProcess {
     child: Child,
     stderr: Option<JoinHandle<String>>,
     program: String,
+    done: bool,
+}
+
+impl Drop for DumpProcess {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 impl DumpProcess {
@@ -52,6 +62,7 @@ impl DumpProcess {
     /// Wait for the exit and return what the program said on stderr; a failure carries
     /// its own words.
     pub(crate) fn wait_stderr(mut self) -> Result<String> {
+        self.done = true;
         let status = self
             .child
             .wait()
@@ -73,6 +84,7 @@ impl DumpProcess {
 
     /// Stop the child (the upload failed): kill, reap, and return its stderr.
     pub(crate) fn kill(mut self) -> String {
+        self.done = true;
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.stderr
@@ -109,6 +121,7 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
         .stdout
         .take()
         .ok_or_else(|| Error::failed("no stdout pipe"))?;
+    widen_pipe(&stdout);
     let stderr = child.stderr.take().map(|mut s| {
         std::thread::spawn(move || {
             let mut kept = Vec::new();
@@ -131,9 +144,20 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
             child,
             stderr,
             program: program.to_string(),
+            done: false,
         },
         stdout,
     ))
+}
+
+/// Let the pipe hold 1 MiB instead of 64 KiB, so the dump rarely waits for the pipeline
+/// (the kernel may refuse; then it stays as it was).
+fn widen_pipe(pipe: &ChildStdout) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: F_SETPIPE_SZ on a pipe this process owns; a failure changes nothing.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
 }
 
 /// Roles and tablespaces (`pg_dumpall --globals-only`), as SQL text.

@@ -18,8 +18,10 @@ use crate::error::{Error, Result};
 /// How far the work has come; guarded by one mutex, waited on with one condvar.
 #[derive(Default)]
 struct Shared {
-    /// The header and TOC are on disk: pre-data may start.
+    /// The header and TOC are on disk: pre-data may start (once the database is ready).
     head_ready: bool,
+    /// The new database exists (and the roles are in): pre-data may start.
+    db_ready: bool,
     /// Pre-data is over (ran, or no head ever came): table data may load.
     pre_data_done: bool,
     /// Pre-data ran successfully.
@@ -150,6 +152,8 @@ pub(crate) struct Stager {
     head_sent: bool,
     pos: u64,
     last_block_end: u64,
+    /// Tests: a pause per MiB staged (a slow download).
+    delay: Option<(std::time::Duration, u64)>,
 }
 
 impl Stager {
@@ -194,6 +198,12 @@ impl Write for Stager {
         self.observer.feed(buf);
         self.pos += buf.len() as u64;
         self.announce()?;
+        if let Some((pause, next)) = &mut self.delay
+            && self.pos >= *next
+        {
+            *next = self.pos + (1 << 20);
+            std::thread::sleep(*pause);
+        }
         Ok(buf.len())
     }
 
@@ -261,6 +271,7 @@ impl Progressive {
             head_sent: false,
             pos: 0,
             last_block_end: 0,
+            delay: crate::config::env::test_stream_delay().map(|d| (d, 1 << 20)),
         };
         Ok((
             Progressive {
@@ -273,6 +284,14 @@ impl Progressive {
             },
             stager,
         ))
+    }
+
+    /// The handle that says when the new database is ready (it is being created while the
+    /// snapshot starts to download); nothing runs against it before.
+    pub(crate) fn gate(&self) -> DbGate {
+        DbGate {
+            board: Some(self.board.clone()),
+        }
     }
 
     /// The first fault a session met, if any (it wins over the broken stream it causes).
@@ -329,27 +348,25 @@ impl Progressive {
             }
             return Ok(0);
         }
-        // The rest of the data section: everything no session loaded (pg_restore keeps
-        // only the data section's entries of this list).
+        // The rest of the data section (everything no session loaded) and the post-data
+        // section in one pg_restore --jobs: its scheduler builds a table's indexes and
+        // constraints as soon as the data they depend on is in, beside the loads still
+        // going on. pg_restore keeps only the data and post-data entries of this list; a
+        // dependency on an entry left out (pre-data, a block a session loaded) counts as
+        // met, and every session's load has committed by now.
         let rest: Vec<i32> = entry_ids
             .iter()
             .copied()
             .filter(|id| !claimed.contains(id))
             .collect();
-        if !rest.is_empty() {
-            let list = self.lists.join("rest.list");
-            write_list(&list, &rest).map_err(Error::failed)?;
-            let mut cmd = self.target.command(1);
-            cmd.arg("--section=data")
-                .arg("--use-list")
-                .arg(&list)
-                .arg(&self.staged);
-            if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
-                return Err(Error::failed(e));
-            }
-        }
+        let list = self.lists.join("rest.list");
+        write_list(&list, &rest).map_err(Error::failed)?;
         let mut cmd = self.target.command(self.sessions.max(2));
-        cmd.arg("--section=post-data").arg(&self.staged);
+        cmd.arg("--section=data")
+            .arg("--section=post-data")
+            .arg("--use-list")
+            .arg(&list)
+            .arg(&self.staged);
         if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
             return Err(Error::failed(e));
         }
@@ -368,12 +385,47 @@ impl Drop for Progressive {
     }
 }
 
-/// Pre-data from the staged head (the TOC is all it reads), as soon as it is on disk.
+/// Says whether the new database could be made ready; dropped unsaid, it stops the restore
+/// (so no session waits for a database that never comes).
+pub(crate) struct DbGate {
+    board: Option<Arc<Board>>,
+}
+
+impl DbGate {
+    /// The database is ready: pre-data may run once the head is on disk.
+    pub(crate) fn open(mut self) {
+        if let Some(board) = self.board.take() {
+            board.lock().db_ready = true;
+            board.changed.notify_all();
+        }
+    }
+
+    /// The database could not be made ready: everything stops.
+    pub(crate) fn fail(mut self, why: String) {
+        if let Some(board) = self.board.take() {
+            board.fail(why);
+        }
+    }
+}
+
+impl Drop for DbGate {
+    fn drop(&mut self) {
+        if let Some(board) = self.board.take() {
+            board.fail("the restore was stopped".into());
+        }
+    }
+}
+
+/// Pre-data from the staged head (the TOC is all it reads), as soon as it is on disk and
+/// the database is ready.
 fn pre_data(board: &Board, target: &Target, staged: &Path) {
     {
         let mut s = board.lock();
-        while !s.head_ready && !s.ended && s.failure.is_none() {
+        while !(s.db_ready && (s.head_ready || s.ended)) && s.failure.is_none() {
             s = board.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.failure.is_some() {
+            return;
         }
         if !s.head_ready {
             // No archive head ever came: the final step reports what is wrong with it.
@@ -406,11 +458,14 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
                 if s.failure.is_some() {
                     return;
                 }
+                // Once every byte is proven, what no session claimed goes to the final
+                // pg_restore --jobs with the post-data, which builds each table's indexes
+                // while other tables still load.
+                if s.ended {
+                    return;
+                }
                 if s.pre_data_done && !s.pending.is_empty() {
                     break;
-                }
-                if s.pre_data_done && s.ended {
-                    return;
                 }
                 s = board.changed.wait(s).unwrap_or_else(|p| p.into_inner());
             }

@@ -322,6 +322,7 @@ pub(crate) async fn pg_restore_streaming(
     });
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
+    let obj = obj.clone();
     let decoded = tokio::task::spawn_blocking(move || {
         let Some(stdin) = stdin else {
             return Err(Error::failed("pg_restore has no stdin".to_string()));
@@ -334,10 +335,13 @@ pub(crate) async fn pg_restore_streaming(
         };
         match split {
             None => {
-                let mut tee = Tee {
-                    file: stage_file,
-                    out: w,
-                };
+                let mut tee = HeadGate::new(
+                    Tee {
+                        file: stage_file,
+                        out: w,
+                    },
+                    &obj,
+                );
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
                     std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
@@ -347,19 +351,23 @@ pub(crate) async fn pg_restore_streaming(
             }
             Some(plan) => {
                 let sw = crate::postgres::load::SplitWriter::new(w, plan);
-                let mut tee = Tee {
-                    file: stage_file,
-                    out: sw,
-                };
+                let mut tee = HeadGate::new(
+                    Tee {
+                        file: stage_file,
+                        out: sw,
+                    },
+                    &obj,
+                );
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
                     std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
-                        .map_err(|e| match tee.out.failure() {
+                        .map_err(|e| match tee.inner().out.failure() {
                             Some(why) => Error::failed(why.to_string()),
                             None => Error::failed(format!("cannot decrypt or decompress: {e}")),
                         })
                 })?;
                 let report = tee
+                    .into_inner()
                     .out
                     .finish()
                     .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))?;
@@ -397,9 +405,12 @@ pub(crate) async fn pg_restore_streaming(
 
 /// A progressive restore (see [`crate::postgres::progressive`]): the download staged to
 /// `stage_to` while `sessions` sessions load each table once its block is on disk; use-lists
-/// go in `lists`. Returns the decoded bytes and how many blocks loaded while streaming.
+/// go in `lists`. `prepare` makes the new database ready (created, roles in) while the
+/// download starts; nothing runs against the database before it has. Returns the decoded
+/// bytes, how many blocks loaded while streaming, and what `prepare` returned.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn pg_restore_progressive(
+pub(crate) async fn pg_restore_progressive<T>(
+    prepare: impl std::future::Future<Output = Result<T>>,
     tools: &pg::Tools,
     conn: &Conn,
     reader: crate::storage::Reader,
@@ -410,13 +421,15 @@ pub(crate) async fn pg_restore_progressive(
     sessions: usize,
     stage_to: PathBuf,
     lists: PathBuf,
-) -> Result<(u64, usize)> {
+) -> Result<(u64, usize, T)> {
     use crate::postgres::progressive::{Progressive, Target};
     let target = Target::new(tools, conn, no_owner)?;
     let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
-    tokio::task::spawn_blocking(move || {
-        let (progress, mut stager) = Progressive::start(target, &stage_to, &lists, sessions)?;
+    let (progress, stager) = Progressive::start(target, &stage_to, &lists, sessions)?;
+    let mut stager = HeadGate::new(stager, obj);
+    let gate = progress.gate();
+    let decoding = tokio::task::spawn_blocking(move || {
         let expect = Expect {
             name: &name,
             stored_bytes: stored,
@@ -432,16 +445,109 @@ pub(crate) async fn pg_restore_progressive(
         });
         match decoded {
             // Every byte is proven: the rest of the data, then indexes and constraints.
-            Ok(n) => progress.finish(stager).map(|loaded| (n, loaded)),
+            Ok(n) => progress
+                .finish(stager.into_inner())
+                .map(|loaded| (n, loaded)),
             Err(e) => {
                 let first = progress.failure();
                 progress.abort(e.message());
                 Err(first.map(Error::failed).unwrap_or(e))
             }
         }
-    })
-    .await
-    .map_err(|e| Error::failed(format!("restore task failed: {e}")))?
+    });
+    let prepared = prepare.await;
+    match &prepared {
+        Ok(_) => gate.open(),
+        Err(e) => gate.fail(e.message().to_string()),
+    }
+    let decoded = decoding
+        .await
+        .map_err(|e| Error::failed(format!("restore task failed: {e}")))?;
+    let t = prepared?;
+    let (n, loaded) = decoded?;
+    Ok((n, loaded, t))
+}
+
+/// The largest archive head (header and table of contents) a restore holds in memory to
+/// prove it before anything runs; a manifest recording a bigger one is restored staged.
+pub(crate) const HEAD_HOLD_MAX: u64 = 256 << 20;
+
+/// Whether `obj` records its archive head (small enough to hold), so its statements can be
+/// proven before the rest of the object has arrived: otherwise a restore proves the whole
+/// object first (staged).
+pub(crate) fn head_provable(obj: &snapshot::ObjectEntry) -> bool {
+    obj.head_sha256.is_some() && obj.head_bytes.is_some_and(|n| n > 0 && n <= HEAD_HOLD_MAX)
+}
+
+/// Holds the decoded stream back until the archive's header and table of contents (every
+/// statement pg_restore will run, and the COPY command each data block is fed to) match
+/// the length and SHA-256 the manifest records; only then does a byte reach pg_restore or
+/// the staged file. Stored bytes are hostile until proven: without this, a replaced object
+/// would run its statements before the SHA-256 of the whole object is checked at its end.
+pub(crate) struct HeadGate<W: std::io::Write> {
+    out: W,
+    /// Still to prove: the head's length and SHA-256 (hex).
+    expect: Option<(u64, String)>,
+    held: Vec<u8>,
+}
+
+impl<W: std::io::Write> HeadGate<W> {
+    /// A gate proving `obj`'s head (see [`head_provable`]); one that passes everything
+    /// when `obj` records none.
+    pub(crate) fn new(out: W, obj: &snapshot::ObjectEntry) -> Self {
+        let expect = match (obj.head_bytes, &obj.head_sha256) {
+            (Some(n), Some(h)) if head_provable(obj) => Some((n, h.to_ascii_lowercase())),
+            _ => None,
+        };
+        HeadGate {
+            out,
+            expect,
+            held: Vec::new(),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &W {
+        &self.out
+    }
+
+    pub(crate) fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HeadGate<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let Some((len, sha)) = &self.expect else {
+            return self.out.write(buf);
+        };
+        let len = *len as usize;
+        self.held.extend_from_slice(buf);
+        if self.held.len() >= len {
+            use sha2::Digest;
+            let got = hex::encode(sha2::Sha256::digest(&self.held[..len]));
+            if &got != sha {
+                return Err(std::io::Error::other(
+                    "the archive's table of contents does not match the SHA-256 the manifest records \
+                     (the stored object was altered or replaced); nothing from it was run",
+                ));
+            }
+            self.expect = None;
+            let held = std::mem::take(&mut self.held);
+            self.out.write_all(&held)?;
+        }
+        Ok(buf.len())
+    }
+
+    /// The stream ended (every caller flushes only at its end): a head still held was
+    /// shorter than the manifest says.
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.expect.is_some() {
+            return Err(std::io::Error::other(
+                "the archive ended before the table of contents the manifest records; nothing from it was run",
+            ));
+        }
+        self.out.flush()
+    }
 }
 
 /// Bytes to pg_restore and, when staging, to the staged file too (the file first: its

@@ -358,6 +358,8 @@ fn entry(name: &str, role: &str, format: &str, st: &Stats) -> ObjectEntry {
         plaintext_bytes: st.plaintext_bytes,
         stored_bytes: st.stored_bytes,
         sha256: st.sha256.clone(),
+        head_bytes: None,
+        head_sha256: None,
     }
 }
 
@@ -399,6 +401,15 @@ async fn backup_postgres(
     opts: &Options,
 ) -> Result<Sourced> {
     let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    // pg_dump starts at once with the tools the last backup of this job used: its catalog
+    // queries (most of a small or many-table database's dump) run while the server is
+    // asked its version and the installed tools are listed, instead of after. Nothing it
+    // writes is read until both answers agree with that choice; otherwise it is killed
+    // and the right one started.
+    let early = crate::state::jobstate::load(&plan.name)
+        .pg_dump
+        .and_then(|t| pg::remembered(&t, "pg_dump"))
+        .and_then(|t| DumpProcess::start(&t, &conn).ok().map(|p| (t, p)));
     // Which pg_dump binaries exist is learnt while the server answers (both start
     // processes; together they are most of a small backup's fixed cost).
     let discovery = tokio::task::spawn_blocking(|| pg::installed("pg_dump"));
@@ -407,6 +418,28 @@ async fn backup_postgres(
         .ctx(format!("cannot reach the source database {}", conn.url))?;
     let _ = discovery.await;
     let tools = pg::tools_for("pg_dump", info.major())?;
+    let early = match early {
+        Some((t, p)) if t == tools => Some(p),
+        Some((t, p)) => {
+            tracing::info!(
+                "job {}: pg_dump {} started early is not the one for this server; restarting with pg_dump {}",
+                plan.name,
+                t.version,
+                tools.version
+            );
+            p.0.kill();
+            None
+        }
+        None => None,
+    };
+    if early.is_none() {
+        let remember = crate::state::jobstate::Tool {
+            dir: tools.dir.clone(),
+            major: tools.major,
+            version: tools.version.clone(),
+        };
+        crate::state::jobstate::update(&plan.name, |st| st.pg_dump = Some(remember));
+    }
     tracing::info!(
         "job {}: dumping {} (PostgreSQL {}) with pg_dump {} into {}",
         plan.name,
@@ -425,7 +458,10 @@ async fn backup_postgres(
     }
 
     // The dump: pg_dump -> observer -> zstd -> age -> chunks -> storage, concurrently.
-    let (proc, stdout) = DumpProcess::start(&tools, &conn)?;
+    let (proc, stdout) = match early {
+        Some(p) => p,
+        None => DumpProcess::start(&tools, &conn)?,
+    };
     let (stats, facts) = stream_dump(
         plan,
         storage.clone(),
@@ -439,16 +475,16 @@ async fn backup_postgres(
             if !said.trim().is_empty() {
                 tracing::warn!("pg_dump: {}", said.trim());
             }
-            Ok((stats, observer.finish()))
+            observer.settle();
+            let head = observer.head_digest();
+            Ok((stats, (observer.finish(), head)))
         },
     )
     .await?;
-    objects.push(entry(
-        snapshot::DUMP_OBJECT,
-        "dump",
-        "pg_dump-custom",
-        &stats,
-    ));
+    let (facts, head) = facts;
+    let mut dump = entry(snapshot::DUMP_OBJECT, "dump", "pg_dump-custom", &stats);
+    (dump.head_bytes, dump.head_sha256) = head.unzip();
+    objects.push(dump);
 
     let facts = match facts {
         Ok(d) => crate::snapshot::facts::Facts {

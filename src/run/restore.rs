@@ -102,6 +102,9 @@ pub(crate) async fn run(
             )));
         }
     };
+    // The client programs are found (each asked its version) while the snapshot is picked.
+    let psql_tools = tokio::task::spawn_blocking(|| pg::installed("psql"));
+    let restore_tools = tokio::task::spawn_blocking(|| pg::installed("pg_restore"));
     let entry = pick_confirmed(plan, storage.as_ref(), opts, gate).await?;
     let m = &entry.manifest;
     if m.source.kind != "postgres" {
@@ -126,6 +129,7 @@ pub(crate) async fn run(
         }
         None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
     };
+    let _ = psql_tools.await;
     let psql = pg::any_psql()?;
     let state = inspect(&psql, &conn).await?;
     let db = conn.url.dbname().to_string();
@@ -177,7 +181,19 @@ pub(crate) async fn run(
     }
     // Sessions for the big tables of a streamed restore.
     let sessions = load_sessions();
-    let how = plan_restore(facts.as_ref(), sessions, state.server_major);
+    let mut how = plan_restore(facts.as_ref(), sessions, state.server_major);
+    if how.mode != Mode::Stage && !crate::postgres::restore::head_provable(dump) {
+        // Nothing runs from unproven bytes: without the head's hash in the manifest (a
+        // snapshot from before it was recorded) the whole dump is proven first.
+        tracing::info!(
+            "snapshot {} records no table-of-contents hash: the dump is downloaded and proven whole before it is restored",
+            entry.id
+        );
+        how = crate::postgres::restore::RestorePlan {
+            mode: Mode::Stage,
+            split: Vec::new(),
+        };
+    }
     if how.mode == Mode::Stage {
         restored_bytes += fetch(
             storage.as_ref(),
@@ -198,15 +214,27 @@ pub(crate) async fn run(
         .as_deref()
         .and_then(|v| v.split('.').next()?.parse().ok())
         .unwrap_or(state.server_major);
+    let _ = restore_tools.await;
     let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
     let admin = conn.with_dbname(maintenance_db(&db));
     let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
     let fresh = db_name(&db, &format!("_restoring_{stamp}"));
-    create_database(&psql, &admin, &fresh, m).await?;
+    // Armed before the database is created (a progressive restore creates it while the
+    // download starts), dropped on a fault only when this run created it.
     let mut scratch = ScratchDb {
         psql: Some(psql.clone()),
         admin: admin.clone(),
         name: fresh.clone(),
+    };
+    let created = std::sync::atomic::AtomicBool::new(false);
+    // The new database, then the stored roles (before anything is restored into it).
+    let prepare = async {
+        create_database(&psql, &admin, &fresh, m).await?;
+        created.store(true, std::sync::atomic::Ordering::SeqCst);
+        match &globals_path {
+            Some(g) => Ok(Some(crate::postgres::roles::apply(&psql, &admin, g).await?)),
+            None => Ok::<_, Error>(None),
+        }
     };
     let fresh_conn = conn.with_dbname(&fresh);
     let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
@@ -214,16 +242,13 @@ pub(crate) async fn run(
     let mut blocks_loaded = None;
     let split = (!how.split.is_empty()).then(|| (psql.clone(), how.split.clone(), sessions));
     let outcome = async {
-        let mut roles = None;
-        if let Some(g) = &globals_path {
-            roles = Some(crate::postgres::roles::apply(&psql, &admin, g).await?);
-        }
         if how.mode == Mode::Progressive {
             // Tables load side by side as they arrive, into the new database only; the
             // rest and the post-data section once the hash is proven; any fault drops the
-            // new database.
+            // new database. The database is created while the download starts.
             let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
-            let (n, loaded) = pg_restore_progressive(
+            let (n, loaded, roles) = pg_restore_progressive(
+                prepare,
                 &tools,
                 &fresh_conn,
                 reader,
@@ -238,7 +263,10 @@ pub(crate) async fn run(
             .await?;
             streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
             blocks_loaded = Some(loaded);
-        } else if how.mode == Mode::Stream {
+            return Ok(roles);
+        }
+        let roles = prepare.await?;
+        if how.mode == Mode::Stream {
             // Restored while it downloads, into the new database only; the hash is proven
             // before the swap below, and any fault drops the new database.
             let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
@@ -269,7 +297,9 @@ pub(crate) async fn run(
         Ok(r) => r,
         Err(e) => {
             scratch.psql = None;
-            drop_database(&psql, &admin, &fresh).await;
+            if created.load(std::sync::atomic::Ordering::SeqCst) {
+                drop_database(&psql, &admin, &fresh).await;
+            }
             return Err(e.context(format!(
                 "restore of job {} failed; the target {db} was not changed",
                 plan.name

@@ -87,6 +87,13 @@ pub struct ObjectEntry {
     pub plaintext_bytes: u64,
     pub stored_bytes: u64,
     pub sha256: String,
+    /// Dumps: the length of the archive's header and table of contents, and their
+    /// SHA-256 (of the plaintext). A restore that runs statements while the object still
+    /// downloads proves them against these first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq, Eq)]

@@ -48,6 +48,19 @@ pub(crate) struct JobState {
     pub wal_archived: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wal_gap: Option<bool>,
+    /// The pg_dump the last backup of this job used, so the next one can start it before
+    /// the server and the installed tools have been asked again (both are still asked,
+    /// and a different answer restarts the dump before a byte of it is read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_dump: Option<Tool>,
+}
+
+/// A client program set remembered from an earlier run: its directory and version.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub(crate) struct Tool {
+    pub dir: PathBuf,
+    pub major: u32,
+    pub version: String,
 }
 
 fn dir() -> PathBuf {

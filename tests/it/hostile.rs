@@ -850,3 +850,183 @@ fn forged_or_oversized_wal_markers_are_refused() {
     expect_code(&out, 0);
     assert_eq!(std::fs::read(dest).unwrap(), vec![5u8; 200_000]);
 }
+
+/// The next backup starts the pg_dump the last one used (remembered in the state
+/// directory) before the server is asked its version. A remembered directory that
+/// discovery would not look in is never run from, and a remembered version that is not
+/// the one for this server is replaced before a byte of its output is read: the snapshot
+/// is made by the right pg_dump and restores.
+#[test]
+fn a_remembered_pg_dump_outside_the_known_directories_is_never_run() {
+    let (pg, sb) = app_job(42);
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let state = sb.path().join("state/jobs/app.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let real = st["pg_dump"].clone();
+    assert!(
+        real["dir"].as_str().is_some_and(|d| !d.is_empty()),
+        "the first backup remembers its pg_dump: {st}"
+    );
+
+    // A directory nobody configured, holding a "pg_dump" that leaves a mark if run.
+    let evil = sb.path().join("evil-bin");
+    std::fs::create_dir_all(&evil).unwrap();
+    let mark = sb.path().join("ran");
+    let script = evil.join("pg_dump");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\ntouch {}\nexit 0\n", mark.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    st["pg_dump"]["dir"] = serde_json::json!(evil.display().to_string());
+    std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    assert!(
+        !mark.exists(),
+        "a remembered unknown directory was run from"
+    );
+
+    // The right directory with a version this server does not need: restarted.
+    st["pg_dump"] = real.clone();
+    st["pg_dump"]["major"] = serde_json::json!(9);
+    st["pg_dump"]["version"] = serde_json::json!("9.6.0");
+    std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+    pg.sql("app", "INSERT INTO t VALUES (43);");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(
+        after["pg_dump"], real,
+        "the right pg_dump is remembered again"
+    );
+    let out = sb.run(&["restore", "app", "--to", &pg.url("again")]);
+    expect_code(&out, 0);
+    assert_eq!(
+        pg.sql("again", "SELECT string_agg(x::text, ',' ORDER BY x) FROM t"),
+        "42,43"
+    );
+}
+
+/// A signed job's dump object replaced (the signed manifest left as it is) by a real
+/// archive whose table of contents carries a statement that acts outside the new
+/// database: a restore that runs statements while the object still downloads (streamed or
+/// progressive) must prove them against the manifest first. Nothing runs, nothing is left.
+#[test]
+fn a_replaced_dump_runs_none_of_its_statements_before_it_is_proven() {
+    let (pg, sb) = app_job(7);
+    enable_signing(&sb, "app");
+    // A comment whose text the attacker rewrites.
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let filler: String = (0..160)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from_digit((x % 16) as u32, 16).unwrap()
+        })
+        .collect();
+    // Several MiB stored, so the head reaches pg_restore long before the object's end.
+    pg.sql(
+        "app",
+        &format!(
+            "COMMENT ON TABLE t IS '{filler}';\n\
+             CREATE TABLE bulk AS SELECT g, md5(g::text) || md5((g * 7)::text) AS a FROM generate_series(1, 100000) g;"
+        ),
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let dir = newest_dir(&sb, "app");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let dump = manifest["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["role"] == "dump")
+        .unwrap();
+    assert_eq!(
+        dump["head_sha256"].as_str().map(str::len),
+        Some(64),
+        "{dump}"
+    );
+
+    // The attacker's archive: the same database's dump, its comment rewritten (same
+    // length, so the archive stays well formed) into a statement that creates a role.
+    let out = std::process::Command::new(crate::support::pg_bindir().join("pg_dump"))
+        .args(["-Fc", "--compress=0", "--dbname", &pg.url("app")])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut forged = out.stdout;
+    let payload = "x'; CREATE ROLE pwned_by_toc; SELECT '";
+    let evil = format!("{payload}{}", "y".repeat(filler.len() - payload.len()));
+    let at = forged
+        .windows(filler.len())
+        .position(|w| w == filler.as_bytes())
+        .expect("the comment is in the table of contents");
+    forged[at..at + filler.len()].copy_from_slice(evil.as_bytes());
+    let recipient = age::x25519::Recipient::from_str(&sb.recipient).unwrap();
+    let comp = backstop::config::CompressionPlan {
+        level: 3,
+        threads: 1,
+    };
+    let (bytes, _) = backstop::pipeline::encode_bytes(&forged, comp, &[recipient]).unwrap();
+    let _ = std::fs::remove_file(dir.join("dump.zst.age"));
+    std::fs::write(dir.join("dump.zst.age"), bytes).unwrap();
+
+    let roles = || {
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'pwned_by_toc'",
+        )
+    };
+    for mode in ["stream", "progressive", "stage"] {
+        let target = format!("victim_{mode}");
+        let out = sb
+            .cmd(&["restore", "app", "--to", &pg.url(&target)])
+            .env("BACKSTOP_RESTORE_MODE", mode)
+            .output()
+            .unwrap();
+        let said = expect_code(&out, 1);
+        // Whichever check speaks first (the head's, or the whole object's once it has
+        // all arrived), it says that nothing was restored.
+        assert!(
+            said.contains("table of contents does not match")
+                || said.contains("corrupt or truncated"),
+            "{mode}: {said}"
+        );
+        assert!(
+            !said.contains("records no table-of-contents hash"),
+            "{mode}: {said}"
+        );
+        assert_eq!(
+            roles(),
+            "0",
+            "{mode}: a statement of the forged archive ran"
+        );
+        assert!(!pg.databases().contains(&target), "{mode}: target created");
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(
+        !pg.databases().iter().any(|d| d.contains("_restoring_")),
+        "no half-restored database is left: {:?}",
+        pg.databases()
+    );
+
+    // The forged archive is a real attack: restored by plain pg_restore, its statement runs.
+    let plain = sb.path().join("forged.pgdump");
+    std::fs::write(&plain, &forged).unwrap();
+    pg.sql("postgres", "CREATE DATABASE scratch;");
+    let _ = std::process::Command::new(crate::support::pg_bindir().join("pg_restore"))
+        .args(["--section=pre-data", "--dbname", &pg.url("scratch")])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_eq!(
+        roles(),
+        "1",
+        "the forged statement runs when nothing checks it"
+    );
+}

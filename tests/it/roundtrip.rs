@@ -330,14 +330,39 @@ fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every
     );
     sb.file_job("app", &pg.url("app"), "");
     expect_code(&sb.run(&["backup", "app"]), 0);
-    // No dominant table: progressive by default, every table's data loaded by the
-    // sessions while the snapshot streamed (the large objects too).
-    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("progressive")]);
+    // No dominant table: progressive by default. From a slow download the sessions load
+    // each table's data (the large objects too) while the snapshot streams; what is left
+    // when it ends loads with the post-data.
+    let out = sb
+        .cmd(&["--json", "restore", "app", "--to", &pg.url("progressive")])
+        .env("BACKSTOP_TEST_STREAM_DELAY_MS", "150")
+        .output()
+        .unwrap();
     expect_code(&out, 0);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["mode"], "progressive", "{r}");
-    assert_eq!(r["blocks_loaded_while_streaming"], 5, "{r}");
+    let loaded = r["blocks_loaded_while_streaming"].as_u64().unwrap();
+    assert!(
+        loaded >= 3,
+        "most blocks load while the snapshot streams: {r}"
+    );
     assert_eq!(pg.fingerprint("progressive"), pg.fingerprint("app"));
+    // From a fast one (most or all of it left for the final pg_restore --jobs): the same.
+    let out = sb.run(&[
+        "--json",
+        "restore",
+        "app",
+        "--to",
+        &pg.url("progressive_fast"),
+    ]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "progressive", "{r}");
+    assert_eq!(pg.fingerprint("progressive_fast"), pg.fingerprint("app"));
+    assert_eq!(
+        sorted_lines(&pg.plain_dump("progressive_fast")),
+        sorted_lines(&pg.plain_dump("app"))
+    );
     assert_eq!(pg.sql("progressive", "SELECT count(*) FROM audit"), "0");
     assert_eq!(
         pg.sql("progressive", "SELECT last_value FROM counter"),
