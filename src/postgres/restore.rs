@@ -164,8 +164,8 @@ pub(crate) struct RestorePlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// Pre-data and data through one pg_restore fed by the stream (the big tables' rows
-    /// dealt out to several sessions), the archive staged beside it; post-data with
-    /// `--jobs` from the staged copy.
+    /// dealt out to several sessions), the archive's head staged beside it; post-data
+    /// with `--jobs` from the staged head.
     Stream,
     /// Staged to disk as it streams; each table's data loaded by a pool of sessions once
     /// its block is on disk; the rest and post-data with `--jobs` once every byte is proven.
@@ -251,8 +251,9 @@ pub(crate) type Split = (PathBuf, Vec<(String, String)>, usize);
 /// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
 /// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
 /// whatever pg_restore says about the broken stream. With `stage_to`, pg_restore runs only
-/// the pre-data and data sections, and the decoded archive is written to that file as it
-/// passes, for [`pg_restore_post_data`] once every byte is proven.
+/// the pre-data and data sections, and the archive's head (header and table of contents,
+/// all the post-data step reads) is written to that file as it passes, for
+/// [`pg_restore_post_data`] once every byte is proven.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn pg_restore_streaming(
     tools: &pg::Tools,
@@ -323,6 +324,9 @@ pub(crate) async fn pg_restore_streaming(
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
     let obj = obj.clone();
+    // Only the head is staged (what the post-data step reads); without a recorded head,
+    // everything (a streamed restore needs one; this is the safe side).
+    let file_left = obj.head_bytes.unwrap_or(u64::MAX);
     let decoded = tokio::task::spawn_blocking(move || {
         let Some(stdin) = stdin else {
             return Err(Error::failed("pg_restore has no stdin".to_string()));
@@ -338,6 +342,7 @@ pub(crate) async fn pg_restore_streaming(
                 let mut tee = HeadGate::new(
                     Tee {
                         file: stage_file,
+                        file_left,
                         out: w,
                     },
                     &obj,
@@ -354,6 +359,7 @@ pub(crate) async fn pg_restore_streaming(
                 let mut tee = HeadGate::new(
                     Tee {
                         file: stage_file,
+                        file_left,
                         out: sw,
                     },
                     &obj,
@@ -550,17 +556,24 @@ impl<W: std::io::Write> std::io::Write for HeadGate<W> {
     }
 }
 
-/// Bytes to pg_restore and, when staging, to the staged file too (the file first: its
-/// copy is what the post-data step reads).
+/// Bytes to pg_restore and, when staging, the archive's head (header and table of
+/// contents, `file_left` bytes) to the staged file too (the file first: it is what the
+/// post-data step reads, and the post-data step reads nothing else, so the data is never
+/// written to disk twice).
 struct Tee<F: std::io::Write, W: std::io::Write> {
     file: Option<F>,
+    file_left: u64,
     out: W,
 }
 
 impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(f) = &mut self.file {
-            f.write_all(buf)?;
+        if let Some(f) = &mut self.file
+            && self.file_left > 0
+        {
+            let n = (buf.len() as u64).min(self.file_left) as usize;
+            f.write_all(&buf[..n])?;
+            self.file_left -= n as u64;
         }
         self.out.write_all(buf)?;
         Ok(buf.len())
