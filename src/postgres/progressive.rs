@@ -37,6 +37,32 @@ struct Shared {
     failure: Option<String>,
     /// pg_restore children running now, to stop on a fault.
     running: Vec<u32>,
+    /// The decoded archive's size (from the manifest), how much of it is staged, and when
+    /// the stream began: how long the download has yet to run, at its rate so far.
+    plain_total: u64,
+    staged: u64,
+    started: Option<std::time::Instant>,
+}
+
+/// Sessions load blocks while the snapshot streams only when the download has at least
+/// this long yet to run: near its end, what is left loads faster with the post-data in
+/// one `pg_restore --jobs`, which builds indexes beside the loads.
+const CLAIM_WHILE_LEFT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Shared {
+    /// Whether the download has long enough to run for the sessions to claim blocks now.
+    fn worth_claiming(&self) -> bool {
+        let Some(started) = self.started else {
+            return true;
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        if self.staged == 0 || elapsed <= 0.0 {
+            return true;
+        }
+        let rate = self.staged as f64 / elapsed;
+        let left = self.plain_total.saturating_sub(self.staged) as f64 / rate;
+        left >= CLAIM_WHILE_LEFT.as_secs_f64()
+    }
 }
 
 struct Board {
@@ -176,6 +202,7 @@ impl Stager {
             self.last_block_end = self.pos;
         }
         let mut s = self.board.lock();
+        s.staged = self.pos;
         if head {
             self.head_sent = true;
             s.head_ready = true;
@@ -235,6 +262,7 @@ impl Progressive {
         staged: &Path,
         lists: &Path,
         sessions: usize,
+        plain_total: u64,
     ) -> Result<(Progressive, Stager)> {
         let file = {
             use std::os::unix::fs::OpenOptionsExt;
@@ -246,7 +274,11 @@ impl Progressive {
                 .map_err(|e| Error::failed(format!("cannot create {}: {e}", staged.display())))?
         };
         let board = Arc::new(Board {
-            state: Mutex::new(Shared::default()),
+            state: Mutex::new(Shared {
+                plain_total,
+                started: Some(std::time::Instant::now()),
+                ..Shared::default()
+            }),
             changed: Condvar::new(),
         });
         let sessions = sessions.max(1);
@@ -464,10 +496,15 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
                 if s.ended {
                     return;
                 }
-                if s.pre_data_done && !s.pending.is_empty() {
+                if s.pre_data_done && !s.pending.is_empty() && s.worth_claiming() {
                     break;
                 }
-                s = board.changed.wait(s).unwrap_or_else(|p| p.into_inner());
+                // Woken by news, or to look again at how long the download has left.
+                s = board
+                    .changed
+                    .wait_timeout(s, std::time::Duration::from_millis(100))
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
             // Half a fair share: the last tables spread over every session.
             let share = (s.pending_bytes / (2 * sessions as u64)).max(1);

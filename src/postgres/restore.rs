@@ -432,7 +432,8 @@ pub(crate) async fn pg_restore_progressive<T>(
     let target = Target::new(tools, conn, no_owner)?;
     let (name, stored, sha) = (key.to_string(), obj.stored_bytes, obj.sha256.clone());
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
-    let (progress, stager) = Progressive::start(target, &stage_to, &lists, sessions)?;
+    let (progress, stager) =
+        Progressive::start(target, &stage_to, &lists, sessions, obj.plaintext_bytes)?;
     let mut stager = HeadGate::new(stager, obj);
     let gate = progress.gate();
     let decoding = tokio::task::spawn_blocking(move || {

@@ -330,12 +330,12 @@ fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every
     );
     sb.file_job("app", &pg.url("app"), "");
     expect_code(&sb.run(&["backup", "app"]), 0);
-    // No dominant table: progressive by default. From a slow download the sessions load
-    // each table's data (the large objects too) while the snapshot streams; what is left
-    // when it ends loads with the post-data.
+    // No dominant table: progressive by default. From a slow download (here about 4 s)
+    // the sessions load each table's data (the large objects too) while the snapshot
+    // streams, until the last second of it; what is left loads with the post-data.
     let out = sb
         .cmd(&["--json", "restore", "app", "--to", &pg.url("progressive")])
-        .env("BACKSTOP_TEST_STREAM_DELAY_MS", "150")
+        .env("BACKSTOP_TEST_STREAM_DELAY_MS", "500")
         .output()
         .unwrap();
     expect_code(&out, 0);
