@@ -1030,3 +1030,149 @@ fn a_replaced_dump_runs_none_of_its_statements_before_it_is_proven() {
         "the forged statement runs when nothing checks it"
     );
 }
+
+/// Two storages: a bucket writer of one of them (b) adds a newer snapshot made with the
+/// public keys only (unsigned) and hides the real newest one there. The merged catalog
+/// still has the real newest (from a) and marks the forged one FOREIGN; restore takes the
+/// real one; `--storage b` takes b's newest real one, never the forgery; `copy` from b
+/// never spreads the forgery to a, and from a puts the hidden snapshot back on b.
+#[test]
+fn a_snapshot_forged_on_one_storage_neither_hides_nor_replaces_the_real_one() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (1);");
+    let (a, b) = (sb.path().join("store-a"), sb.path().join("store-b"));
+    sb.write_job(
+        "app",
+        &format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\n\n\
+             [[storage]]\nname = \"a\"\nurl = \"file://{}\"\n\n\
+             [[storage]]\nname = \"b\"\nurl = \"file://{}\"\n\n\
+             [encryption]\nrecipients = [\"{}\"]\nidentity_file = \"{}\"\n",
+            pg.url("app"),
+            a.display(),
+            b.display(),
+            sb.recipient,
+            sb.identity.display()
+        ),
+    );
+    // The attacker's job: storage b only, the public age key, no signing key.
+    let attacker_jobs = sb.path().join("attacker-jobs");
+    std::fs::create_dir_all(&attacker_jobs).unwrap();
+    std::fs::write(
+        attacker_jobs.join("app.toml"),
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\n\n[storage]\nurl = \"file://{}\"\n\n\
+             [encryption]\nrecipients = [\"{}\"]\n",
+            pg.url("app"),
+            b.display(),
+            sb.recipient
+        ),
+    )
+    .unwrap();
+    enable_signing(&sb, "app");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let first = sb.snapshots("app")[0].0.clone();
+    pg.sql("app", "UPDATE t SET x = 2;");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let real = sb.snapshots("app")[0].0.clone();
+    assert_ne!(first, real);
+
+    pg.sql("app", "UPDATE t SET x = 666;");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .arg("--jobs")
+        .arg(&attacker_jobs)
+        .args(["backup", "app"])
+        .envs(sb.env.iter().cloned())
+        .env("BACKSTOP_STATE_DIR", sb.path().join("attacker-state"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let forged = std::fs::read_dir(b.join("app"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() > 20 && n != &first && n != &real)
+        .max()
+        .expect("the forged snapshot is on b");
+    // Hide the real newest on b.
+    for f in ["manifest.json", "manifest.json.minisig"] {
+        std::fs::remove_file(b.join("app").join(&real).join(f)).unwrap();
+    }
+    pg.sql("app", "UPDATE t SET x = 0;");
+
+    let out = sb.run(&["--json", "list", "app"]);
+    expect_code(&out, 0);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["snapshot"] == id)
+            .cloned()
+    };
+    assert!(
+        row(&forged).is_some_and(|r| r.get("foreign").is_some()),
+        "the forged snapshot is listed as foreign: {rows}"
+    );
+    assert_eq!(sb.snapshots("app")[0].0, real, "{rows}");
+
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("back")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshot"], real.as_str());
+    assert_eq!(pg.sql("back", "SELECT sum(x) FROM t"), "2");
+
+    let out = sb.run(&[
+        "--json",
+        "restore",
+        "app",
+        "--storage",
+        "b",
+        "--to",
+        &pg.url("from_b"),
+    ]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["snapshot"], first.as_str(), "b's newest real snapshot");
+    assert_eq!(pg.sql("from_b", "SELECT sum(x) FROM t"), "1");
+
+    let out = sb.run(&[
+        "--json",
+        "copy",
+        "app",
+        "--from",
+        "b",
+        "--to",
+        "a",
+        "--all-missing",
+    ]);
+    expect_code(&out, 0);
+    assert!(
+        !a.join("app").join(&forged).exists(),
+        "copy spread the forged snapshot to a"
+    );
+    let out = sb.run(&[
+        "--json",
+        "copy",
+        "app",
+        "--from",
+        "a",
+        "--to",
+        "b",
+        "--all-missing",
+    ]);
+    expect_code(&out, 0);
+    assert!(
+        b.join("app").join(&real).join("manifest.json").exists(),
+        "copy put the hidden snapshot back on b"
+    );
+    assert_eq!(
+        std::fs::read(a.join("app").join(&real).join("manifest.json")).unwrap(),
+        std::fs::read(b.join("app").join(&real).join("manifest.json")).unwrap()
+    );
+}
