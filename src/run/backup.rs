@@ -25,13 +25,56 @@ use crate::state::baselines::Baseline;
 use crate::storage::{ChunkWriter, Storage};
 use crate::volume::source::VolumeFacts;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Options {
     pub trigger: Trigger,
     pub reason: Option<String>,
     /// Pin the snapshot against retention until this time.
     pub pinned_until: Option<jiff::Timestamp>,
     pub quiet: bool,
+    /// A pg_dump already started (see [`early_dump`]); taken by the backup.
+    pub early: std::sync::Mutex<Option<EarlyDump>>,
+}
+
+/// A pg_dump started before the run's locks and the server's answers, with the tools the
+/// job's last backup used.
+pub struct EarlyDump {
+    tools: pg::Tools,
+    proc: DumpProcess,
+    stdout: std::process::ChildStdout,
+}
+
+impl std::fmt::Debug for EarlyDump {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EarlyDump(pg_dump {})", self.tools.version)
+    }
+}
+
+/// Start the pg_dump the job's last backup used, at once: its catalog queries (most of a
+/// small or many-table database's dump) then run while the lease is taken, the server is
+/// asked its version and the installed tools are listed, instead of after. It is read
+/// from only once the run holds its locks and both answers agree with the choice;
+/// otherwise it is killed (dropping it kills it) and the right one started. Only ever
+/// started from a directory that discovery searches. `None` for other sources, or when
+/// nothing is remembered.
+pub(crate) fn early_dump(plan: &JobPlan) -> Option<EarlyDump> {
+    match &plan.source {
+        SourcePlan::Postgres(src) => early_dump_for(plan, src),
+        _ => None,
+    }
+}
+
+fn early_dump_for(plan: &JobPlan, src: &PostgresSource) -> Option<EarlyDump> {
+    let conn = Conn::new(src.url.clone(), src.password_file.clone());
+    let tools = crate::state::jobstate::load(&plan.name)
+        .pg_dump
+        .and_then(|t| pg::remembered(&t, "pg_dump"))?;
+    let (proc, stdout) = DumpProcess::start(&tools, &conn).ok()?;
+    Some(EarlyDump {
+        tools,
+        proc,
+        stdout,
+    })
 }
 
 /// What a source's backup produced: the manifest's source part, the stored objects,
@@ -401,15 +444,14 @@ async fn backup_postgres(
     opts: &Options,
 ) -> Result<Sourced> {
     let conn = Conn::new(src.url.clone(), src.password_file.clone());
-    // pg_dump starts at once with the tools the last backup of this job used: its catalog
-    // queries (most of a small or many-table database's dump) run while the server is
-    // asked its version and the installed tools are listed, instead of after. Nothing it
-    // writes is read until both answers agree with that choice; otherwise it is killed
-    // and the right one started.
-    let early = crate::state::jobstate::load(&plan.name)
-        .pg_dump
-        .and_then(|t| pg::remembered(&t, "pg_dump"))
-        .and_then(|t| DumpProcess::start(&t, &conn).ok().map(|p| (t, p)));
+    // The pg_dump started before the locks were taken (see [`early_dump`]), or now.
+    let early = opts
+        .early
+        .lock()
+        .ok()
+        .and_then(|mut e| e.take())
+        .map(|e| (e.tools, (e.proc, e.stdout)))
+        .or_else(|| early_dump_for(plan, src).map(|e| (e.tools, (e.proc, e.stdout))));
     // Which pg_dump binaries exist is learnt while the server answers (both start
     // processes; together they are most of a small backup's fixed cost).
     let discovery = tokio::task::spawn_blocking(|| pg::installed("pg_dump"));

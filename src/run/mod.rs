@@ -115,6 +115,15 @@ pub(crate) async fn backup(
         Trigger::Guard => "guard",
         _ => "backup",
     };
+    // pg_dump's catalog queries run while the lease is taken (nothing is read from it
+    // before the locks are held; a refused lock drops it, which kills it). Not when the
+    // run may wait for another to finish: the dump would hold its table locks, and its
+    // snapshot would age, for the whole wait.
+    let early = if o.wait {
+        None
+    } else {
+        backup::early_dump(plan)
+    };
     let lock = lock_any(&plan.name, &targets, action, o.wait).await?;
     let started = std::time::Instant::now();
     let opts = backup::Options {
@@ -122,6 +131,7 @@ pub(crate) async fn backup(
         reason: reason.clone(),
         pinned_until,
         quiet: o.quiet,
+        early: std::sync::Mutex::new(early),
     };
     notify::started(plan).await;
     let res = tokio::select! {

@@ -397,6 +397,8 @@ fn a_second_run_of_the_same_job_gets_exit_5() {
     let sb = Sandbox::new();
     load_bulk(&pg, "app", 1);
     sb.file_job("app", &pg.url("app"), "");
+    // A first backup: the next one starts its pg_dump before taking the locks.
+    expect_code(&sb.run(&["backup", "app"]), 0);
     let dir = sb.path().join("state/locks");
     std::fs::create_dir_all(&dir).unwrap();
     let f = std::fs::File::create(dir.join("app.lock")).unwrap();
@@ -407,8 +409,25 @@ fn a_second_run_of_the_same_job_gets_exit_5() {
     );
     let text = expect_code(&sb.run(&["backup", "app"]), 5);
     assert!(text.contains("another run of job app"), "{text}");
+    // The pg_dump started early went with the refused run: no session of it is left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let left = pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_dump'",
+        );
+        if left == "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a pg_dump session outlived the refused run"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     drop(f);
     expect_code(&sb.run(&["backup", "app"]), 0);
+    assert_eq!(sb.snapshots("app").len(), 2);
 }
 
 #[test]
@@ -468,6 +487,7 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
         reason: Some("test".into()),
         pinned_until: None,
         quiet: true,
+        early: Default::default(),
     };
     // A scheduled backup checks sizes (HEAD) only: the damage on read goes unseen here.
     rt.block_on(run(&plan, storage.clone(), &opts(Trigger::Manual)))
