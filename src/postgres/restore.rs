@@ -194,11 +194,24 @@ const SPLIT_MIN_ROWS: u64 = 20_000;
 /// Otherwise (tables of comparable size, many small tables, or no row counts) restore
 /// progressively: the tables load side by side as their blocks arrive, hiding the
 /// download. `$BACKSTOP_RESTORE_MODE` = "stream", "progressive" or "stage" decides instead.
+///
+/// A dump whose manifest records no table-of-contents hash (a snapshot from before it was
+/// recorded) is always staged, whatever else says: nothing runs from unproven bytes.
 pub(crate) fn plan_restore(
     facts: Option<&crate::postgres::archive::DumpFacts>,
+    dump: &snapshot::ObjectEntry,
     sessions: usize,
     server_major: u32,
 ) -> RestorePlan {
+    if !head_provable(dump) {
+        tracing::info!(
+            "the snapshot records no table-of-contents hash: the dump is downloaded and proven whole before it is restored"
+        );
+        return RestorePlan {
+            mode: Mode::Stage,
+            split: Vec::new(),
+        };
+    }
     let candidates: Vec<(String, String, u64)> = facts
         .map(|d| {
             let total: u64 = d.tables.iter().map(|t| t.rows).sum();
@@ -482,7 +495,7 @@ pub(crate) const HEAD_HOLD_MAX: u64 = 256 << 20;
 /// Whether `obj` records its archive head (small enough to hold), so its statements can be
 /// proven before the rest of the object has arrived: otherwise a restore proves the whole
 /// object first (staged).
-pub(crate) fn head_provable(obj: &snapshot::ObjectEntry) -> bool {
+fn head_provable(obj: &snapshot::ObjectEntry) -> bool {
     obj.head_sha256.is_some() && obj.head_bytes.is_some_and(|n| n > 0 && n <= HEAD_HOLD_MAX)
 }
 

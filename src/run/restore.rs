@@ -181,19 +181,7 @@ pub(crate) async fn run(
     }
     // Sessions for the big tables of a streamed restore.
     let sessions = load_sessions();
-    let mut how = plan_restore(facts.as_ref(), sessions, state.server_major);
-    if how.mode != Mode::Stage && !crate::postgres::restore::head_provable(dump) {
-        // Nothing runs from unproven bytes: without the head's hash in the manifest (a
-        // snapshot from before it was recorded) the whole dump is proven first.
-        tracing::info!(
-            "snapshot {} records no table-of-contents hash: the dump is downloaded and proven whole before it is restored",
-            entry.id
-        );
-        how = crate::postgres::restore::RestorePlan {
-            mode: Mode::Stage,
-            split: Vec::new(),
-        };
-    }
+    let how = plan_restore(facts.as_ref(), dump, sessions, state.server_major);
     if how.mode == Mode::Stage {
         restored_bytes += fetch(
             storage.as_ref(),

@@ -1141,32 +1141,12 @@ fn a_snapshot_forged_on_one_storage_neither_hides_nor_replaces_the_real_one() {
     assert_eq!(r["snapshot"], first.as_str(), "b's newest real snapshot");
     assert_eq!(pg.sql("from_b", "SELECT sum(x) FROM t"), "1");
 
-    let out = sb.run(&[
-        "--json",
-        "copy",
-        "app",
-        "--from",
-        "b",
-        "--to",
-        "a",
-        "--all-missing",
-    ]);
-    expect_code(&out, 0);
+    sb.copy_all_missing("app", "b", "a");
     assert!(
         !a.join("app").join(&forged).exists(),
         "copy spread the forged snapshot to a"
     );
-    let out = sb.run(&[
-        "--json",
-        "copy",
-        "app",
-        "--from",
-        "a",
-        "--to",
-        "b",
-        "--all-missing",
-    ]);
-    expect_code(&out, 0);
+    sb.copy_all_missing("app", "a", "b");
     assert!(
         b.join("app").join(&real).join("manifest.json").exists(),
         "copy put the hidden snapshot back on b"

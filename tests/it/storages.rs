@@ -56,22 +56,6 @@ fn list_json(sb: &Sandbox) -> Vec<serde_json::Value> {
         .clone()
 }
 
-/// `copy app --from a --to b --all-missing`, which must succeed; its report.
-fn copy_a_to_b(sb: &Sandbox) -> serde_json::Value {
-    let out = sb.run(&[
-        "--json",
-        "copy",
-        "app",
-        "--from",
-        "a",
-        "--to",
-        "b",
-        "--all-missing",
-    ]);
-    expect_code(&out, 0);
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn status_json(sb: &Sandbox) -> serde_json::Value {
     let out = sb.run(&["--json", "status", "app"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -227,12 +211,12 @@ fn a_server_killed_mid_backup_leaves_the_snapshot_on_the_other_and_copy_complete
     assert_eq!(st["storages"][1]["state"], "behind");
     assert_eq!(st["storages"][1]["missing"], 1);
 
-    let r = copy_a_to_b(&sb);
+    let r = sb.copy_all_missing("app", "a", "b");
     assert_eq!(r["copied"], serde_json::json!([id]));
     let (on_a, on_b) = (objects(&rt, &sa), objects(&rt, &sb3));
     assert_eq!(on_a, on_b);
     // Nothing left to copy; status is no longer FAILING for b.
-    let r = copy_a_to_b(&sb);
+    let r = sb.copy_all_missing("app", "a", "b");
     assert_eq!(r["copied"], serde_json::json!([]));
     assert_eq!(r["already"], serde_json::json!([id]));
     let st = status_json(&sb);

@@ -432,6 +432,22 @@ impl Sandbox {
         self.cmd(args).output().unwrap()
     }
 
+    /// `copy JOB --from FROM --to TO --all-missing`, which must succeed; its report.
+    pub fn copy_all_missing(&self, job: &str, from: &str, to: &str) -> serde_json::Value {
+        let out = self.run(&[
+            "--json",
+            "copy",
+            job,
+            "--from",
+            from,
+            "--to",
+            to,
+            "--all-missing",
+        ]);
+        expect_code(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     pub fn audit_lines(&self) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path().join("state/audit.log"))
             .unwrap_or_default()
