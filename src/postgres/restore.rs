@@ -490,7 +490,9 @@ pub(crate) async fn pg_restore_progressive<T>(
 
 /// The largest archive head (header and table of contents) a restore holds in memory to
 /// prove it before anything runs; a manifest recording a bigger one is restored staged.
-pub(crate) const HEAD_HOLD_MAX: u64 = 256 << 20;
+/// (A 2,000-table schema's is about 2 MiB; this bound keeps a forged manifest from making
+/// a restore hold more than the memory target.)
+pub(crate) const HEAD_HOLD_MAX: u64 = 32 << 20;
 
 /// Whether `obj` records its archive head (small enough to hold), so its statements can be
 /// proven before the rest of the object has arrived: otherwise a restore proves the whole
@@ -691,6 +693,66 @@ async fn pg_restore_sections(
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    fn dump_entry(head: &[u8], bytes: Option<u64>) -> crate::snapshot::ObjectEntry {
+        use sha2::Digest;
+        crate::snapshot::ObjectEntry {
+            name: "dump.zst.age".into(),
+            role: "dump".into(),
+            format: "pg_dump-custom".into(),
+            plaintext_bytes: 0,
+            stored_bytes: 0,
+            sha256: String::new(),
+            head_bytes: bytes.or(Some(head.len() as u64)),
+            head_sha256: Some(hex::encode(sha2::Sha256::digest(head))),
+        }
+    }
+
+    #[test]
+    fn the_head_gate_holds_everything_back_until_the_head_is_proven() {
+        let head = b"PGDMP head and table of contents";
+        let mut gate = super::HeadGate::new(Vec::new(), &dump_entry(head, None));
+        gate.write_all(&head[..10]).unwrap();
+        assert!(gate.inner().is_empty(), "nothing passes before the proof");
+        gate.write_all(&head[10..]).unwrap();
+        gate.write_all(b"data").unwrap();
+        gate.flush().unwrap();
+        assert_eq!(gate.into_inner(), [&head[..], b"data"].concat());
+
+        // Another head of the same length: refused, nothing passed.
+        let mut gate = super::HeadGate::new(Vec::new(), &dump_entry(head, None));
+        let forged = b"PGDMP DROP DATABASE production;!";
+        assert!(gate.write_all(&forged[..head.len()]).is_err());
+        assert!(gate.inner().is_empty());
+
+        // The stream ends before the head: refused at the end, nothing passed.
+        let mut gate = super::HeadGate::new(Vec::new(), &dump_entry(head, None));
+        gate.write_all(&head[..5]).unwrap();
+        assert!(gate.flush().is_err());
+        assert!(gate.inner().is_empty());
+    }
+
+    #[test]
+    fn an_oversized_or_missing_head_record_means_a_staged_restore() {
+        let head = b"head";
+        let big = dump_entry(head, Some(super::HEAD_HOLD_MAX + 1));
+        assert_eq!(
+            super::plan_restore(None, &big, 2, 15).mode,
+            super::Mode::Stage
+        );
+        let mut none = dump_entry(head, None);
+        none.head_sha256 = None;
+        assert_eq!(
+            super::plan_restore(None, &none, 2, 15).mode,
+            super::Mode::Stage
+        );
+        assert_eq!(
+            super::plan_restore(None, &dump_entry(head, None), 2, 15).mode,
+            super::Mode::Progressive
+        );
+    }
+
     #[test]
     fn db_names_fit() {
         let long = "x".repeat(70);
