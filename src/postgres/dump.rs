@@ -121,7 +121,7 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
         .stdout
         .take()
         .ok_or_else(|| Error::failed("no stdout pipe"))?;
-    widen_pipe(&stdout);
+    super::widen_pipe(&stdout);
     let stderr = child.stderr.take().map(|mut s| {
         std::thread::spawn(move || {
             let mut kept = Vec::new();
@@ -148,16 +148,6 @@ fn spawn(mut cmd: Command, program: &str) -> Result<(DumpProcess, ChildStdout)> 
         },
         stdout,
     ))
-}
-
-/// Let the pipe hold 1 MiB instead of 64 KiB, so the dump rarely waits for the pipeline
-/// (the kernel may refuse; then it stays as it was).
-fn widen_pipe(pipe: &ChildStdout) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: F_SETPIPE_SZ on a pipe this process owns; a failure changes nothing.
-    unsafe {
-        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
-    }
 }
 
 /// Roles and tablespaces (`pg_dumpall --globals-only`), as SQL text.

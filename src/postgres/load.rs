@@ -21,6 +21,11 @@ use serde::Serialize;
 
 use crate::postgres::archive::{Head, Parse, decode_int, read_head};
 
+/// The end of a table's COPY data, `\.` on a line of its own (built once: building a
+/// searcher costs more than a search through one piece of the stream).
+static END_MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\\.\n"));
+
 /// Rows are dealt out in batches of about this many bytes, cut at row ends.
 const BATCH: usize = 256 << 10;
 
@@ -330,7 +335,7 @@ impl<W: Write> SplitWriter<W> {
         // The end marker: a line that is exactly `\.` (a row never is: COPY escapes `\`).
         let scan = from.saturating_sub(2);
         let mut at = None;
-        for p in memchr::memmem::find_iter(&self.batch[scan..], b"\\.\n") {
+        for p in END_MARKER.find_iter(&self.batch[scan..]) {
             let p = scan + p;
             if p == 0 || self.batch[p - 1] == b'\n' {
                 at = Some(p);
@@ -458,6 +463,9 @@ impl<W: Write> SplitWriter<W> {
                 }
             };
             let stdin = child.stdin.take();
+            if let Some(s) = &stdin {
+                crate::postgres::widen_pipe(s);
+            }
             let stderr = child.stderr.take().map(|mut e| {
                 std::thread::spawn(move || {
                     let mut s = String::new();

@@ -16,3 +16,12 @@ pub mod roles;
 pub mod scratch;
 
 pub(crate) use client::*;
+
+/// Let a pipe to or from a client program hold 1 MiB instead of 64 KiB, so neither side
+/// waits on the other at every few rows (the kernel may refuse; then it stays as it was).
+pub(crate) fn widen_pipe(pipe: &impl std::os::fd::AsRawFd) {
+    // SAFETY: F_SETPIPE_SZ on a pipe this process owns; a failure changes nothing.
+    unsafe {
+        libc::fcntl(pipe.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20);
+    }
+}

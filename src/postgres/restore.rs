@@ -326,6 +326,9 @@ pub(crate) async fn pg_restore_streaming(
         None => None,
     };
     let stdin = child.stdin.take();
+    if let Some(s) = &stdin {
+        pg::widen_pipe(s);
+    }
     let mut stderr = child.stderr.take();
     let errs = std::thread::spawn(move || {
         let mut s = String::new();

@@ -22,7 +22,7 @@ use crate::postgres::restore::{
     maintenance_db, pg_restore, pg_restore_post_data, pg_restore_progressive, pg_restore_streaming,
     plan_restore, read_dump_facts,
 };
-use crate::postgres::{self as pg, Conn, PgUrl, quote_ident};
+use crate::postgres::{self as pg, Conn, PgUrl, quote_ident, quote_literal};
 use crate::snapshot::read::{fetch, open_object};
 use crate::snapshot::{self, Entry};
 use crate::storage::Storage;
@@ -102,19 +102,6 @@ pub(crate) async fn run(
             )));
         }
     };
-    // The client programs are found (each asked its version) while the snapshot is picked.
-    let psql_tools = tokio::task::spawn_blocking(|| pg::installed("psql"));
-    let restore_tools = tokio::task::spawn_blocking(|| pg::installed("pg_restore"));
-    let entry = pick_confirmed(plan, storage.as_ref(), opts, gate).await?;
-    let m = &entry.manifest;
-    if m.source.kind != "postgres" {
-        return Err(Error::failed(format!(
-            "snapshot {} of job {} is a {} snapshot, not postgres",
-            entry.id, plan.name, m.source.kind
-        )));
-    }
-    let identities = pipeline::load_identities(&plan.identity_path(opts.identity.as_deref())?)?;
-
     // The target: the job's own database, or --to.
     let (conn, own_target) = match &opts.to {
         Some(to) => {
@@ -129,9 +116,27 @@ pub(crate) async fn run(
         }
         None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
     };
-    let _ = psql_tools.await;
-    let psql = pg::any_psql()?;
-    let state = inspect(&psql, &conn).await?;
+    // The client programs are found (each asked its version) and the target server is
+    // asked what it holds while the snapshot is picked.
+    let psql_tools = tokio::task::spawn_blocking(|| pg::installed("psql"));
+    let restore_tools = tokio::task::spawn_blocking(|| pg::installed("pg_restore"));
+    let target = async {
+        let _ = psql_tools.await;
+        let psql = pg::any_psql()?;
+        let state = inspect(&psql, &conn).await?;
+        Ok::<_, Error>((psql, state))
+    };
+    let (entry, target) = tokio::join!(pick_confirmed(plan, storage.as_ref(), opts, gate), target);
+    let entry = entry?;
+    let m = &entry.manifest;
+    if m.source.kind != "postgres" {
+        return Err(Error::failed(format!(
+            "snapshot {} of job {} is a {} snapshot, not postgres",
+            entry.id, plan.name, m.source.kind
+        )));
+    }
+    let identities = pipeline::load_identities(&plan.identity_path(opts.identity.as_deref())?)?;
+    let (psql, state) = target?;
     let db = conn.url.dbname().to_string();
 
     // The gate.
@@ -165,20 +170,29 @@ pub(crate) async fn run(
             entry.id
         ))
     })?;
-    let globals_path = match m.object("globals").filter(|_| !opts.skip_roles) {
-        Some(g) => {
-            let p = staging.path().join("globals.sql");
-            fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
-            Some(p)
+    // The two small objects side by side.
+    let globals = async {
+        match m.object("globals").filter(|_| !opts.skip_roles) {
+            Some(g) => {
+                let p = staging.path().join("globals.sql");
+                fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
+                Ok::<_, Error>(Some(p))
+            }
+            None => Ok(None),
         }
-        None => None,
     };
-    let mut facts = None;
-    if let Some(f) = m.object("facts") {
-        let p = staging.path().join("facts.json");
-        fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
-        facts = read_dump_facts(&p);
-    }
+    let facts = async {
+        match m.object("facts") {
+            Some(f) => {
+                let p = staging.path().join("facts.json");
+                fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
+                Ok::<_, Error>(read_dump_facts(&p))
+            }
+            None => Ok(None),
+        }
+    };
+    let (globals_path, facts) = tokio::join!(globals, facts);
+    let (globals_path, facts) = (globals_path?, facts?);
     // Sessions for the big tables of a streamed restore.
     let sessions = load_sessions();
     let how = plan_restore(facts.as_ref(), dump, sessions, state.server_major);
@@ -301,7 +315,8 @@ pub(crate) async fn run(
     if state.exists {
         let aside = db_name(&db, &format!("_pre_restore_{stamp}"));
         let sql = format!(
-            "BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+            "{}BEGIN; ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} RENAME TO {}; COMMIT;",
+            wait_for_sessions_to_end(&fresh),
             quote_ident(&db),
             quote_ident(&aside),
             quote_ident(&fresh),
@@ -324,7 +339,8 @@ pub(crate) async fn run(
             &psql,
             &admin,
             &format!(
-                "ALTER DATABASE {} RENAME TO {}",
+                "{}ALTER DATABASE {} RENAME TO {}",
+                wait_for_sessions_to_end(&fresh),
                 quote_ident(&fresh),
                 quote_ident(&db)
             ),
@@ -355,6 +371,23 @@ pub(crate) async fn run(
 
 /// The snapshot to restore; a foreign one (only when named with `--allow-foreign`) needs
 /// the operator to confirm, `--yes` included: it may have been forged by a bucket writer.
+/// SQL that waits (at most a second) until no session is connected to database `name`:
+/// the restore's own sessions end with their programs, but the server retires them a
+/// moment later, and a rename that finds one still there sleeps 100 ms before it looks
+/// again. Empty when `name` cannot be quoted inside the block.
+fn wait_for_sessions_to_end(name: &str) -> String {
+    const TAG: &str = "$backstop_wait$";
+    let lit = quote_literal(name);
+    if lit.contains("$backstop_wait") {
+        return String::new();
+    }
+    format!(
+        "DO {TAG}BEGIN FOR i IN 1..500 LOOP PERFORM pg_stat_clear_snapshot(); \
+         EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = {lit}); \
+         PERFORM pg_sleep(0.002); END LOOP; END{TAG}; "
+    )
+}
+
 async fn pick_confirmed(
     plan: &JobPlan,
     storage: &dyn Storage,
@@ -664,4 +697,25 @@ fn make_staging(dir: Option<&Path>) -> Result<tempfile::TempDir> {
     })?;
     // pg_restore may run as another user than us only through the server; the files stay private.
     Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wait_for_sessions_to_end;
+
+    #[test]
+    fn the_wait_before_a_rename_quotes_the_name_and_never_breaks_its_block() {
+        let sql = wait_for_sessions_to_end("app_restoring_1");
+        assert!(sql.contains("datname = 'app_restoring_1'"), "{sql}");
+        assert!(
+            sql.starts_with("DO $backstop_wait$") && sql.trim_end().ends_with("$backstop_wait$;")
+        );
+        let sql = wait_for_sessions_to_end("it's");
+        assert!(sql.contains("datname = 'it''s'"), "{sql}");
+        // A name that could close the block gets no wait (the server's own wait remains).
+        assert_eq!(
+            wait_for_sessions_to_end("x$backstop_wait$; DROP DATABASE y; --"),
+            ""
+        );
+    }
 }
