@@ -243,6 +243,13 @@ pub(crate) fn plan_restore(
     RestorePlan { mode, split }
 }
 
+/// Whether [`plan_restore`] can choose anything but a staged restore for this dump,
+/// whatever the facts say (its download is then opened before they are read).
+pub(crate) fn may_stream(dump: &snapshot::ObjectEntry) -> bool {
+    head_provable(dump)
+        && crate::config::env::restore_mode() != Some(crate::config::env::RestoreMode::Stage)
+}
+
 /// The dump's facts (row counts by table), if the snapshot recorded them.
 pub(crate) fn read_dump_facts(path: &Path) -> Option<crate::postgres::archive::DumpFacts> {
     std::fs::read(path)

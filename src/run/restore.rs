@@ -19,8 +19,8 @@ use crate::error::{Error, Result, ResultExt};
 use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
     Mode, ScratchDb, create_database, db_name, drop_database, inspect, load_sessions,
-    maintenance_db, pg_restore, pg_restore_post_data, pg_restore_progressive, pg_restore_streaming,
-    plan_restore, read_dump_facts,
+    maintenance_db, may_stream, pg_restore, pg_restore_post_data, pg_restore_progressive,
+    pg_restore_streaming, plan_restore, read_dump_facts,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident, quote_literal};
 use crate::snapshot::read::{fetch, open_object};
@@ -170,7 +170,31 @@ pub(crate) async fn run(
             entry.id
         ))
     })?;
-    // The two small objects side by side.
+    // The names and tools of the restore beside the target.
+    let dump_major = m
+        .source
+        .pg_dump_version
+        .as_deref()
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .unwrap_or(state.server_major);
+    let _ = restore_tools.await;
+    let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
+    let admin = conn.with_dbname(maintenance_db(&db));
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
+    // Armed before the database is created, dropped on a fault only when this run created
+    // it.
+    let mut scratch = ScratchDb {
+        psql: Some(psql.clone()),
+        admin: admin.clone(),
+        name: fresh.clone(),
+    };
+    let created = std::sync::atomic::AtomicBool::new(false);
+
+    // Side by side, each a round trip or more to the storage or the server: the two small
+    // objects (the facts say how the dump is best restored), the new database (beside the
+    // target, which nothing here touches), and the dump's download opened when it may be
+    // restored as it streams.
     let globals = async {
         match m.object("globals").filter(|_| !opts.skip_roles) {
             Some(g) => {
@@ -191,48 +215,41 @@ pub(crate) async fn run(
             None => Ok(None),
         }
     };
-    let (globals_path, facts) = tokio::join!(globals, facts);
-    let (globals_path, facts) = (globals_path?, facts?);
+    let create = async {
+        create_database(&psql, &admin, &fresh, m).await?;
+        created.store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok::<_, Error>(())
+    };
+    let open_early = async {
+        if may_stream(dump) {
+            open_object(storage.as_ref(), &entry, dump).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    };
+    let (globals_path, facts, opened, made) = tokio::join!(globals, facts, open_early, create);
+    let early = made
+        .and(globals_path)
+        .and_then(|g| Ok((g, facts?, opened?)));
+    let (globals_path, facts, mut opened) = match early {
+        Ok(v) => v,
+        Err(e) => {
+            scratch.psql = None;
+            if created.load(std::sync::atomic::Ordering::SeqCst) {
+                drop_database(&psql, &admin, &fresh).await;
+            }
+            return Err(e);
+        }
+    };
     // Sessions for the big tables of a streamed restore.
     let sessions = load_sessions();
     let how = plan_restore(facts.as_ref(), dump, sessions, state.server_major);
-    if how.mode == Mode::Stage {
-        restored_bytes += fetch(
-            storage.as_ref(),
-            &entry,
-            dump,
-            identities.clone(),
-            &dump_path,
-        )
-        .await?;
-    }
-    let download_ms = dl_clock.elapsed().as_millis() as u64;
+    let mut download_ms = dl_clock.elapsed().as_millis() as u64;
 
     // Restore beside the target, then swap.
-    let rs_clock = Instant::now();
-    let dump_major = m
-        .source
-        .pg_dump_version
-        .as_deref()
-        .and_then(|v| v.split('.').next()?.parse().ok())
-        .unwrap_or(state.server_major);
-    let _ = restore_tools.await;
-    let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
-    let admin = conn.with_dbname(maintenance_db(&db));
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
-    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
-    // Armed before the database is created (a progressive restore creates it while the
-    // download starts), dropped on a fault only when this run created it.
-    let mut scratch = ScratchDb {
-        psql: Some(psql.clone()),
-        admin: admin.clone(),
-        name: fresh.clone(),
-    };
-    let created = std::sync::atomic::AtomicBool::new(false);
-    // The new database, then the stored roles (before anything is restored into it).
+    let mut rs_clock = Instant::now();
+    // The stored roles, before anything is restored into the new database.
     let prepare = async {
-        create_database(&psql, &admin, &fresh, m).await?;
-        created.store(true, std::sync::atomic::Ordering::SeqCst);
         match &globals_path {
             Some(g) => Ok(Some(crate::postgres::roles::apply(&psql, &admin, g).await?)),
             None => Ok::<_, Error>(None),
@@ -247,8 +264,11 @@ pub(crate) async fn run(
         if how.mode == Mode::Progressive {
             // Tables load side by side as they arrive, into the new database only; the
             // rest and the post-data section once the hash is proven; any fault drops the
-            // new database. The database is created while the download starts.
-            let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
+            // new database. The roles are applied while the download starts.
+            let (key, reader) = match opened.take() {
+                Some(o) => o,
+                None => open_object(storage.as_ref(), &entry, dump).await?,
+            };
             let (n, loaded, roles) = pg_restore_progressive(
                 prepare,
                 &tools,
@@ -271,7 +291,10 @@ pub(crate) async fn run(
         if how.mode == Mode::Stream {
             // Restored while it downloads, into the new database only; the hash is proven
             // before the swap below, and any fault drops the new database.
-            let (key, reader) = open_object(storage.as_ref(), &entry, dump).await?;
+            let (key, reader) = match opened.take() {
+                Some(o) => o,
+                None => open_object(storage.as_ref(), &entry, dump).await?,
+            };
             let (n, report) = pg_restore_streaming(
                 &tools,
                 &fresh_conn,
@@ -290,6 +313,18 @@ pub(crate) async fn run(
             // from the staged copy, several at a time.
             pg_restore_post_data(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         } else {
+            // Staged: downloaded and proven whole, then restored.
+            drop(opened.take());
+            restored_bytes += fetch(
+                storage.as_ref(),
+                &entry,
+                dump,
+                identities.clone(),
+                &dump_path,
+            )
+            .await?;
+            download_ms = dl_clock.elapsed().as_millis() as u64;
+            rs_clock = Instant::now();
             pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
         }
         Ok::<_, Error>(roles)
