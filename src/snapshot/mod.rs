@@ -234,8 +234,9 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
     }
     let job = plan.name.as_str();
     let prefix = format!("{job}/");
-    let objects = storage.list(&prefix).await?;
-    let versions = history(storage, &prefix).await;
+    // The listing and the versions, side by side (a round trip each).
+    let (objects, versions) = tokio::join!(storage.list(&prefix), history(storage, &prefix));
+    let objects = objects?;
     let horizon = crate::config::env::now() + ALLOWED_SKEW;
     // Every manifest key, also those hidden behind a delete marker.
     let mut keys: BTreeMap<String, u64> = objects

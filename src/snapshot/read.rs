@@ -19,8 +19,10 @@ pub(crate) async fn open_object(
     storage.expect(&key, obj.stored_bytes, &obj.sha256);
     // Written once: on a versioned bucket, a rewritten or hidden object is read in the
     // version the manifest describes (its recorded size; the SHA-256 is checked as it
-    // streams), not in whatever was put over it.
-    let hist = super::history(storage, &key).await;
+    // streams), not in whatever was put over it. The object's history and the object are
+    // asked for side by side (one round trip, not two); the plain download is dropped
+    // unread when the history leads to the version to read.
+    let (hist, plain) = tokio::join!(super::history(storage, &key), storage.get(&key));
     if let Some(h) = hist.get(&key)
         && let Some(why) = h.tampering()
         && let Some(v) =
@@ -33,15 +35,18 @@ pub(crate) async fn open_object(
             return Ok((key, r));
         }
     }
-    let reader = storage.get(&key).await?.ok_or_else(|| {
-        Error::failed(format!(
-            "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
-             (pick an older one with --snapshot ID)",
-            storage.describe(),
-            entry.id
-        ))
-    })?;
+    let reader = plain?.ok_or_else(|| missing(storage, entry, &key))?;
     Ok((key, reader))
+}
+
+/// A stored object that is not there: the snapshot is damaged.
+fn missing(storage: &dyn Storage, entry: &Entry, key: &str) -> Error {
+    Error::failed(format!(
+        "stored object {key} is missing from {}: snapshot {} is damaged; nothing was restored \
+         (pick an older one with --snapshot ID)",
+        storage.describe(),
+        entry.id
+    ))
 }
 
 /// Download one object, decrypt and decompress it into `dest`, checking it whole.
