@@ -19,6 +19,7 @@ pub mod sign;
 pub mod wal;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -205,6 +206,9 @@ pub struct Entry {
     /// The storages (by name) where it is complete and the job's own, when the job has
     /// several; empty for a job with one storage.
     pub storages: Vec<String>,
+    /// The stored versions of the snapshot's objects, as the listing that found it saw
+    /// them (one storage); `None` when they are to be asked for object by object.
+    pub(crate) histories: Option<Arc<BTreeMap<String, History>>>,
 }
 
 /// The most a manifest may hold (a real one is a few KiB).
@@ -389,6 +393,13 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
                 "job {job}: snapshot {id} is FOREIGN ({why}): not used as a snapshot of this job"
             );
         }
+        // The versions of its objects, already listed: reading them needs no new listing.
+        let dir = snapshot_prefix(job, id);
+        let histories: BTreeMap<String, History> = versions
+            .range(dir.clone()..)
+            .take_while(|(k, _)| k.starts_with(&dir))
+            .map(|(k, h)| (k.clone(), History(h.0.clone())))
+            .collect();
         out.push(Entry {
             id: id.to_string(),
             manifest: m,
@@ -396,6 +407,7 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             foreign,
             tampered,
             storages: Vec::new(),
+            histories: Some(Arc::new(histories)),
         });
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));

@@ -19,10 +19,19 @@ pub(crate) async fn open_object(
     storage.expect(&key, obj.stored_bytes, &obj.sha256);
     // Written once: on a versioned bucket, a rewritten or hidden object is read in the
     // version the manifest describes (its recorded size; the SHA-256 is checked as it
-    // streams), not in whatever was put over it. The object's history and the object are
-    // asked for side by side (one round trip, not two); the plain download is dropped
-    // unread when the history leads to the version to read.
-    let (hist, plain) = tokio::join!(super::history(storage, &key), storage.get(&key));
+    // streams), not in whatever was put over it. The object's history (from the listing
+    // that found the snapshot, or asked for now) and the object are asked for side by
+    // side; the plain download is dropped unread when the history leads to the version
+    // to read.
+    let listed = entry.histories.clone();
+    let history = async {
+        match listed {
+            // Listed with the catalog that found the snapshot: no second listing.
+            Some(h) => h,
+            None => std::sync::Arc::new(super::history(storage, &key).await),
+        }
+    };
+    let (hist, plain) = tokio::join!(history, storage.get(&key));
     if let Some(h) = hist.get(&key)
         && let Some(why) = h.tampering()
         && let Some(v) =

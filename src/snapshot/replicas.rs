@@ -161,7 +161,9 @@ impl Replicas {
                 }
             };
             read_any = true;
-            for e in entries {
+            for mut e in entries {
+                // Reads go through every storage: each object's versions are asked there.
+                e.histories = None;
                 if self.only.as_ref().is_some_and(|o| o != name) {
                     // Seen elsewhere, but only snapshots on the preferred storage count.
                     if let Some(m) = merged.get_mut(&e.id)

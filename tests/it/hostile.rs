@@ -687,6 +687,76 @@ fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
     assert_eq!(pg.sql("copy2", "SELECT sum(x) FROM t"), "5");
 }
 
+/// On a versioned (Object Lock) bucket, a bucket writer puts a new version over a
+/// snapshot's dump, then hides it behind a delete marker: the restore reads the version the
+/// manifest describes (the versions come from the listing that found the snapshot) and
+/// brings back the original rows both times.
+#[test]
+fn a_rewritten_or_hidden_dump_is_read_in_its_original_version() {
+    let pg = Pg::start();
+    let s3 = crate::support::S3::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql(
+        "app",
+        "CREATE TABLE t (x int); INSERT INTO t SELECT g FROM generate_series(1, 1000) g;",
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(s3.storage("locked2", "backups", 5, true));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        "locked2",
+        "object_lock_days = 1\nobject_lock_mode = \"governance\"",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let id = sb.snapshots("app")[0].0.clone();
+    let key = format!("backups/app/{id}/dump.zst.age");
+    // The attacker's plain PUT: another age file of another size over the dump.
+    let forged = {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg("echo 'DROP TABLE t;' | age -r \"$(age-keygen 2>/dev/null | age-keygen -y)\"")
+            .output()
+            .expect("age");
+        assert!(out.status.success());
+        out.stdout
+    };
+    rt.block_on(
+        store
+            .client()
+            .put_object()
+            .bucket("locked2")
+            .key(&key)
+            .body(aws_sdk_s3::primitives::ByteStream::from(forged))
+            .send(),
+    )
+    .unwrap();
+    let out = sb.run(&["restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    assert_eq!(
+        pg.sql("copy", "SELECT count(*), sum(x) FROM t"),
+        "1000|500500"
+    );
+    // Hidden behind a delete marker: still read in its original version.
+    rt.block_on(
+        store
+            .client()
+            .delete_object()
+            .bucket("locked2")
+            .key(&key)
+            .send(),
+    )
+    .unwrap();
+    let out = sb.run(&["restore", "app", "--to", &pg.url("copy2")]);
+    expect_code(&out, 0);
+    assert_eq!(
+        pg.sql("copy2", "SELECT count(*), sum(x) FROM t"),
+        "1000|500500"
+    );
+}
+
 /// A tmpfs mounted on a directory, unmounted when dropped (the test runs as root, as CI does).
 struct Mounted(PathBuf);
 
