@@ -228,9 +228,17 @@ pub(crate) async fn run(
         }
     };
     let (globals_path, facts, opened, made) = tokio::join!(globals, facts, open_early, create);
-    let early = made
-        .and(globals_path)
-        .and_then(|g| Ok((g, facts?, opened?)));
+    // A damaged snapshot is named before a server that would not create the database.
+    let early = globals_path
+        .and_then(|g| Ok((g, facts?, opened?)))
+        .and_then(|v| {
+            made.map(|_| v).map_err(|e| {
+                e.context(format!(
+                    "restore of job {} failed; the target {db} was not changed",
+                    plan.name
+                ))
+            })
+        });
     let (globals_path, facts, mut opened) = match early {
         Ok(v) => v,
         Err(e) => {
