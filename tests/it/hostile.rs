@@ -620,27 +620,47 @@ fn leases_trust_neither_the_holders_clock_nor_its_host_name() {
     assert_eq!(sb.snapshots("app").len(), 1);
 }
 
+/// One snapshot of database `app` (made with `setup`) on a versioned (Object Lock,
+/// governance) bucket, and a handle on that bucket for the attacker's writes.
+fn locked_snapshot(
+    bucket: &str,
+    setup: &str,
+) -> (
+    Pg,
+    crate::support::S3,
+    Sandbox,
+    tokio::runtime::Runtime,
+    backstop::storage::s3::S3Storage,
+    String,
+) {
+    let pg = Pg::start();
+    let s3 = crate::support::S3::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app;");
+    pg.sql("app", setup);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(s3.storage(bucket, "backups", 5, true));
+    sb.s3_job(
+        "app",
+        &pg.url("app"),
+        &s3,
+        bucket,
+        "object_lock_days = 1\nobject_lock_mode = \"governance\"",
+    );
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let id = sb.snapshots("app")[0].0.clone();
+    (pg, s3, sb, rt, store, id)
+}
+
 /// On a versioned (Object Lock) bucket, a bucket writer puts a new version over a
 /// snapshot's manifest, then hides it behind a delete marker: backstop's own writes never
 /// overwrite; list still shows the snapshot and says TAMPERED; restore uses the original.
 #[test]
 fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
-    let pg = Pg::start();
-    let s3 = crate::support::S3::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql("app", "CREATE TABLE t (x int); INSERT INTO t VALUES (5);");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(s3.storage("locked", "backups", 5, true));
-    sb.s3_job(
-        "app",
-        &pg.url("app"),
-        &s3,
+    let (pg, _s3, sb, rt, store, id) = locked_snapshot(
         "locked",
-        "object_lock_days = 1\nobject_lock_mode = \"governance\"",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (5);",
     );
-    expect_code(&sb.run(&["backup", "app"]), 0);
-    let id = sb.snapshots("app")[0].0.clone();
     let key = format!("backups/app/{id}/manifest.json");
     // backstop itself never writes over an object.
     let err = rt
@@ -693,25 +713,10 @@ fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
 /// brings back the original rows both times.
 #[test]
 fn a_rewritten_or_hidden_dump_is_read_in_its_original_version() {
-    let pg = Pg::start();
-    let s3 = crate::support::S3::start();
-    let sb = Sandbox::new();
-    pg.sql("postgres", "CREATE DATABASE app;");
-    pg.sql(
-        "app",
+    let (pg, _s3, sb, rt, store, id) = locked_snapshot(
+        "locked2",
         "CREATE TABLE t (x int); INSERT INTO t SELECT g FROM generate_series(1, 1000) g;",
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt.block_on(s3.storage("locked2", "backups", 5, true));
-    sb.s3_job(
-        "app",
-        &pg.url("app"),
-        &s3,
-        "locked2",
-        "object_lock_days = 1\nobject_lock_mode = \"governance\"",
-    );
-    expect_code(&sb.run(&["backup", "app"]), 0);
-    let id = sb.snapshots("app")[0].0.clone();
     let key = format!("backups/app/{id}/dump.zst.age");
     // The attacker's plain PUT: another age file of another size over the dump.
     let forged = {
