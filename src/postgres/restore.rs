@@ -761,6 +761,9 @@ mod tests {
             super::plan_restore(None, &dump_entry(head, None), 2, 15).mode,
             super::Mode::Progressive
         );
+        // The early download follows the same rule: never opened for a staged restore.
+        assert!(!super::may_stream(&big) && !super::may_stream(&none));
+        assert!(super::may_stream(&dump_entry(head, None)));
     }
 
     #[test]

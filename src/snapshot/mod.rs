@@ -398,7 +398,7 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         let histories: BTreeMap<String, History> = versions
             .range(dir.clone()..)
             .take_while(|(k, _)| k.starts_with(&dir))
-            .map(|(k, h)| (k.clone(), History(h.0.clone())))
+            .map(|(k, h)| (k.clone(), h.clone()))
             .collect();
         out.push(Entry {
             id: id.to_string(),
@@ -443,7 +443,7 @@ pub(crate) fn remember_manifests() {
 }
 
 /// The stored versions of one key, newest first (versioned buckets).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct History(Vec<crate::storage::VersionInfo>);
 
 impl History {
