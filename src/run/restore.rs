@@ -1,5 +1,9 @@
 //! Restore of a postgres snapshot. Order is the safety argument:
-//! 1. pick the snapshot (newest complete, or `--snapshot`), load the identity;
+//! 1. pick the snapshot (newest complete, or `--snapshot`), load the identity; the newest
+//!    is picked from the listing of current objects while the stored versions are listed,
+//!    and nothing is swapped in (nor any stored role applied, unless a trusted signature
+//!    vouches for the snapshot) before the full catalog agrees; otherwise the new
+//!    database is dropped and the full catalog's pick restored;
 //! 2. look at the target read-only and apply the confirmation gate (exit 4);
 //! 3. download every object, checking its SHA-256 and age authentication, into a private
 //!    staging directory; any fault stops here, before the target is touched;
@@ -126,233 +130,120 @@ pub(crate) async fn run(
         let state = inspect(&psql, &conn).await?;
         Ok::<_, Error>((psql, state))
     };
-    let (entry, target) = tokio::join!(pick_confirmed(plan, storage.as_ref(), opts, gate), target);
-    let entry = entry?;
-    let m = &entry.manifest;
-    if m.source.kind != "postgres" {
-        return Err(Error::failed(format!(
-            "snapshot {} of job {} is a {} snapshot, not postgres",
-            entry.id, plan.name, m.source.kind
-        )));
-    }
-    let identities = pipeline::load_identities(&plan.identity_path(opts.identity.as_deref())?)?;
+    // The newest snapshot is picked from the listing of current objects; the stored
+    // versions (a rewritten or hidden snapshot) are listed meanwhile and checked before
+    // anything is committed. A named snapshot is picked from the full catalog.
+    let pick = async {
+        if opts.snapshot.is_none() {
+            snapshot::pick_latest_early(storage.clone(), plan).await
+        } else {
+            Ok((
+                pick_confirmed(plan, storage.as_ref(), opts, gate).await?,
+                None,
+            ))
+        }
+    };
+    let (picked, target) = tokio::join!(pick, target);
+    let (mut entry, recheck) = picked?;
+    let identities = Arc::new(pipeline::load_identities(
+        &plan.identity_path(opts.identity.as_deref())?,
+    )?);
     let (psql, state) = target?;
     let db = conn.url.dbname().to_string();
 
     // The gate.
     let needs_confirmation =
         state.objects > 0 || (state.exists && own_target && plan.is_production());
+    let what = format!(
+        "target database {db} on {}:{} exists and holds {} objects{}",
+        conn.url.host(),
+        conn.url.port(),
+        state.objects,
+        if plan.is_production() && own_target {
+            " (environment = \"production\")"
+        } else {
+            ""
+        }
+    );
     if needs_confirmation {
-        let what = format!(
-            "target database {db} on {}:{} exists and holds {} objects{}",
-            conn.url.host(),
-            conn.url.port(),
-            state.objects,
-            if plan.is_production() && own_target {
-                " (environment = \"production\")"
-            } else {
-                ""
-            }
-        );
-        confirm(plan, &entry, what, &db, opts.yes, gate)?;
+        confirm(plan, &entry, what.clone(), &db, opts.yes, gate)?;
     }
-
-    // Stage and check every object before touching the target. The small ones first: the
-    // facts say whether the dump is worth restoring in parallel.
-    let staging = make_staging(opts.staging.as_deref())?;
-    let dl_clock = Instant::now();
-    let identities = Arc::new(identities);
-    let mut restored_bytes = 0;
-    let dump_path = staging.path().join("dump.pgdump");
-    let dump = m.object("dump").ok_or_else(|| {
-        Error::failed(format!(
-            "snapshot {} has no dump object in its manifest",
-            entry.id
-        ))
-    })?;
-    // The names and tools of the restore beside the target.
-    let dump_major = m
-        .source
-        .pg_dump_version
-        .as_deref()
-        .and_then(|v| v.split('.').next()?.parse().ok())
-        .unwrap_or(state.server_major);
     let _ = restore_tools.await;
-    let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
-    let admin = conn.with_dbname(maintenance_db(&db));
     let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
-    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
-    // Armed before the database is created, dropped on a fault only when this run created
-    // it.
-    let mut scratch = ScratchDb {
-        psql: Some(psql.clone()),
-        admin: admin.clone(),
-        name: fresh.clone(),
+    let ctx = Beside {
+        plan,
+        storage: &storage,
+        opts,
+        conn: &conn,
+        psql: &psql,
+        state: &state,
+        db: &db,
+        identities,
+        admin: conn.with_dbname(maintenance_db(&db)),
     };
-    let created = std::sync::atomic::AtomicBool::new(false);
-
-    // Side by side, each a round trip or more to the storage or the server: the two small
-    // objects (the facts say how the dump is best restored), the new database (beside the
-    // target, which nothing here touches), and the dump's download opened when it may be
-    // restored as it streams.
-    let globals = async {
-        match m.object("globals").filter(|_| !opts.skip_roles) {
-            Some(g) => {
-                let p = staging.path().join("globals.sql");
-                fetch(storage.as_ref(), &entry, g, identities.clone(), &p).await?;
-                Ok::<_, Error>(Some(p))
-            }
-            None => Ok(None),
-        }
-    };
-    let facts = async {
-        match m.object("facts") {
-            Some(f) => {
-                let p = staging.path().join("facts.json");
-                fetch(storage.as_ref(), &entry, f, identities.clone(), &p).await?;
-                Ok::<_, Error>(read_dump_facts(&p))
-            }
-            None => Ok(None),
-        }
-    };
-    let create = async {
-        create_database(&psql, &admin, &fresh, m).await?;
-        created.store(true, std::sync::atomic::Ordering::SeqCst);
-        Ok::<_, Error>(())
-    };
-    let open_early = async {
-        if may_stream(dump) {
-            open_object(storage.as_ref(), &entry, dump).await.map(Some)
-        } else {
-            Ok(None)
-        }
-    };
-    let (globals_path, facts, opened, made) = tokio::join!(globals, facts, open_early, create);
-    // A damaged snapshot is named before a server that would not create the database.
-    let early = globals_path
-        .and_then(|g| Ok((g, facts?, opened?)))
-        .and_then(|v| {
-            made.map(|_| v).map_err(|e| {
-                e.context(format!(
-                    "restore of job {} failed; the target {db} was not changed",
+    // The full catalog's pick, once the versions are listed; shared by the roles (they wait
+    // for it, see `restore`) and the commit below.
+    let verdict = recheck.map(|r| {
+        use futures_util::FutureExt;
+        async move { r.finish().await.and_then(|x| x).map_err(Arc::new) }
+            .boxed()
+            .shared()
+    });
+    let mut done = ctx
+        .restore(
+            &entry,
+            &db_name(&db, &format!("_restoring_{stamp}")),
+            verdict.clone(),
+        )
+        .await;
+    // Nothing is swapped in before the full catalog agrees with the early pick: the same
+    // snapshot, nothing in it rewritten or hidden. Otherwise (a bucket writer at work) the
+    // new database is dropped and the full catalog's pick is restored, from the versions
+    // it names.
+    if let Some(verdict) = verdict {
+        let full = match verdict.await {
+            Ok(full) => full,
+            Err(e) => {
+                if let Ok(r) = done {
+                    ctx.abandon(r).await;
+                }
+                return Err(Error::failed(format!(
+                    "{}; restore of job {} failed; the target {db} was not changed",
+                    e.message(),
                     plan.name
-                ))
-            })
-        });
-    let (globals_path, facts, mut opened) = match early {
-        Ok(v) => v,
-        Err(e) => {
-            scratch.psql = None;
-            if created.load(std::sync::atomic::Ordering::SeqCst) {
-                drop_database(&psql, &admin, &fresh).await;
+                )));
             }
-            return Err(e);
+        };
+        if !snapshot::early_pick_stands(&entry, &full) {
+            if let Ok(r) = done {
+                ctx.abandon(r).await;
+            }
+            tracing::warn!(
+                "job {}: the stored versions show snapshot {} (picked: {}) or its objects rewritten or hidden; \
+                 restoring {} from the versions its manifest describes",
+                plan.name,
+                full.id,
+                entry.id,
+                full.id
+            );
+            if needs_confirmation && full.id != entry.id {
+                confirm(plan, &full, what, &db, opts.yes, gate)?;
+            }
+            entry = full;
+            done = ctx
+                .restore(
+                    &entry,
+                    &db_name(&db, &format!("_restoring_{stamp}_2")),
+                    None,
+                )
+                .await;
         }
-    };
-    // Sessions for the big tables of a streamed restore.
-    let sessions = load_sessions();
-    let how = plan_restore(facts.as_ref(), dump, sessions, state.server_major);
-    let mut download_ms = dl_clock.elapsed().as_millis() as u64;
-
-    // Restore beside the target, then swap.
-    let mut rs_clock = Instant::now();
-    // The stored roles, before anything is restored into the new database.
-    let prepare = async {
-        match &globals_path {
-            Some(g) => Ok(Some(crate::postgres::roles::apply(&psql, &admin, g).await?)),
-            None => Ok::<_, Error>(None),
-        }
-    };
-    let fresh_conn = conn.with_dbname(&fresh);
-    let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
-    let mut parallel_load = Vec::new();
-    let mut blocks_loaded = None;
-    let split = (!how.split.is_empty()).then(|| (psql.clone(), how.split.clone(), sessions));
-    let outcome = async {
-        if how.mode == Mode::Progressive {
-            // Tables load side by side as they arrive, into the new database only; the
-            // rest and the post-data section once the hash is proven; any fault drops the
-            // new database. The roles are applied while the download starts.
-            let (key, reader) = match opened.take() {
-                Some(o) => o,
-                None => open_object(storage.as_ref(), &entry, dump).await?,
-            };
-            let (n, loaded, roles) = pg_restore_progressive(
-                prepare,
-                &tools,
-                &fresh_conn,
-                reader,
-                identities.clone(),
-                &key,
-                dump,
-                opts.no_owner,
-                sessions,
-                dump_path.clone(),
-                staging.path().to_path_buf(),
-            )
-            .await?;
-            streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
-            blocks_loaded = Some(loaded);
-            return Ok(roles);
-        }
-        let roles = prepare.await?;
-        if how.mode == Mode::Stream {
-            // Restored while it downloads, into the new database only; the hash is proven
-            // before the swap below, and any fault drops the new database.
-            let (key, reader) = match opened.take() {
-                Some(o) => o,
-                None => open_object(storage.as_ref(), &entry, dump).await?,
-            };
-            let (n, report) = pg_restore_streaming(
-                &tools,
-                &fresh_conn,
-                reader,
-                identities.clone(),
-                &key,
-                dump,
-                opts.no_owner,
-                split,
-                Some(dump_path.clone()),
-            )
-            .await?;
-            streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
-            parallel_load = report;
-            // Every byte is proven (the hash matched): indexes, constraints and triggers
-            // from the staged copy, several at a time.
-            pg_restore_post_data(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
-        } else {
-            // Staged: downloaded and proven whole, then restored.
-            drop(opened.take());
-            restored_bytes += fetch(
-                storage.as_ref(),
-                &entry,
-                dump,
-                identities.clone(),
-                &dump_path,
-            )
-            .await?;
-            download_ms = dl_clock.elapsed().as_millis() as u64;
-            rs_clock = Instant::now();
-            pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
-        }
-        Ok::<_, Error>(roles)
     }
-    .await;
-    let roles = match outcome {
-        Ok(r) => r,
-        Err(e) => {
-            scratch.psql = None;
-            if created.load(std::sync::atomic::Ordering::SeqCst) {
-                drop_database(&psql, &admin, &fresh).await;
-            }
-            return Err(e.context(format!(
-                "restore of job {} failed; the target {db} was not changed",
-                plan.name
-            )));
-        }
-    };
-    restored_bytes += streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    let r = done?;
+    let fresh = r.fresh.name.clone();
+    let admin = &ctx.admin;
     // From here on the new database is the restored data: never dropped automatically.
+    let mut scratch = r.fresh;
     scratch.psql = None;
     let mut previous_kept_as = None;
     if state.exists {
@@ -365,7 +256,7 @@ pub(crate) async fn run(
             quote_ident(&fresh),
             quote_ident(&db)
         );
-        pg::query(&psql, &admin, &sql).await.map_err(|e| {
+        pg::query(&psql, admin, &sql).await.map_err(|e| {
             Error::failed(format!(
                 "the snapshot was restored completely into database {fresh}, but it could not be swapped in \
                  for {db}: {e}. Close the sessions connected to {db} and run again, or point the \
@@ -373,14 +264,14 @@ pub(crate) async fn run(
             ))
         })?;
         if state.objects == 0 {
-            drop_database(&psql, &admin, &aside).await;
+            drop_database(&psql, admin, &aside).await;
         } else {
             previous_kept_as = Some(aside);
         }
     } else {
         pg::query(
             &psql,
-            &admin,
+            admin,
             &format!(
                 "{}ALTER DATABASE {} RENAME TO {}",
                 wait_for_sessions_to_end(&fresh),
@@ -399,17 +290,304 @@ pub(crate) async fn run(
         created: !state.exists,
         previous_kept_as,
         files: None,
-        roles_restored: roles.is_some(),
-        roles,
-        restored_bytes,
-        download_ms,
-        restore_ms: rs_clock.elapsed().as_millis() as u64,
+        roles_restored: r.roles.is_some(),
+        roles: r.roles,
+        restored_bytes: r.restored_bytes,
+        download_ms: r.download_ms,
+        restore_ms: r.restore_ms,
         duration_ms: clock.elapsed().as_millis() as u64,
-        mode: Some(how.mode.name().into()),
-        parallel_load,
-        blocks_loaded_while_streaming: blocks_loaded,
+        mode: Some(r.mode.into()),
+        parallel_load: r.parallel_load,
+        blocks_loaded_while_streaming: r.blocks_loaded,
         repaired: Vec::new(),
     })
+}
+
+/// What a postgres restore beside the target needs: the job, where the snapshot is read
+/// from, the target server and what it holds.
+struct Beside<'a> {
+    plan: &'a JobPlan,
+    storage: &'a Arc<dyn Storage>,
+    opts: &'a Options,
+    conn: &'a Conn,
+    psql: &'a Path,
+    state: &'a pg::restore::TargetState,
+    db: &'a str,
+    identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
+    admin: Conn,
+}
+
+/// The full catalog's pick behind an early pick, awaited by more than one.
+type Verdict = futures_util::future::Shared<
+    futures_util::future::BoxFuture<'static, std::result::Result<Entry, Arc<Error>>>,
+>;
+
+/// A snapshot restored completely into a new database beside the target, not swapped in.
+struct Restored {
+    /// The new database; armed (dropped if this is dropped) until it is swapped in.
+    fresh: ScratchDb,
+    roles: Option<crate::postgres::roles::RolesReport>,
+    restored_bytes: u64,
+    download_ms: u64,
+    restore_ms: u64,
+    mode: &'static str,
+    parallel_load: Vec<crate::postgres::load::Report>,
+    blocks_loaded: Option<usize>,
+}
+
+impl Beside<'_> {
+    /// Drop a restored database that is not to be swapped in.
+    async fn abandon(&self, mut r: Restored) {
+        r.fresh.psql = None;
+        drop_database(self.psql, &self.admin, &r.fresh.name).await;
+    }
+
+    /// Restore `entry` into the new database `fresh` beside the target (staged, streamed
+    /// or progressive): every object checked, the new database dropped on any fault. An
+    /// early pick comes with the full catalog's `verdict`: stored roles of a snapshot no
+    /// signature vouches for are applied (they reach beyond the new database) only once it
+    /// agrees.
+    async fn restore(
+        &self,
+        entry: &Entry,
+        fresh: &str,
+        verdict: Option<Verdict>,
+    ) -> Result<Restored> {
+        let Beside {
+            plan,
+            storage,
+            opts,
+            conn,
+            psql,
+            state,
+            db,
+            ..
+        } = *self;
+        let admin = &self.admin;
+        let identities = self.identities.clone();
+        let m = &entry.manifest;
+        if m.source.kind != "postgres" {
+            return Err(Error::failed(format!(
+                "snapshot {} of job {} is a {} snapshot, not postgres",
+                entry.id, plan.name, m.source.kind
+            )));
+        }
+        // Stage and check every object before touching the target. The small ones first: the
+        // facts say whether the dump is worth restoring in parallel.
+        let staging = make_staging(opts.staging.as_deref())?;
+        let dl_clock = Instant::now();
+        let mut restored_bytes = 0;
+        let dump_path = staging.path().join("dump.pgdump");
+        let dump = m.object("dump").ok_or_else(|| {
+            Error::failed(format!(
+                "snapshot {} has no dump object in its manifest",
+                entry.id
+            ))
+        })?;
+        // The names and tools of the restore beside the target.
+        let dump_major = m
+            .source
+            .pg_dump_version
+            .as_deref()
+            .and_then(|v| v.split('.').next()?.parse().ok())
+            .unwrap_or(state.server_major);
+        let tools = pg::tools_for("pg_restore", dump_major.max(state.server_major))?;
+        // Armed before the database is created, dropped on a fault only when this run created
+        // it.
+        let mut scratch = ScratchDb {
+            psql: Some(psql.to_path_buf()),
+            admin: admin.clone(),
+            name: fresh.to_string(),
+        };
+        let created = std::sync::atomic::AtomicBool::new(false);
+
+        // Side by side, each a round trip or more to the storage or the server: the two small
+        // objects (the facts say how the dump is best restored), the new database (beside the
+        // target, which nothing here touches), and the dump's download opened when it may be
+        // restored as it streams.
+        let globals = async {
+            match m.object("globals").filter(|_| !opts.skip_roles) {
+                Some(g) => {
+                    let p = staging.path().join("globals.sql");
+                    fetch(storage.as_ref(), entry, g, identities.clone(), &p).await?;
+                    Ok::<_, Error>(Some(p))
+                }
+                None => Ok(None),
+            }
+        };
+        let facts = async {
+            match m.object("facts") {
+                Some(f) => {
+                    let p = staging.path().join("facts.json");
+                    fetch(storage.as_ref(), entry, f, identities.clone(), &p).await?;
+                    Ok::<_, Error>(read_dump_facts(&p))
+                }
+                None => Ok(None),
+            }
+        };
+        let create = async {
+            create_database(psql, admin, fresh, m).await?;
+            created.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, Error>(())
+        };
+        let open_early = async {
+            if may_stream(dump) {
+                open_object(storage.as_ref(), entry, dump).await.map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (globals_path, facts, opened, made) = tokio::join!(globals, facts, open_early, create);
+        // A damaged snapshot is named before a server that would not create the database.
+        let early = globals_path
+            .and_then(|g| Ok((g, facts?, opened?)))
+            .and_then(|v| {
+                made.map(|_| v).map_err(|e| {
+                    e.context(format!(
+                        "restore of job {} failed; the target {db} was not changed",
+                        plan.name
+                    ))
+                })
+            });
+        let (globals_path, facts, mut opened) = match early {
+            Ok(v) => v,
+            Err(e) => {
+                scratch.psql = None;
+                if created.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop_database(psql, admin, fresh).await;
+                }
+                return Err(e);
+            }
+        };
+        // Sessions for the big tables of a streamed restore.
+        let sessions = load_sessions();
+        let how = plan_restore(facts.as_ref(), dump, sessions, state.server_major);
+        let mut download_ms = dl_clock.elapsed().as_millis() as u64;
+
+        // Restore beside the target, then swap.
+        let mut rs_clock = Instant::now();
+        // The stored roles, before anything is restored into the new database.
+        let prepare = async {
+            match &globals_path {
+                Some(g) => {
+                    if let Some(v) = verdict.filter(|_| entry.signed_by.is_none()) {
+                        let stands = v
+                            .await
+                            .map_err(|e| Error::failed(e.message()))
+                            .map(|full| snapshot::early_pick_stands(entry, &full))?;
+                        if !stands {
+                            return Err(Error::failed(format!(
+                                "snapshot {} was not what the full catalog picks; its roles were not applied",
+                                entry.id
+                            )));
+                        }
+                    }
+                    Ok(Some(crate::postgres::roles::apply(psql, admin, g).await?))
+                }
+                None => Ok::<_, Error>(None),
+            }
+        };
+        let fresh_conn = conn.with_dbname(fresh);
+        let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
+        let mut parallel_load = Vec::new();
+        let mut blocks_loaded = None;
+        let split =
+            (!how.split.is_empty()).then(|| (psql.to_path_buf(), how.split.clone(), sessions));
+        let outcome = async {
+            if how.mode == Mode::Progressive {
+                // Tables load side by side as they arrive, into the new database only; the
+                // rest and the post-data section once the hash is proven; any fault drops the
+                // new database. The roles are applied while the download starts.
+                let (key, reader) = match opened.take() {
+                    Some(o) => o,
+                    None => open_object(storage.as_ref(), entry, dump).await?,
+                };
+                let (n, loaded, roles) = pg_restore_progressive(
+                    prepare,
+                    &tools,
+                    &fresh_conn,
+                    reader,
+                    identities.clone(),
+                    &key,
+                    dump,
+                    opts.no_owner,
+                    sessions,
+                    dump_path.clone(),
+                    staging.path().to_path_buf(),
+                )
+                .await?;
+                streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+                blocks_loaded = Some(loaded);
+                return Ok(roles);
+            }
+            let roles = prepare.await?;
+            if how.mode == Mode::Stream {
+                // Restored while it downloads, into the new database only; the hash is proven
+                // before the swap below, and any fault drops the new database.
+                let (key, reader) = match opened.take() {
+                    Some(o) => o,
+                    None => open_object(storage.as_ref(), entry, dump).await?,
+                };
+                let (n, report) = pg_restore_streaming(
+                    &tools,
+                    &fresh_conn,
+                    reader,
+                    identities.clone(),
+                    &key,
+                    dump,
+                    opts.no_owner,
+                    split,
+                    Some(dump_path.clone()),
+                )
+                .await?;
+                streamed_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+                parallel_load = report;
+                // Every byte is proven (the hash matched): indexes, constraints and triggers
+                // from the staged copy, several at a time.
+                pg_restore_post_data(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+            } else {
+                // Staged: downloaded and proven whole, then restored.
+                drop(opened.take());
+                restored_bytes += fetch(
+                    storage.as_ref(),
+                    entry,
+                    dump,
+                    identities.clone(),
+                    &dump_path,
+                )
+                .await?;
+                download_ms = dl_clock.elapsed().as_millis() as u64;
+                rs_clock = Instant::now();
+                pg_restore(&tools, &fresh_conn, &dump_path, opts.no_owner).await?;
+            }
+            Ok::<_, Error>(roles)
+        }
+        .await;
+        let roles = match outcome {
+            Ok(r) => r,
+            Err(e) => {
+                scratch.psql = None;
+                if created.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop_database(psql, admin, fresh).await;
+                }
+                return Err(e.context(format!(
+                    "restore of job {} failed; the target {db} was not changed",
+                    plan.name
+                )));
+            }
+        };
+        restored_bytes += streamed_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Restored {
+            fresh: scratch,
+            roles,
+            restored_bytes,
+            download_ms,
+            restore_ms: rs_clock.elapsed().as_millis() as u64,
+            mode: how.mode.name(),
+            parallel_load,
+            blocks_loaded,
+        })
+    }
 }
 
 /// The snapshot to restore; a foreign one (only when named with `--allow-foreign`) needs

@@ -236,11 +236,33 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         // Several storages: each one's catalog, merged.
         return r.catalog_all(plan).await;
     }
-    let job = plan.name.as_str();
-    let prefix = format!("{job}/");
+    let prefix = format!("{}/", plan.name);
     // The listing and the versions, side by side (a round trip each).
     let (objects, versions) = tokio::join!(storage.list(&prefix), history(storage, &prefix));
-    let objects = objects?;
+    Ok(build(storage, plan, &objects?, &versions, &BTreeMap::new())
+        .await?
+        .0)
+}
+
+/// The manifests a catalog read, by key, as read (before the checks that do not read).
+type Read = BTreeMap<String, Seen>;
+
+/// At most this many manifests (and their signatures) are read at once.
+const READ_AHEAD: usize = 16;
+
+/// The catalog from a listing of the job's current objects and their stored versions
+/// (empty: none known). Manifests in `known` whose key and signature show no second
+/// version are not read again. Also gives what it read.
+async fn build(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    objects: &[crate::storage::ObjectInfo],
+    versions: &BTreeMap<String, History>,
+    known: &Read,
+) -> Result<(Vec<Entry>, Read)> {
+    use futures_util::StreamExt;
+    let job = plan.name.as_str();
+    let prefix = format!("{job}/");
     let horizon = crate::config::env::now() + ALLOWED_SKEW;
     // Every manifest key, also those hidden behind a delete marker.
     let mut keys: BTreeMap<String, u64> = objects
@@ -253,7 +275,7 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         .iter()
         .filter_map(|o| Some((o.key.as_str(), o.modified?)))
         .collect();
-    for (k, h) in &versions {
+    for (k, h) in versions {
         if k.ends_with(&format!("/{MANIFEST}"))
             && let Some(first) = h.original()
         {
@@ -276,7 +298,7 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
                 .join(",")
         })
         .unwrap_or_default();
-    let mut out = Vec::new();
+    let mut todo = Vec::new();
     for (key, size) in &keys {
         let Some(rest) = key.strip_prefix(&prefix) else {
             continue;
@@ -300,11 +322,17 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
         if let Some(t) = &tampered {
             tracing::warn!("job {job}: snapshot {id}: TAMPERING: {t}");
         }
+        let sig_key = format!("{key}{}", crate::minisign::SUFFIX);
+        let sig_version = versions
+            .get(sig_key.as_str())
+            .filter(|h| h.tampering().is_some())
+            .and_then(|h| h.original())
+            .map(|v| v.version_id.clone());
         // Written once: a manifest seen before under the same size and storage time (and
         // its signature likewise) is not read again (the daemon's status refreshes).
         let stamp = remembering()
             .then(|| {
-                let sig = listed.get(format!("{key}{}", crate::minisign::SUFFIX).as_str());
+                let sig = listed.get(sig_key.as_str());
                 let w = written.get(key.as_str())?;
                 Some(format!(
                     "{}|{key}|{size}|{w}|{:?}|{}",
@@ -315,65 +343,56 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             })
             .flatten()
             .filter(|_| tampered.is_none());
-        let cached = stamp
-            .as_ref()
-            .and_then(|st| seen().lock().ok()?.get(st).cloned());
-        let (m, signed_by, mut foreign) = match cached {
-            Some(c) => c,
-            None => {
-                let read = match original.filter(|_| tampered.is_some()) {
-                    Some(v) => read_version(storage, key, &v.version_id, MANIFEST_MAX).await,
-                    None => storage.get_bytes_limited(key, MANIFEST_MAX).await,
-                };
-                let bytes = match read {
-                    Ok(Some(b)) => b,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::warn!("{key}: {}; skipped", e.message());
-                        continue;
-                    }
-                };
-                let m = match serde_json::from_slice::<Manifest>(&bytes) {
-                    Ok(m) if m.job == job && m.snapshot == id => m,
-                    Ok(_) => {
-                        tracing::warn!("{key}: manifest names another job or snapshot; skipped");
-                        continue;
-                    }
-                    Err(e) => {
-                        tracing::warn!("{key}: unreadable manifest ({e}); skipped");
-                        continue;
-                    }
-                };
-                let sig_key = format!("{key}{}", crate::minisign::SUFFIX);
-                let sig_version = versions
-                    .get(sig_key.as_str())
-                    .filter(|h| h.tampering().is_some())
-                    .and_then(|h| h.original())
-                    .map(|v| v.version_id.as_str());
-                let (signed_by, foreign) =
-                    match sign::check(storage, plan, key, &bytes, sig_version).await? {
-                        sign::Verdict::Unchecked => (None, None),
-                        sign::Verdict::Signed(k) => (Some(k), None),
-                        sign::Verdict::Foreign(why) => (None, Some(why)),
-                    };
-                if let Some(st) = &stamp
-                    && let Ok(mut c) = seen().lock()
-                {
-                    if c.len() >= SEEN_MAX {
-                        c.clear();
-                    }
-                    c.insert(st.clone(), (m.clone(), signed_by.clone(), foreign.clone()));
-                }
-                (m, signed_by, foreign)
-            }
+        // Read by an earlier pass in its current version, which is the original when
+        // neither it nor its signature has another version.
+        let have = known
+            .get(key.as_str())
+            .filter(|_| tampered.is_none() && sig_version.is_none())
+            .cloned()
+            .or_else(|| {
+                stamp
+                    .as_ref()
+                    .and_then(|st| seen().lock().ok()?.get(st).cloned())
+            });
+        todo.push(Candidate {
+            key,
+            id,
+            original: original
+                .filter(|_| tampered.is_some())
+                .map(|v| v.version_id.clone()),
+            tampered,
+            sig_version,
+            stamp,
+            have,
+        });
+    }
+    // The manifests not known yet, several at a time, in order.
+    let reads: Vec<Result<Option<Seen>>> = futures_util::stream::iter(
+        todo.iter()
+            .map(|c| read_manifest(storage, plan, c))
+            .collect::<Vec<_>>(),
+    )
+    .buffered(READ_AHEAD)
+    .collect()
+    .await;
+    let mut out = Vec::new();
+    let mut read = Read::new();
+    for (c, got) in todo.into_iter().zip(reads) {
+        let Some((m, signed_by, mut foreign)) = got? else {
+            continue;
         };
+        let (key, id) = (c.key, c.id);
+        read.insert(
+            key.to_string(),
+            (m.clone(), signed_by.clone(), foreign.clone()),
+        );
         if foreign.is_none()
             && let Some(other) = other_source(&m.source, &plan.source)
         {
             foreign = Some(other);
         }
         // A manifest cannot have finished after the storage wrote it.
-        if let (Some(t), Some(w)) = (m.finished_at(), written.get(key.as_str()))
+        if let (Some(t), Some(w)) = (m.finished_at(), written.get(key))
             && t > *w + ALLOWED_SKEW
         {
             foreign = Some(format!(
@@ -405,13 +424,78 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
             manifest: m,
             signed_by,
             foreign,
-            tampered,
+            tampered: c.tampered,
             storages: Vec::new(),
             histories: Some(Arc::new(histories)),
         });
     }
     out.sort_by(|a, b| (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id)));
-    Ok(out)
+    Ok((out, read))
+}
+
+/// A manifest to consider, and what is known of it before reading anything.
+struct Candidate<'k> {
+    key: &'k str,
+    id: &'k str,
+    tampered: Option<String>,
+    /// The original version, read instead of the current one when tampered.
+    original: Option<String>,
+    /// Its signature's original version, when the signature was rewritten.
+    sig_version: Option<String>,
+    stamp: Option<String>,
+    have: Option<Seen>,
+}
+
+/// Read one manifest (the version `c` names) and check its signature; `None` when it is
+/// gone, unreadable or another job's (warned).
+async fn read_manifest(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    c: &Candidate<'_>,
+) -> Result<Option<Seen>> {
+    let job = plan.name.as_str();
+    if let Some(h) = &c.have {
+        return Ok(Some(h.clone()));
+    }
+    let key = c.key;
+    let read = match &c.original {
+        Some(v) => read_version(storage, key, v, MANIFEST_MAX).await,
+        None => storage.get_bytes_limited(key, MANIFEST_MAX).await,
+    };
+    let bytes = match read {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            tracing::warn!("{key}: {}; skipped", e.message());
+            return Ok(None);
+        }
+    };
+    let m = match serde_json::from_slice::<Manifest>(&bytes) {
+        Ok(m) if m.job == job && m.snapshot == c.id => m,
+        Ok(_) => {
+            tracing::warn!("{key}: manifest names another job or snapshot; skipped");
+            return Ok(None);
+        }
+        Err(e) => {
+            tracing::warn!("{key}: unreadable manifest ({e}); skipped");
+            return Ok(None);
+        }
+    };
+    let (signed_by, foreign) =
+        match sign::check(storage, plan, key, &bytes, c.sig_version.as_deref()).await? {
+            sign::Verdict::Unchecked => (None, None),
+            sign::Verdict::Signed(k) => (Some(k), None),
+            sign::Verdict::Foreign(why) => (None, Some(why)),
+        };
+    if let Some(st) = &c.stamp
+        && let Ok(mut cache) = seen().lock()
+    {
+        if cache.len() >= SEEN_MAX {
+            cache.clear();
+        }
+        cache.insert(st.clone(), (m.clone(), signed_by.clone(), foreign.clone()));
+    }
+    Ok(Some((m, signed_by, foreign)))
 }
 
 /// What a manifest read once gave: the manifest, the key that signed it, why its
@@ -580,6 +664,18 @@ pub(crate) async fn pick(
         )));
     }
     let all = catalog_all(storage, plan).await?;
+    choose(all, storage, plan, wanted, allow_foreign)
+}
+
+/// The snapshot `pick` takes from a catalog.
+fn choose(
+    all: Vec<Entry>,
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    wanted: Option<&str>,
+    allow_foreign: bool,
+) -> Result<Entry> {
+    let job = plan.name.as_str();
     match wanted {
         Some(id) => {
             let e = all.into_iter().find(|e| e.id == id).ok_or_else(|| {
@@ -606,6 +702,83 @@ pub(crate) async fn pick(
                     storage.describe()
                 ))
             }),
+    }
+}
+
+/// A spawned task that ends with its owner: aborted when dropped.
+pub(crate) struct Owned<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Owned<T> {
+    /// What the task gave.
+    pub(crate) async fn finish(mut self) -> Result<T> {
+        (&mut self.0)
+            .await
+            .map_err(|e| Error::failed(format!("a listing task failed: {e}")))
+    }
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The check behind an early pick: it lists the stored versions and picks again, with
+/// everything a full catalog sees.
+pub(crate) type Recheck = Owned<Result<Entry>>;
+
+/// Whether an early pick stands against the full catalog's: the same snapshot, with no
+/// sign that any of its objects (manifest, signature, data) was rewritten or hidden.
+pub(crate) fn early_pick_stands(early: &Entry, full: &Entry) -> bool {
+    full.id == early.id
+        && full.tampered.is_none()
+        && full
+            .histories
+            .as_ref()
+            .is_none_or(|h| h.values().all(|h| h.tampering().is_none()))
+}
+
+/// The newest complete snapshot of the job's own, picked from the listing of the current
+/// objects alone, so that a restore can start without waiting for the stored versions
+/// (on some servers a version listing reads the whole bucket). The versions are listed
+/// meanwhile: the [`Recheck`] says which snapshot the full catalog picks, and the caller
+/// commits nothing before it agrees ([`early_pick_stands`]). Its entry reads each object
+/// in its current version; the SHA-256 in the manifest still proves every byte. With
+/// several storages, or when the current listing holds none, the full pick, no check.
+pub(crate) async fn pick_latest_early(
+    storage: Arc<dyn Storage>,
+    plan: &JobPlan,
+) -> Result<(Entry, Option<Recheck>)> {
+    if replicas::of(storage.as_ref()).is_some() {
+        return Ok((pick(storage.as_ref(), plan, None, false).await?, None));
+    }
+    let prefix = format!("{}/", plan.name);
+    let versions = {
+        let (st, prefix) = (storage.clone(), prefix.clone());
+        tokio::spawn(async move { history(st.as_ref(), &prefix).await })
+    };
+    let versions = Owned(versions);
+    let objects = storage.list(&prefix).await?;
+    let (early, known) = build(
+        storage.as_ref(),
+        plan,
+        &objects,
+        &BTreeMap::new(),
+        &Read::new(),
+    )
+    .await?;
+    let full = {
+        let (st, plan) = (storage.clone(), plan.clone());
+        async move {
+            let versions = versions.finish().await?;
+            let (all, _) = build(st.as_ref(), &plan, &objects, &versions, &known).await?;
+            choose(all, st.as_ref(), &plan, None, false)
+        }
+    };
+    match choose(early, storage.as_ref(), plan, None, false) {
+        Ok(e) => Ok((e, Some(Owned(tokio::spawn(full))))),
+        // None in sight: the versions may show some hidden.
+        Err(_) => Ok((full.await?, None)),
     }
 }
 

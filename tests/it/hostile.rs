@@ -625,6 +625,7 @@ fn leases_trust_neither_the_holders_clock_nor_its_host_name() {
 fn locked_snapshot(
     bucket: &str,
     setup: &str,
+    source_extra: &str,
 ) -> (
     Pg,
     crate::support::S3,
@@ -647,6 +648,17 @@ fn locked_snapshot(
         bucket,
         "object_lock_days = 1\nobject_lock_mode = \"governance\"",
     );
+    let job = sb.jobs().join("app.toml");
+    let text = std::fs::read_to_string(&job).unwrap();
+    std::fs::write(
+        &job,
+        text.replacen(
+            "\n\n[storage]",
+            &format!("\n{source_extra}\n\n[storage]"),
+            1,
+        ),
+    )
+    .unwrap();
     expect_code(&sb.run(&["backup", "app"]), 0);
     let id = sb.snapshots("app")[0].0.clone();
     (pg, s3, sb, rt, store, id)
@@ -660,6 +672,7 @@ fn a_rewritten_or_hidden_manifest_is_caught_and_the_original_restores() {
     let (pg, _s3, sb, rt, store, id) = locked_snapshot(
         "locked",
         "CREATE TABLE t (x int); INSERT INTO t VALUES (5);",
+        "",
     );
     let key = format!("backups/app/{id}/manifest.json");
     // backstop itself never writes over an object.
@@ -716,6 +729,7 @@ fn a_rewritten_or_hidden_dump_is_read_in_its_original_version() {
     let (pg, _s3, sb, rt, store, id) = locked_snapshot(
         "locked2",
         "CREATE TABLE t (x int); INSERT INTO t SELECT g FROM generate_series(1, 1000) g;",
+        "",
     );
     let key = format!("backups/app/{id}/dump.zst.age");
     // The attacker's plain PUT: another age file of another size over the dump.
@@ -760,6 +774,127 @@ fn a_rewritten_or_hidden_dump_is_read_in_its_original_version() {
         pg.sql("copy2", "SELECT count(*), sum(x) FROM t"),
         "1000|500500"
     );
+}
+
+/// The databases a restore left beside its target (none after a clean run).
+fn leftovers(pg: &Pg) -> String {
+    pg.sql(
+        "postgres",
+        "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE '%restoring%'",
+    )
+}
+
+/// On a versioned bucket a bucket writer hides the newest snapshot's manifest behind a
+/// delete marker, so that the listing of current objects shows only the older one. The
+/// restore starts from that listing (it does not wait for the version listing) but swaps
+/// nothing in before the versions are seen: it restores the newest snapshot, and leaves no
+/// database of the older one behind.
+#[test]
+fn a_hidden_newest_snapshot_is_found_before_anything_is_swapped_in() {
+    let (pg, _s3, sb, rt, store, _older) = locked_snapshot(
+        "locked3",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+        "",
+    );
+    pg.sql("app", "INSERT INTO t VALUES (2);");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let newest = sb.snapshots("app")[0].0.clone();
+    rt.block_on(
+        store
+            .client()
+            .delete_object()
+            .bucket("locked3")
+            .key(format!("backups/app/{newest}/manifest.json"))
+            .send(),
+    )
+    .unwrap();
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["snapshot"], newest.as_str());
+    assert_eq!(pg.sql("copy", "SELECT count(*), sum(x) FROM t"), "2|3");
+    assert_eq!(leftovers(&pg), "");
+}
+
+/// The roles of a snapshot no signature vouches for reach beyond the new database, so
+/// they wait for the version listing. A bucket writer puts a manifest of their own over
+/// the newest one (a new version; the original stays under Object Lock), naming a roles
+/// file of theirs that creates a superuser. The restore starts from the current
+/// manifest, but never applies its roles: the versions show it rewritten, and the
+/// original snapshot is restored.
+#[test]
+fn roles_of_a_rewritten_manifest_are_never_applied() {
+    let (pg, _s3, sb, rt, store, id) = locked_snapshot(
+        "locked4",
+        "CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2), (3);",
+        "globals = true",
+    );
+    let dir = format!("backups/app/{id}");
+    let get = |key: String| {
+        rt.block_on(async {
+            let o = store
+                .client()
+                .get_object()
+                .bucket("locked4")
+                .key(key)
+                .send()
+                .await
+                .unwrap();
+            o.body.collect().await.unwrap().into_bytes().to_vec()
+        })
+    };
+    let put = |key: String, body: Vec<u8>| {
+        rt.block_on(
+            store
+                .client()
+                .put_object()
+                .bucket("locked4")
+                .key(key)
+                .body(aws_sdk_s3::primitives::ByteStream::from(body))
+                .send(),
+        )
+        .unwrap();
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&get(format!("{dir}/manifest.json"))).unwrap();
+    assert!(
+        manifest["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["role"] == "globals"),
+        "the snapshot stores roles"
+    );
+    let evil = b"CREATE ROLE intruder WITH SUPERUSER LOGIN PASSWORD 'x';\n";
+    let recipient = age::x25519::Recipient::from_str(&sb.recipient).unwrap();
+    let comp = backstop::config::CompressionPlan {
+        level: 3,
+        threads: 1,
+    };
+    let (bytes, st) = backstop::pipeline::encode_bytes(evil, comp, &[recipient]).unwrap();
+    put(format!("{dir}/roles.sql.zst.age"), bytes);
+    let objects = manifest["objects"].as_array_mut().unwrap();
+    objects.retain(|o| o["role"] != "globals");
+    objects.push(serde_json::json!({
+        "name": "roles.sql.zst.age", "role": "globals", "format": "sql",
+        "plaintext_bytes": evil.len(), "stored_bytes": st.stored_bytes, "sha256": st.sha256,
+    }));
+    put(
+        format!("{dir}/manifest.json"),
+        serde_json::to_vec_pretty(&manifest).unwrap(),
+    );
+    let out = sb.run(&["restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'intruder'"
+        ),
+        "0",
+        "the rewritten manifest's roles were applied"
+    );
+    assert_eq!(pg.sql("copy", "SELECT count(*), sum(x) FROM t"), "3|6");
+    assert_eq!(leftovers(&pg), "");
 }
 
 /// A tmpfs mounted on a directory, unmounted when dropped (the test runs as root, as CI does).
