@@ -238,7 +238,11 @@ pub(crate) async fn catalog_all(storage: &dyn Storage, plan: &JobPlan) -> Result
     }
     let prefix = format!("{}/", plan.name);
     // The listing and the versions, side by side (a round trip each).
-    let (objects, versions) = tokio::join!(storage.list(&prefix), history(storage, &prefix));
+    let end = snapshots_end(plan);
+    let (objects, versions) = tokio::join!(
+        storage.list_before(&prefix, &end),
+        history_before(storage, &prefix, &end)
+    );
     Ok(build(storage, plan, &objects?, &versions, &BTreeMap::new())
         .await?
         .0)
@@ -550,10 +554,33 @@ impl History {
     }
 }
 
+/// Where a job's snapshots end in key order: ids start with a digit (their year), and the
+/// job's other keys (`wal/`, `lease/`, `doctor/`) with a letter, after `:`. The catalog
+/// lists no further: a WAL archive of thousands of segments costs it nothing.
+fn snapshots_end(plan: &JobPlan) -> String {
+    format!("{}/:", plan.name)
+}
+
 /// Every key's versions below `prefix`; empty where the storage keeps none (or cannot say).
 pub(crate) async fn history(storage: &dyn Storage, prefix: &str) -> BTreeMap<String, History> {
+    versions_map(storage.versions(prefix).await, prefix)
+}
+
+/// [`history`] of the keys that sort before `end`.
+async fn history_before(
+    storage: &dyn Storage,
+    prefix: &str,
+    end: &str,
+) -> BTreeMap<String, History> {
+    versions_map(storage.versions_before(prefix, end).await, prefix)
+}
+
+fn versions_map(
+    listed: Result<Vec<crate::storage::VersionInfo>>,
+    prefix: &str,
+) -> BTreeMap<String, History> {
     let mut out: BTreeMap<String, History> = BTreeMap::new();
-    match storage.versions(prefix).await {
+    match listed {
         Ok(vs) => {
             for v in vs {
                 out.entry(v.key.clone()).or_default().0.push(v);
@@ -753,12 +780,13 @@ pub(crate) async fn pick_latest_early(
         return Ok((pick(storage.as_ref(), plan, None, false).await?, None));
     }
     let prefix = format!("{}/", plan.name);
+    let end = snapshots_end(plan);
     let versions = {
-        let (st, prefix) = (storage.clone(), prefix.clone());
-        tokio::spawn(async move { history(st.as_ref(), &prefix).await })
+        let (st, prefix, end) = (storage.clone(), prefix.clone(), end.clone());
+        tokio::spawn(async move { history_before(st.as_ref(), &prefix, &end).await })
     };
     let versions = Owned(versions);
-    let objects = storage.list(&prefix).await?;
+    let objects = storage.list_before(&prefix, &end).await?;
     let (early, known) = build(
         storage.as_ref(),
         plan,

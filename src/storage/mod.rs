@@ -121,6 +121,22 @@ pub trait Storage: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// [`Storage::list`] of the keys below `prefix` that sort before `end` (a job's
+    /// snapshots, without its WAL archive and leases, which sort after them). A backend
+    /// that lists in key order stops there instead of listing the rest.
+    async fn list_before(&self, prefix: &str, end: &str) -> Result<Vec<ObjectInfo>> {
+        let mut all = self.list(prefix).await?;
+        all.retain(|o| o.key.as_str() < end);
+        Ok(all)
+    }
+
+    /// [`Storage::versions`] of the keys below `prefix` that sort before `end`.
+    async fn versions_before(&self, prefix: &str, end: &str) -> Result<Vec<VersionInfo>> {
+        let mut all = self.versions(prefix).await?;
+        all.retain(|v| v.key.as_str() < end);
+        Ok(all)
+    }
+
     /// Open one version of an object; `None` when it does not exist.
     async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<Reader>> {
         let _ = version_id;

@@ -55,6 +55,122 @@ pub struct S3Options {
 }
 
 impl S3Storage {
+    /// Every object below `prefix`; with `end`, the keys (below the storage's prefix) that
+    /// sort before it, the pages after the first key at or past it not asked for.
+    async fn list_until(&self, prefix: &str, end: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let full = self.full_key(prefix);
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full)
+            .into_paginator()
+            .send();
+        let mut past = false;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key()
+                    && k.len() > strip
+                {
+                    if end.is_some_and(|e| &k[strip..] >= e) {
+                        past = true;
+                        continue;
+                    }
+                    out.push(ObjectInfo {
+                        key: k[strip..].to_string(),
+                        size: o.size().unwrap_or(0).max(0) as u64,
+                        modified: o.last_modified().and_then(|t| {
+                            jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
+                        }),
+                    });
+                }
+            }
+            if past {
+                break;
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Every version below `prefix`; with `end`, of the keys that sort before it (as
+    /// [`S3Storage::list_until`]).
+    async fn versions_until(
+        &self,
+        prefix: &str,
+        end: Option<&str>,
+    ) -> Result<Vec<super::VersionInfo>> {
+        let full = self.full_key(prefix);
+        let strip = self.full_key("").len();
+        let ts = |t: Option<&DateTime>| {
+            t.and_then(|t| jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
+        };
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.clone())
+                .set_version_id_marker(version_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectVersions", prefix, e))?;
+            for v in page.versions() {
+                if let Some(k) = v.key().filter(|k| k.len() > strip) {
+                    out.push(super::VersionInfo {
+                        key: k[strip..].to_string(),
+                        version_id: v.version_id().unwrap_or("null").to_string(),
+                        delete_marker: false,
+                        size: v.size().unwrap_or(0).max(0) as u64,
+                        modified: ts(v.last_modified()),
+                    });
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(k) = m.key().filter(|k| k.len() > strip) {
+                    out.push(super::VersionInfo {
+                        key: k[strip..].to_string(),
+                        version_id: m.version_id().unwrap_or("null").to_string(),
+                        delete_marker: true,
+                        size: 0,
+                        modified: ts(m.last_modified()),
+                    });
+                }
+            }
+            if let Some(e) = end {
+                out.retain(|v: &super::VersionInfo| v.key.as_str() < e);
+                if page
+                    .next_key_marker()
+                    .is_some_and(|k| k.len() >= strip && &k[strip..] >= e)
+                {
+                    break;
+                }
+            }
+            if page.is_truncated() == Some(true) {
+                key_marker = page.next_key_marker().map(str::to_string);
+                version_marker = page.next_version_id_marker().map(str::to_string);
+                if key_marker.is_none() {
+                    break;
+                }
+            } else {
+                break;
+            }
+        }
+        // Per key, S3 lists versions newest first; a stable sort by key keeps that order.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
     pub async fn from_plan(
         plan: &StoragePlan,
         credentials: Option<(String, String)>,
@@ -562,38 +678,15 @@ impl Storage for S3Storage {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full = self.full_key(prefix);
-        let strip = if self.prefix.is_empty() {
-            0
-        } else {
-            self.prefix.len() + 1
-        };
-        let mut out = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.err("ListObjectsV2", prefix, e))?;
-            for o in page.contents() {
-                if let Some(k) = o.key()
-                    && k.len() > strip
-                {
-                    out.push(ObjectInfo {
-                        key: k[strip..].to_string(),
-                        size: o.size().unwrap_or(0).max(0) as u64,
-                        modified: o.last_modified().and_then(|t| {
-                            jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
-                        }),
-                    });
-                }
-            }
-        }
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.list_until(prefix, None).await
+    }
+
+    async fn list_before(&self, prefix: &str, end: &str) -> Result<Vec<ObjectInfo>> {
+        self.list_until(prefix, Some(end)).await
+    }
+
+    async fn versions_before(&self, prefix: &str, end: &str) -> Result<Vec<super::VersionInfo>> {
+        self.versions_until(prefix, Some(end)).await
     }
 
     async fn abort_incomplete(&self, prefix: &str) -> Result<()> {
@@ -647,59 +740,7 @@ impl Storage for S3Storage {
     }
 
     async fn versions(&self, prefix: &str) -> Result<Vec<super::VersionInfo>> {
-        let full = self.full_key(prefix);
-        let strip = self.full_key("").len();
-        let ts = |t: Option<&DateTime>| {
-            t.and_then(|t| jiff::Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok())
-        };
-        let mut out = Vec::new();
-        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
-        loop {
-            let page = self
-                .client
-                .list_object_versions()
-                .bucket(&self.bucket)
-                .prefix(&full)
-                .set_key_marker(key_marker.clone())
-                .set_version_id_marker(version_marker.clone())
-                .send()
-                .await
-                .map_err(|e| self.err("ListObjectVersions", prefix, e))?;
-            for v in page.versions() {
-                if let Some(k) = v.key().filter(|k| k.len() > strip) {
-                    out.push(super::VersionInfo {
-                        key: k[strip..].to_string(),
-                        version_id: v.version_id().unwrap_or("null").to_string(),
-                        delete_marker: false,
-                        size: v.size().unwrap_or(0).max(0) as u64,
-                        modified: ts(v.last_modified()),
-                    });
-                }
-            }
-            for m in page.delete_markers() {
-                if let Some(k) = m.key().filter(|k| k.len() > strip) {
-                    out.push(super::VersionInfo {
-                        key: k[strip..].to_string(),
-                        version_id: m.version_id().unwrap_or("null").to_string(),
-                        delete_marker: true,
-                        size: 0,
-                        modified: ts(m.last_modified()),
-                    });
-                }
-            }
-            if page.is_truncated() == Some(true) {
-                key_marker = page.next_key_marker().map(str::to_string);
-                version_marker = page.next_version_id_marker().map(str::to_string);
-                if key_marker.is_none() {
-                    break;
-                }
-            } else {
-                break;
-            }
-        }
-        // Per key, S3 lists versions newest first; a stable sort by key keeps that order.
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+        self.versions_until(prefix, None).await
     }
 
     async fn get_version(&self, key: &str, version_id: &str) -> Result<Option<Reader>> {

@@ -125,6 +125,52 @@ async fn list_by_prefix_in_key_order(s: &dyn Storage) {
     assert!(s.list("jo/").await.unwrap().is_empty());
 }
 
+/// `list_before` and `versions_before` give what `list` and `versions` give for the keys
+/// that sort before `end`, whatever follows them (a job's WAL archive and leases after its
+/// snapshots).
+async fn listing_before_an_end_leaves_the_rest(s: &dyn Storage) {
+    let before = [
+        "job/20260101T000000Z-aaaaaa/manifest.json",
+        "job/20260102T000000Z-bbbbbb/dump.zst.age",
+    ];
+    let mut keys: Vec<String> = before.iter().map(|k| k.to_string()).collect();
+    keys.extend((0..40).map(|i| format!("job/wal/00000001/{i:024X}")));
+    keys.push("job/lease/000000000001".into());
+    keys.push("jobs/other".into());
+    for k in &keys {
+        s.put_bytes(k, Bytes::from_static(b"x")).await.unwrap();
+    }
+    let got: Vec<String> = s
+        .list_before("job/", "job/:")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(got, before);
+    assert_eq!(s.list("job/").await.unwrap().len(), 43);
+    let versions: Vec<String> = s
+        .versions_before("job/", "job/:")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key)
+        .collect();
+    let expected: Vec<String> = s
+        .versions("job/")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| v.key)
+        .filter(|k| k.as_str() < "job/:")
+        .collect();
+    assert_eq!(versions, expected);
+    assert!(
+        versions.iter().all(|k| before.contains(&k.as_str())),
+        "{versions:?}"
+    );
+}
+
 /// Deleting removes the object; deleting a missing one is not an error.
 async fn delete_is_idempotent(s: &dyn Storage) {
     s.put_bytes("job/d/one", Bytes::from_static(b"1"))
@@ -272,6 +318,7 @@ contract!(
     streams_round_trip,
     unfinished_streams_leave_nothing,
     list_by_prefix_in_key_order,
+    listing_before_an_end_leaves_the_rest,
     delete_is_idempotent,
     bad_keys_are_refused,
     put_if_absent_never_replaces,
