@@ -120,36 +120,68 @@ pub(crate) async fn run(
         }
         None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
     };
+    let db = conn.url.dbname().to_string();
+    let admin = conn.with_dbname(maintenance_db(&db));
+    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
+    let fresh = db_name(&db, &format!("_restoring_{stamp}"));
     // The client programs are found (each asked its version) and the target server is
     // asked what it holds while the snapshot is picked.
     let psql_tools = tokio::task::spawn_blocking(|| pg::installed("psql"));
     let restore_tools = tokio::task::spawn_blocking(|| pg::installed("pg_restore"));
+    let psql_path = {
+        use futures_util::FutureExt;
+        async move {
+            let _ = psql_tools.await;
+            pg::any_psql().map_err(|e| e.message().to_string())
+        }
+        .boxed()
+        .shared()
+    };
     let target = async {
-        let _ = psql_tools.await;
-        let psql = pg::any_psql()?;
+        let psql = psql_path.clone().await.map_err(Error::failed)?;
         let state = inspect(&psql, &conn).await?;
         Ok::<_, Error>((psql, state))
     };
     // The newest snapshot is picked from the listing of current objects; the stored
     // versions (a rewritten or hidden snapshot) are listed meanwhile and checked before
-    // anything is committed. A named snapshot is picked from the full catalog.
+    // anything is committed. A named snapshot is picked from the full catalog. With
+    // `--yes` no answer can stop the restore once it is picked, so the new database
+    // (beside the target, which it does not touch) is created while the target is
+    // inspected.
     let pick = async {
-        if opts.snapshot.is_none() {
-            snapshot::pick_latest_early(storage.clone(), plan).await
+        let (entry, recheck) = if opts.snapshot.is_none() {
+            snapshot::pick_latest_early(storage.clone(), plan).await?
         } else {
-            Ok((
+            (
                 pick_confirmed(plan, storage.as_ref(), opts, gate).await?,
                 None,
-            ))
-        }
+            )
+        };
+        let made = if opts.yes && entry.manifest.source.kind == "postgres" {
+            Some(match psql_path.clone().await {
+                Ok(psql) => create_database(&psql, &admin, &fresh, &entry.manifest).await,
+                Err(e) => Err(Error::failed(e)),
+            })
+        } else {
+            None
+        };
+        Ok::<_, Error>((entry, recheck, made))
     };
     let (picked, target) = tokio::join!(pick, target);
-    let (mut entry, recheck) = picked?;
+    let (mut entry, recheck, made) = picked?;
+    // Dropped on any fault before the restore into it takes it over.
+    let mut early = ScratchDb {
+        psql: match (&made, psql_path.clone().await) {
+            (Some(Ok(())), Ok(p)) => Some(p),
+            _ => None,
+        },
+        admin: admin.clone(),
+        name: fresh.clone(),
+    };
     let identities = Arc::new(pipeline::load_identities(
         &plan.identity_path(opts.identity.as_deref())?,
     )?);
     let (psql, state) = target?;
-    let db = conn.url.dbname().to_string();
 
     // The gate.
     let needs_confirmation =
@@ -169,7 +201,6 @@ pub(crate) async fn run(
         confirm(plan, &entry, what.clone(), &db, opts.yes, gate)?;
     }
     let _ = restore_tools.await;
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
     let ctx = Beside {
         plan,
         storage: &storage,
@@ -179,7 +210,7 @@ pub(crate) async fn run(
         state: &state,
         db: &db,
         identities,
-        admin: conn.with_dbname(maintenance_db(&db)),
+        admin,
     };
     // The full catalog's pick, once the versions are listed; shared by the roles (they wait
     // for it, see `restore`) and the commit below.
@@ -189,13 +220,8 @@ pub(crate) async fn run(
             .boxed()
             .shared()
     });
-    let mut done = ctx
-        .restore(
-            &entry,
-            &db_name(&db, &format!("_restoring_{stamp}")),
-            verdict.clone(),
-        )
-        .await;
+    early.psql = None;
+    let mut done = ctx.restore(&entry, &fresh, verdict.clone(), made).await;
     // Nothing is swapped in before the full catalog agrees with the early pick: the same
     // snapshot, nothing in it rewritten or hidden. Otherwise (a bucket writer at work) the
     // new database is dropped and the full catalog's pick is restored, from the versions
@@ -234,6 +260,7 @@ pub(crate) async fn run(
                 .restore(
                     &entry,
                     &db_name(&db, &format!("_restoring_{stamp}_2")),
+                    None,
                     None,
                 )
                 .await;
@@ -352,6 +379,7 @@ impl Beside<'_> {
         entry: &Entry,
         fresh: &str,
         verdict: Option<Verdict>,
+        made: Option<Result<()>>,
     ) -> Result<Restored> {
         let Beside {
             plan,
@@ -426,7 +454,11 @@ impl Beside<'_> {
             }
         };
         let create = async {
-            create_database(psql, admin, fresh, m).await?;
+            match made {
+                // Created while the target was inspected.
+                Some(r) => r?,
+                None => create_database(psql, admin, fresh, m).await?,
+            }
             created.store(true, std::sync::atomic::Ordering::SeqCst);
             Ok::<_, Error>(())
         };

@@ -198,6 +198,31 @@ fn backed_up(pg: &Pg, sb: &Sandbox) -> std::path::PathBuf {
         .path()
 }
 
+/// With `--yes` the new database is created while the target is inspected, before the
+/// identity is read: a restore that then stops (no key) drops it again.
+#[test]
+fn a_restore_that_stops_before_loading_leaves_no_new_database() {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    backed_up(&pg, &sb);
+    let dbs = pg.databases();
+    let missing = sb.path().join("no-such.key");
+    let text = expect_code(
+        &sb.run(&[
+            "restore",
+            "app",
+            "--to",
+            &pg.url("copy"),
+            "--yes",
+            "--identity",
+            missing.to_str().unwrap(),
+        ]),
+        2,
+    );
+    assert!(text.contains("no-such.key"), "{text}");
+    assert_eq!(pg.databases(), dbs);
+}
+
 #[test]
 fn damaged_objects_and_wrong_keys_never_touch_the_target() {
     damaged_objects(None);
