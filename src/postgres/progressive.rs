@@ -63,6 +63,19 @@ impl Shared {
         let left = self.plain_total.saturating_sub(self.staged) as f64 / rate;
         left >= CLAIM_WHILE_LEFT.as_secs_f64()
     }
+
+    /// Whether a session may claim the next pending block now: any while the download has
+    /// long to run; near its end only one of at most half a fair share of the whole
+    /// archive, so that the cores do not sit idle while the rest of a fast download is
+    /// decoded (pgbench with 8 partitions from `file://`: 0.15 s), and the final step is
+    /// not held back long by a big table.
+    fn may_claim(&self, sessions: usize) -> bool {
+        self.worth_claiming()
+            || self
+                .pending
+                .front()
+                .is_some_and(|&(_, n)| n <= self.plain_total / (2 * sessions as u64))
+    }
 }
 
 struct Board {
@@ -496,7 +509,7 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
                 if s.ended {
                     return;
                 }
-                if s.pre_data_done && !s.pending.is_empty() && s.worth_claiming() {
+                if s.pre_data_done && s.may_claim(sessions) {
                     break;
                 }
                 // Woken by news, or to look again at how long the download has left.
