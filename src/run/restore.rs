@@ -525,15 +525,19 @@ impl Beside<'_> {
         let mut blocks_loaded = None;
         let split =
             (!how.split.is_empty()).then(|| (psql.to_path_buf(), how.split.clone(), sessions));
+        // The dump's download: the one opened early, or opened now.
+        let dump_reader = |early: Option<(String, crate::storage::Reader)>| async move {
+            match early {
+                Some(o) => Ok(o),
+                None => open_object(storage.as_ref(), entry, dump).await,
+            }
+        };
         let outcome = async {
             if how.mode == Mode::Progressive {
                 // Tables load side by side as they arrive, into the new database only; the
                 // rest and the post-data section once the hash is proven; any fault drops the
                 // new database. The roles are applied while the download starts.
-                let (key, reader) = match opened.take() {
-                    Some(o) => o,
-                    None => open_object(storage.as_ref(), entry, dump).await?,
-                };
+                let (key, reader) = dump_reader(opened.take()).await?;
                 let (n, loaded, roles) = pg_restore_progressive(
                     prepare,
                     &tools,
@@ -556,10 +560,7 @@ impl Beside<'_> {
             if how.mode == Mode::Stream {
                 // Restored while it downloads, into the new database only; the hash is proven
                 // before the swap below, and any fault drops the new database.
-                let (key, reader) = match opened.take() {
-                    Some(o) => o,
-                    None => open_object(storage.as_ref(), entry, dump).await?,
-                };
+                let (key, reader) = dump_reader(opened.take()).await?;
                 let (n, report) = pg_restore_streaming(
                     &tools,
                     &fresh_conn,
