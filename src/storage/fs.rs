@@ -22,6 +22,15 @@ const _: fn() = || {
 };
 
 impl FileStorage {
+    async fn list_until(&self, prefix: &str, end: Option<&str>) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        let end = end.map(str::to_string);
+        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix, end.as_deref()))
+            .await
+            .map_err(|e| Error::failed(format!("listing task failed: {e}")))?
+    }
+
     pub fn new(root: PathBuf) -> Self {
         FileStorage { root }
     }
@@ -212,11 +221,11 @@ impl Storage for FileStorage {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let root = self.root.clone();
-        let prefix = prefix.to_string();
-        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix))
-            .await
-            .map_err(|e| Error::failed(format!("listing task failed: {e}")))?
+        self.list_until(prefix, None).await
+    }
+
+    async fn list_before(&self, prefix: &str, end: &str) -> Result<Vec<ObjectInfo>> {
+        self.list_until(prefix, Some(end)).await
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
@@ -280,7 +289,9 @@ fn clean_temp_files(root: &Path, prefix: &str, before: jiff::Timestamp) -> Resul
     Ok(removed)
 }
 
-fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
+/// The objects below `prefix`; with `end`, only keys that sort before it, and no directory
+/// at or past it is read (its keys all sort after it).
+fn list_blocking(root: &Path, prefix: &str, end: Option<&str>) -> Result<Vec<ObjectInfo>> {
     // Walk only the directory the prefix is in.
     let start_dir = match prefix.rfind('/') {
         Some(i) => root.join(&prefix[..i]),
@@ -305,6 +316,9 @@ fn list_blocking(root: &Path, prefix: &str) -> Result<Vec<ObjectInfo>> {
                 continue;
             };
             let Some(rel) = rel.to_str() else { continue };
+            if end.is_some_and(|e| rel >= e) {
+                continue;
+            }
             if ft.is_dir() {
                 if rel.starts_with(prefix) || prefix.starts_with(&format!("{rel}/")) {
                     stack.push(path);
