@@ -6,16 +6,17 @@
 //! every extra session has committed, so later steps see all rows, exactly as with one
 //! session.
 //!
-//! The extra sessions start once pg_restore's own COPY of the table is running (seen in
-//! `pg_stat_progress_copy`, PostgreSQL 14 and newer): everything before the data section
-//! (CREATE TABLE and friends) is done by then, so no extra session can hold a lock that a
-//! schema step waits for. Each session reports how many rows it loaded, and that must
-//! equal the rows it was sent.
+//! The extra sessions connect as soon as the table's data block begins in the stream, and
+//! each waits on the server until pg_restore's own COPY of the table is running (seen in
+//! `pg_stat_progress_copy`, PostgreSQL 14 and newer) before it starts its own: everything
+//! before the data section (CREATE TABLE and friends) is done by then, so no extra session
+//! can hold a lock that a schema step waits for, and no rows are dealt to it before. Each
+//! session reports how many rows it loaded, and that must equal the rows it was sent.
 
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -84,8 +85,13 @@ struct Lane {
     stdin: Option<ChildStdin>,
     /// Drained on its own thread, so a chatty session never blocks on a full pipe.
     stderr: Option<std::thread::JoinHandle<String>>,
+    /// What the session printed while it was waited for (its COPY's count comes later).
+    said: Vec<u8>,
     rows: u64,
 }
+
+/// What a session prints once pg_restore's COPY of its table is running.
+const READY: &str = "backstop-lane-ready";
 
 impl Lane {
     fn stderr(&mut self) -> String {
@@ -115,6 +121,8 @@ pub(crate) struct SplitWriter<W: Write> {
     ended: bool,
     next: usize,
     lanes: Vec<Lane>,
+    /// Every session has seen pg_restore's COPY of the current table.
+    ready: bool,
     restore_rows: u64,
     reports: Vec<Report>,
     failure: Option<String>,
@@ -137,6 +145,7 @@ impl<W: Write> SplitWriter<W> {
             ended: false,
             next: 0,
             lanes: Vec::new(),
+            ready: false,
             restore_rows: 0,
             reports: Vec::new(),
             failure: None,
@@ -270,6 +279,7 @@ impl<W: Write> SplitWriter<W> {
                             if target {
                                 // pg_restore must see the block start before any session waits.
                                 self.out.flush()?;
+                                self.start_lanes()?;
                             }
                             St::Int(IntFor::ChunkLen {
                                 blob: false,
@@ -367,8 +377,8 @@ impl<W: Write> SplitWriter<W> {
             self.chunk_to_restore(&rows)?;
             return self.out.flush();
         }
-        if self.lanes.is_empty() {
-            self.start_lanes()?;
+        if !self.ready {
+            self.wait_ready()?;
         }
         let l = &mut self.lanes[lane - 1];
         l.rows += n;
@@ -392,52 +402,53 @@ impl<W: Write> SplitWriter<W> {
         self.out.write_all(bytes)
     }
 
-    /// Wait for pg_restore's COPY of the table, then start the other sessions.
+    /// Start the other sessions as the table's data block begins: each connects and waits
+    /// on the server for pg_restore's COPY of the table before it runs its own. A COPY
+    /// statement that may not be handed to psql starts none (the table is then refused
+    /// only if it has rows to deal out).
     fn start_lanes(&mut self) -> io::Result<()> {
+        self.ready = false;
         let Some(t) = self.current.clone() else {
-            return Err(self.fail("rows to deal out outside a table's data block".into()));
+            return Ok(());
         };
-        if !plain_copy(&t.copy_stmt) {
-            return Err(self.fail(format!(
-                "the archive's COPY statement for {}.{} is not a plain `COPY ... FROM stdin;` and is not handed to psql",
-                t.schema, t.table
-            )));
+        if self.plan.sessions < 2 || !plain_copy(&t.copy_stmt) {
+            return Ok(());
         }
-        let name = format!(
-            "{}.{}",
-            crate::postgres::quote_ident(&t.schema),
-            crate::postgres::quote_ident(&t.table)
+        // The names travel as hex: no text from the archive inside the block's quotes. They
+        // are matched in pg_class (read afresh by each statement), not through a regclass
+        // lookup, which a long statement would answer from a catalog snapshot taken before
+        // pg_restore created the table.
+        let text = |s: &str| {
+            format!(
+                "pg_catalog.convert_from(pg_catalog.decode('{}', 'hex'), 'UTF8')",
+                hex::encode(s.as_bytes())
+            )
+        };
+        let wait = format!(
+            "DO $backstop$ DECLARE until timestamptz := pg_catalog.clock_timestamp() + interval '10 minutes'; \
+             BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_copy p \
+             JOIN pg_catalog.pg_class c ON c.oid = p.relid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE p.datname = pg_catalog.current_database() AND c.relname = {} AND n.nspname = {}) LOOP \
+             IF pg_catalog.clock_timestamp() > until THEN \
+             RAISE EXCEPTION 'pg_restore''s COPY of the table did not begin within 10 minutes'; END IF; \
+             PERFORM pg_catalog.pg_stat_clear_snapshot(); PERFORM pg_catalog.pg_sleep(0.005); \
+             END LOOP; END $backstop$",
+            text(&t.table),
+            text(&t.schema)
         );
-        let probe = format!(
-            "SELECT count(*) FROM pg_stat_progress_copy WHERE datname = current_database() AND relid = to_regclass({})",
-            crate::postgres::quote_literal(&name)
-        );
-        loop {
-            if exited(self.plan.restore_pid) {
-                return Err(self.fail(
-                    "pg_restore ended before its COPY of the table being loaded in parallel began"
-                        .into(),
-                ));
-            }
-            let out = self
-                .psql()
-                .args(["-A", "-t", "-c", &probe])
-                .stdin(Stdio::null())
-                .output()?;
-            if !out.status.success() {
-                return Err(self.fail(format!(
-                    "watching for pg_restore's COPY of {name}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                )));
-            }
-            if String::from_utf8_lossy(&out.stdout).trim() != "0" {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         for _ in 1..self.plan.sessions {
             let mut cmd = self.psql();
             cmd.args(["-A", "-t"])
+                // A session whose client went away while it waits ends within 0.1 s
+                // (PostgreSQL 14 and newer on Linux; elsewhere the wait's deadline ends it).
+                .args([
+                    "-c",
+                    "DO $backstop$ BEGIN PERFORM pg_catalog.set_config('client_connection_check_interval', '100', false); \
+                     EXCEPTION WHEN OTHERS THEN NULL; END $backstop$",
+                ])
+                .args(["-c", &wait])
+                .args(["-c", &format!("SELECT '{READY}'")])
                 // The session state pg_restore sets for its own data loading.
                 .args(["-c", "SET row_security = off"])
                 .args(["-c", "SET client_min_messages = warning"])
@@ -477,10 +488,80 @@ impl<W: Write> SplitWriter<W> {
                 child,
                 stdin,
                 stderr,
+                said: Vec::new(),
                 rows: 0,
             });
         }
         Ok(())
+    }
+
+    /// Before the first rows go to another session: wait until every session has seen
+    /// pg_restore's COPY of the table, watching that pg_restore is still running.
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let Some(t) = self.current.clone() else {
+            return Err(self.fail("rows to deal out outside a table's data block".into()));
+        };
+        if self.lanes.is_empty() {
+            return Err(self.fail(format!(
+                "the archive's COPY statement for {}.{} is not a plain `COPY ... FROM stdin;` and is not handed to psql",
+                t.schema, t.table
+            )));
+        }
+        let marker = format!("{READY}\n");
+        loop {
+            let waiting: Vec<usize> = (0..self.lanes.len())
+                .filter(|&i| !contains(&self.lanes[i].said, marker.as_bytes()))
+                .collect();
+            if waiting.is_empty() {
+                self.ready = true;
+                return Ok(());
+            }
+            if exited(self.plan.restore_pid) {
+                return Err(self.fail(
+                    "pg_restore ended before its COPY of the table being loaded in parallel began"
+                        .into(),
+                ));
+            }
+            let mut fds: Vec<libc::pollfd> = waiting
+                .iter()
+                .map(|&i| libc::pollfd {
+                    fd: self.lanes[i]
+                        .child
+                        .stdout
+                        .as_ref()
+                        .map(|o| o.as_raw_fd())
+                        .unwrap_or(-1),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: `fds` is a live array of plain pollfd records of the given length.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 20) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(self.fail(format!("waiting for the parallel COPY sessions: {e}")));
+            }
+            for (k, &i) in waiting.iter().enumerate() {
+                if fds[k].revents == 0 {
+                    continue;
+                }
+                let mut piece = [0u8; 4096];
+                let got = match self.lanes[i].child.stdout.as_mut() {
+                    Some(o) => io::Read::read(o, &mut piece),
+                    None => Ok(0),
+                };
+                match got {
+                    Ok(0) | Err(_) => {
+                        let why = self.lane_error(i);
+                        return Err(self.fail(why));
+                    }
+                    Ok(m) => self.lanes[i].said.extend_from_slice(&piece[..m]),
+                }
+            }
+        }
     }
 
     fn psql(&self) -> Command {
@@ -511,11 +592,22 @@ impl<W: Write> SplitWriter<W> {
     fn end_target(&mut self, zero: &[u8]) -> io::Result<()> {
         let rest = std::mem::take(&mut self.batch);
         self.restore_rows += memchr::memchr_iter(b'\n', &rest).count() as u64;
+        if !self.ready {
+            // No rows went to the other sessions: they end without a COPY.
+            self.kill_lanes();
+        }
+        let mut last = rest;
+        if !self.lanes.is_empty() {
+            // The last rows go to pg_restore at once; only the end of its COPY waits.
+            self.chunk_to_restore(&last)?;
+            self.out.flush()?;
+            last.clear();
+        }
         let mut rows_by_session = vec![0];
         for i in 0..self.lanes.len() {
             drop(self.lanes[i].stdin.take());
             let l = &mut self.lanes[i];
-            let mut out = String::new();
+            let mut out = String::from_utf8_lossy(&l.said).into_owned();
             if let Some(mut o) = l.child.stdout.take() {
                 let _ = io::Read::read_to_string(&mut o, &mut out);
             }
@@ -541,7 +633,6 @@ impl<W: Write> SplitWriter<W> {
             rows_by_session.push(sent);
         }
         self.lanes.clear();
-        let mut last = rest;
         last.extend_from_slice(&std::mem::take(&mut self.tail));
         self.chunk_to_restore(&last)?;
         self.out.write_all(zero)?;
@@ -555,6 +646,7 @@ impl<W: Write> SplitWriter<W> {
             });
         }
         self.ended = false;
+        self.ready = false;
         self.restore_rows = 0;
         self.next = 0;
         Ok(())
@@ -578,6 +670,10 @@ impl<W: Write> Drop for SplitWriter<W> {
     fn drop(&mut self) {
         self.kill_lanes();
     }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// Whether a child process has ended (without reaping it).

@@ -311,6 +311,55 @@ fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
     assert_eq!(pg.plain_dump("copy3"), pg.plain_dump("app"));
 }
 
+/// A big table whose name closes the dollar quotes and string literals the extra sessions'
+/// wait is written in: it is still dealt out to every session, and nothing in its name
+/// runs (the schema's name too).
+#[test]
+fn a_split_table_whose_name_breaks_quotes_is_loaded_and_nothing_in_it_runs() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_MODE".into(), "stream".into()));
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "3".into()));
+    pg.sql("postgres", "CREATE DATABASE app");
+    let table = "t$backstop$; CREATE ROLE pwned SUPERUSER; --'x";
+    let schema = "s$$'; DROP TABLE keep; --";
+    pg.sql(
+        "app",
+        &format!(
+            "CREATE TABLE keep (x int); INSERT INTO keep VALUES (7); \
+             CREATE SCHEMA \"{schema}\"; \
+             CREATE TABLE \"{schema}\".\"{table}\" (id int PRIMARY KEY, pad text); \
+             INSERT INTO \"{schema}\".\"{table}\" SELECT g, md5(g::text) FROM generate_series(1, 150000) g;",
+        ),
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "streamed", "{r}");
+    let shares: Vec<u64> = r["parallel_load"][0]["rows_by_session"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the table was not split: {r}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 3, "{r}");
+    assert!(shares.iter().all(|&n| n > 0), "{r}");
+    assert_eq!(shares.iter().sum::<u64>(), 150_000, "{r}");
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+    assert_eq!(pg.sql("copy", "SELECT x FROM keep"), "7");
+    assert_eq!(
+        pg.sql(
+            "postgres",
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'pwned'"
+        ),
+        "0"
+    );
+}
+
 #[test]
 fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every_big_table_split() {
     let pg = Pg::start();
