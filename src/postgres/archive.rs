@@ -467,6 +467,10 @@ pub(crate) struct Head {
     /// Where each entry's data-state byte and offset sit, and the offsets' width.
     pub offset_fields: Vec<(i32, usize)>,
     pub off_size: usize,
+    /// Large objects the pre-data section creates, one `BLOB` entry each (pg_dump 16 and
+    /// older), and whether any `BLOB METADATA` entry (pg_dump 17, many per entry) is there.
+    pub blob_entries: u64,
+    pub blob_metadata: bool,
 }
 
 /// One table's data in the archive.
@@ -533,6 +537,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
     let mut encoding = None;
     let mut ids = Vec::new();
     let mut offset_fields = Vec::new();
+    let (mut blob_entries, mut blob_metadata) = (0u64, false);
     for _ in 0..count.max(0) {
         let id = take!(c.int()) as i32;
         ids.push(id);
@@ -570,6 +575,10 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
                 table: tag,
                 copy_stmt: copy.unwrap_or_default(),
             });
+        } else if desc == "BLOB" {
+            blob_entries += 1;
+        } else if desc == "BLOB METADATA" {
+            blob_metadata = true;
         } else if desc == "ENCODING" {
             // "SET client_encoding = 'UTF8';"
             encoding = defn
@@ -589,6 +598,8 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         ids,
         offset_fields,
         off_size,
+        blob_entries,
+        blob_metadata,
     })
 }
 

@@ -39,6 +39,9 @@ pub(crate) struct Plan {
     pub tables: Vec<(String, String)>,
     /// Sessions loading the table, pg_restore's included (2 or more).
     pub sessions: usize,
+    /// The large objects' contents are dealt out too (a `BLOB` entry per object in the
+    /// table of contents, pg_dump 16 and older).
+    pub blobs: bool,
     /// pg_restore's process: if it ends before its COPY shows up, nothing waits forever.
     pub restore_pid: u32,
 }
@@ -67,6 +70,7 @@ enum St {
     Chunk {
         remaining: usize,
         target: bool,
+        blob: bool,
     },
     /// Not understood: everything goes through untouched (pg_restore judges it).
     Pass,
@@ -88,6 +92,9 @@ struct Lane {
     /// What the session printed while it was waited for (its COPY's count comes later).
     said: Vec<u8>,
     rows: u64,
+    /// Large objects: the statement being built, the objects written.
+    sql: Vec<u8>,
+    los: u64,
 }
 
 /// What a session prints once pg_restore's COPY of its table is running.
@@ -123,6 +130,15 @@ pub(crate) struct SplitWriter<W: Write> {
     lanes: Vec<Lane>,
     /// Every session has seen pg_restore's COPY of the current table.
     ready: bool,
+    /// The large objects block passing now has its objects dealt out.
+    blob_split: bool,
+    /// The session writing the object passing now (0: pg_restore), where its next byte
+    /// goes, the bytes dealt since the turn passed to this session, pg_restore's objects.
+    blob_lane: usize,
+    blob_oid: u32,
+    blob_off: u64,
+    turn: usize,
+    restore_los: u64,
     restore_rows: u64,
     reports: Vec<Report>,
     failure: Option<String>,
@@ -146,6 +162,12 @@ impl<W: Write> SplitWriter<W> {
             next: 0,
             lanes: Vec::new(),
             ready: false,
+            blob_split: false,
+            blob_lane: 0,
+            blob_oid: 0,
+            blob_off: 0,
+            turn: 0,
+            restore_los: 0,
             restore_rows: 0,
             reports: Vec::new(),
             failure: None,
@@ -268,8 +290,28 @@ impl<W: Write> SplitWriter<W> {
                     }
                     let raw = std::mem::take(&mut self.buf);
                     let v = decode_int(&raw);
-                    let in_target = matches!(purpose, IntFor::ChunkLen { target: true, .. });
-                    if !in_target {
+                    // pg_restore sees every int but those of rows or objects dealt out.
+                    let diverted = match purpose {
+                        IntFor::ChunkLen { target: true, .. } => true,
+                        IntFor::ChunkLen { blob: true, .. } => self.blob_lane > 0,
+                        IntFor::BlobOid if self.blob_split && v != 0 => {
+                            self.blob_lane = self.pick_blob_lane();
+                            self.blob_oid = v as u32;
+                            self.blob_off = 0;
+                            if self.blob_lane == 0 {
+                                self.restore_los += 1;
+                            } else {
+                                self.lanes[self.blob_lane - 1].los += 1;
+                            }
+                            self.blob_lane > 0
+                        }
+                        IntFor::BlobOid if self.blob_split => {
+                            self.end_blobs()?;
+                            false
+                        }
+                        _ => false,
+                    };
+                    if !diverted {
                         self.out.write_all(&raw)?;
                     }
                     self.st = match purpose {
@@ -286,21 +328,28 @@ impl<W: Write> SplitWriter<W> {
                                 target,
                             })
                         }
-                        IntFor::BlobsId => St::Int(IntFor::BlobOid),
+                        IntFor::BlobsId => {
+                            self.start_blob_lanes()?;
+                            St::Int(IntFor::BlobOid)
+                        }
                         IntFor::BlobOid if v == 0 => St::BlockType,
                         IntFor::BlobOid => St::Int(IntFor::ChunkLen {
                             blob: true,
                             target: false,
                         }),
-                        IntFor::ChunkLen { blob: true, .. } if v == 0 => St::Int(IntFor::BlobOid),
+                        IntFor::ChunkLen { blob: true, .. } if v == 0 => {
+                            self.blob_lane = 0;
+                            St::Int(IntFor::BlobOid)
+                        }
                         IntFor::ChunkLen { target: true, .. } if v == 0 => {
                             self.end_target(&raw)?;
                             St::BlockType
                         }
                         IntFor::ChunkLen { .. } if v == 0 => St::BlockType,
-                        IntFor::ChunkLen { target, .. } if v > 0 => St::Chunk {
+                        IntFor::ChunkLen { target, blob } if v > 0 => St::Chunk {
                             remaining: v as usize,
                             target,
+                            blob,
                         },
                         IntFor::ChunkLen { .. } => {
                             return Err(self.fail(format!(
@@ -309,23 +358,30 @@ impl<W: Write> SplitWriter<W> {
                         }
                     };
                 }
-                St::Chunk { remaining, target } => {
+                St::Chunk {
+                    remaining,
+                    target,
+                    blob,
+                } => {
                     let take = remaining.min(data.len());
+                    if blob && self.blob_split {
+                        self.turn += take;
+                    }
                     if target {
                         self.rows_in(&data[..take])?;
+                    } else if blob && self.blob_lane > 0 {
+                        self.blob_bytes(&data[..take])?;
                     } else {
                         self.out.write_all(&data[..take])?;
                     }
                     data = &data[take..];
                     self.st = if take == remaining {
-                        St::Int(IntFor::ChunkLen {
-                            blob: false,
-                            target,
-                        })
+                        St::Int(IntFor::ChunkLen { blob, target })
                     } else {
                         St::Chunk {
                             remaining: remaining - take,
                             target,
+                            blob,
                         }
                     };
                 }
@@ -378,7 +434,7 @@ impl<W: Write> SplitWriter<W> {
             return self.out.flush();
         }
         if !self.ready {
-            self.wait_ready()?;
+            self.wait_ready("the table")?;
         }
         let l = &mut self.lanes[lane - 1];
         l.rows += n;
@@ -424,19 +480,27 @@ impl<W: Write> SplitWriter<W> {
                 hex::encode(s.as_bytes())
             )
         };
-        let wait = format!(
-            "DO $backstop$ DECLARE until timestamptz := pg_catalog.clock_timestamp() + interval '10 minutes'; \
-             BEGIN WHILE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_copy p \
+        let wait = wait_until(&format!(
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_copy p \
              JOIN pg_catalog.pg_class c ON c.oid = p.relid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE p.datname = pg_catalog.current_database() AND c.relname = {} AND n.nspname = {}) LOOP \
-             IF pg_catalog.clock_timestamp() > until THEN \
-             RAISE EXCEPTION 'pg_restore''s COPY of the table did not begin within 10 minutes'; END IF; \
-             PERFORM pg_catalog.pg_stat_clear_snapshot(); PERFORM pg_catalog.pg_sleep(0.005); \
-             END LOOP; END $backstop$",
+             WHERE p.datname = pg_catalog.current_database() AND c.relname = {} AND n.nspname = {})",
             text(&t.table),
             text(&t.schema)
-        );
+        ));
+        let then = vec![
+            // The session state pg_restore sets for its own data loading.
+            "SET row_security = off".to_string(),
+            "SET client_min_messages = warning".to_string(),
+            "SELECT pg_catalog.set_config('search_path', '', false)".to_string(),
+            t.copy_stmt.trim().to_string(),
+        ];
+        self.spawn_lanes(&wait, &then, false)
+    }
+
+    /// Start `sessions - 1` psql sessions that run `wait`, print [`READY`], run `then`,
+    /// and then read their input: COPY rows, or with `script` SQL statements.
+    fn spawn_lanes(&mut self, wait: &str, then: &[String], script: bool) -> io::Result<()> {
         for _ in 1..self.plan.sessions {
             let mut cmd = self.psql();
             cmd.args(["-A", "-t"])
@@ -447,17 +511,15 @@ impl<W: Write> SplitWriter<W> {
                     "DO $backstop$ BEGIN PERFORM pg_catalog.set_config('client_connection_check_interval', '100', false); \
                      EXCEPTION WHEN OTHERS THEN NULL; END $backstop$",
                 ])
-                .args(["-c", &wait])
-                .args(["-c", &format!("SELECT '{READY}'")])
-                // The session state pg_restore sets for its own data loading.
-                .args(["-c", "SET row_security = off"])
-                .args(["-c", "SET client_min_messages = warning"])
-                .args([
-                    "-c",
-                    "SELECT pg_catalog.set_config('search_path', '', false)",
-                ])
-                .args(["-c", t.copy_stmt.trim()])
-                .stdin(Stdio::piped())
+                .args(["-c", wait])
+                .args(["-c", &format!("SELECT '{READY}'")]);
+            for t in then {
+                cmd.args(["-c", t]);
+            }
+            if script {
+                cmd.args(["-f", "-"]);
+            }
+            cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             // Named, so an operator can tell these sessions apart in pg_stat_activity.
@@ -490,18 +552,152 @@ impl<W: Write> SplitWriter<W> {
                 stderr,
                 said: Vec::new(),
                 rows: 0,
+                sql: Vec::new(),
+                los: 0,
             });
         }
         Ok(())
     }
 
+    /// A large objects block begins: with the objects to deal out, start the sessions
+    /// that write them once every object exists (pg_restore creates them empty in its
+    /// pre-data section, one `BLOB` entry each, before it reads any data).
+    fn start_blob_lanes(&mut self) -> io::Result<()> {
+        self.ready = false;
+        self.blob_lane = 0;
+        self.turn = 0;
+        self.next = 0;
+        self.restore_los = 0;
+        let n = match &self.head {
+            Some(h) if !h.blob_metadata => h.blob_entries,
+            _ => 0,
+        };
+        self.blob_split = self.plan.blobs && self.plan.sessions > 1 && n > 0;
+        if !self.blob_split {
+            return Ok(());
+        }
+        self.out.flush()?;
+        let wait = wait_until(&format!(
+            "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_largeobject_metadata) >= {n}"
+        ));
+        self.spawn_lanes(&wait, &[], true)
+    }
+
+    /// The session for the next large object: the same as the last until it was dealt a
+    /// batch's worth, then the next in turn.
+    fn pick_blob_lane(&mut self) -> usize {
+        if self.turn >= BATCH {
+            self.turn = 0;
+            self.next = (self.next + 1) % self.plan.sessions.max(1);
+        }
+        self.next
+    }
+
+    /// Bytes of the large object passing now, for another session: a row of its next
+    /// `lo_put` statement (the bytes as hex: nothing from the archive is read as SQL).
+    fn blob_bytes(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        let lane = self.blob_lane - 1;
+        let (oid, off) = (self.blob_oid, self.blob_off);
+        self.blob_off += bytes.len() as u64;
+        let l = &mut self.lanes[lane];
+        l.sql.extend_from_slice(if l.sql.is_empty() {
+            b"SELECT pg_catalog.count(pg_catalog.lo_put(v.o, v.f, v.d)) FROM (VALUES ("
+        } else {
+            b", ("
+        });
+        write!(
+            l.sql,
+            "{oid}::pg_catalog.oid, {off}::pg_catalog.int8, pg_catalog.decode('"
+        )?;
+        l.sql.extend_from_slice(hex::encode(bytes).as_bytes());
+        l.sql.extend_from_slice(b"', 'hex'))");
+        l.rows += 1;
+        if l.sql.len() >= BATCH {
+            self.send_blob_sql(lane)?;
+        }
+        Ok(())
+    }
+
+    /// Send a session its statement as built so far.
+    fn send_blob_sql(&mut self, lane: usize) -> io::Result<()> {
+        if self.lanes[lane].sql.is_empty() {
+            return Ok(());
+        }
+        if !self.ready {
+            self.wait_ready("the large objects")?;
+        }
+        let mut sql = std::mem::take(&mut self.lanes[lane].sql);
+        sql.extend_from_slice(b") AS v(o, f, d);\n");
+        let written = self.lanes[lane].stdin.as_mut().map(|s| s.write_all(&sql));
+        match written {
+            Some(Ok(())) => Ok(()),
+            _ => {
+                let why = self.lane_error(lane);
+                Err(self.fail(why))
+            }
+        }
+    }
+
+    /// The large objects block ends: every session writes what it holds and commits,
+    /// each having written every piece it was sent; then pg_restore gets the block's end.
+    fn end_blobs(&mut self) -> io::Result<()> {
+        for i in 0..self.lanes.len() {
+            self.send_blob_sql(i)?;
+        }
+        if !self.ready {
+            self.kill_lanes();
+        }
+        let mut by_session = vec![self.restore_los];
+        for i in 0..self.lanes.len() {
+            drop(self.lanes[i].stdin.take());
+            let l = &mut self.lanes[i];
+            let mut out = String::from_utf8_lossy(&l.said).into_owned();
+            if let Some(mut o) = l.child.stdout.take() {
+                let _ = io::Read::read_to_string(&mut o, &mut out);
+            }
+            let status = l.child.wait()?;
+            let err = l.stderr();
+            let (sent, los) = (l.rows, l.los);
+            // Each statement prints how many pieces it wrote.
+            let written: u64 = out
+                .lines()
+                .skip_while(|l| *l != READY)
+                .skip(1)
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .sum();
+            if !status.success() || written != sent {
+                let why = format!(
+                    "a parallel session writing large objects failed ({status}; sent {sent} pieces, written {written}): {}",
+                    crate::text::summarize(&err)
+                );
+                return Err(self.fail(why));
+            }
+            by_session.push(los);
+        }
+        self.lanes.clear();
+        if by_session.len() > 1 {
+            self.reports.push(Report {
+                table: "(large objects)".into(),
+                rows_by_session: by_session,
+            });
+        }
+        self.blob_split = false;
+        self.blob_lane = 0;
+        self.ready = false;
+        self.next = 0;
+        Ok(())
+    }
+
     /// Before the first rows go to another session: wait until every session has seen
     /// pg_restore's COPY of the table, watching that pg_restore is still running.
-    fn wait_ready(&mut self) -> io::Result<()> {
-        let Some(t) = self.current.clone() else {
-            return Err(self.fail("rows to deal out outside a table's data block".into()));
-        };
+    fn wait_ready(&mut self, what: &str) -> io::Result<()> {
         if self.lanes.is_empty() {
+            let Some(t) = self.current.clone() else {
+                return Err(self.fail("rows to deal out outside a table's data block".into()));
+            };
             return Err(self.fail(format!(
                 "the archive's COPY statement for {}.{} is not a plain `COPY ... FROM stdin;` and is not handed to psql",
                 t.schema, t.table
@@ -517,10 +713,9 @@ impl<W: Write> SplitWriter<W> {
                 return Ok(());
             }
             if exited(self.plan.restore_pid) {
-                return Err(self.fail(
-                    "pg_restore ended before its COPY of the table being loaded in parallel began"
-                        .into(),
-                ));
+                return Err(self.fail(format!(
+                    "pg_restore ended before it began loading {what}, dealt out to several sessions"
+                )));
             }
             let mut fds: Vec<libc::pollfd> = waiting
                 .iter()
@@ -672,6 +867,19 @@ impl<W: Write> Drop for SplitWriter<W> {
     }
 }
 
+/// A DO block that returns once `cond` holds, polling every 5 ms with fresh statistics,
+/// and fails after 10 minutes.
+fn wait_until(cond: &str) -> String {
+    format!(
+        "DO $backstop$ DECLARE until timestamptz := pg_catalog.clock_timestamp() + interval '10 minutes'; \
+         BEGIN WHILE NOT ({cond}) LOOP \
+         IF pg_catalog.clock_timestamp() > until THEN \
+         RAISE EXCEPTION 'pg_restore did not reach the data dealt out within 10 minutes'; END IF; \
+         PERFORM pg_catalog.pg_stat_clear_snapshot(); PERFORM pg_catalog.pg_sleep(0.005); \
+         END LOOP; END $backstop$"
+    )
+}
+
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
@@ -712,6 +920,7 @@ mod tests {
             env: Vec::new(),
             tables: vec![("public".into(), "users".into())],
             sessions: 1,
+            blobs: true,
             restore_pid: 0,
         }
     }

@@ -158,6 +158,8 @@ pub(crate) struct RestorePlan {
     pub mode: Mode,
     /// Tables whose rows are dealt out to several sessions while they stream.
     pub split: Vec<(String, String)>,
+    /// The large objects' contents are dealt out to several sessions too.
+    pub split_blobs: bool,
 }
 
 /// The ways a dump is applied.
@@ -210,6 +212,7 @@ pub(crate) fn plan_restore(
         return RestorePlan {
             mode: Mode::Stage,
             split: Vec::new(),
+            split_blobs: false,
         };
     }
     let candidates: Vec<(String, String, u64)> = facts
@@ -226,12 +229,16 @@ pub(crate) fn plan_restore(
         .map(|d| d.tables.iter().map(|t| t.rows).sum())
         .unwrap_or(0);
     let biggest: u64 = candidates.iter().map(|c| c.2).max().unwrap_or(0);
+    let blobs = facts.map(|d| d.large_objects).unwrap_or(0);
     use crate::config::env::RestoreMode;
     let mode = match crate::config::env::restore_mode() {
         Some(RestoreMode::Stream) => Mode::Stream,
         Some(RestoreMode::Progressive) => Mode::Progressive,
         Some(RestoreMode::Stage) => Mode::Stage,
         None if total >= 100_000 && biggest * 10 >= total * 7 => Mode::Stream,
+        // Large objects outweigh the rows (pg_restore writes one in about the time it
+        // loads 250 rows): streamed, their contents dealt out.
+        None if blobs >= SPLIT_MIN_BLOBS && sessions > 1 && blobs * 250 >= total => Mode::Stream,
         None => Mode::Progressive,
     };
     // Parallel COPY sessions need pg_stat_progress_copy (PostgreSQL 14) to start safely.
@@ -240,8 +247,17 @@ pub(crate) fn plan_restore(
     } else {
         Vec::new()
     };
-    RestorePlan { mode, split }
+    let split_blobs = mode == Mode::Stream && sessions > 1 && blobs >= SPLIT_MIN_BLOBS;
+    RestorePlan {
+        mode,
+        split,
+        split_blobs,
+    }
 }
+
+/// The fewest large objects worth dealing out to several sessions: pg_restore writes each
+/// with three round trips in one session, the others many per statement.
+const SPLIT_MIN_BLOBS: u64 = 1_000;
 
 /// Whether [`plan_restore`] can choose anything but a staged restore for this dump,
 /// whatever the facts say (its download is then opened before they are read).
@@ -265,8 +281,9 @@ pub(crate) fn load_sessions() -> usize {
 }
 
 /// Which tables of a streamed restore have their rows dealt out to several sessions: psql
-/// to run them, the (schema, table) list, the number of sessions.
-pub(crate) type Split = (PathBuf, Vec<(String, String)>, usize);
+/// to run them, the (schema, table) list, the number of sessions, whether the large
+/// objects are dealt out too.
+pub(crate) type Split = (PathBuf, Vec<(String, String)>, usize, bool);
 
 /// One `pg_restore` fed by the download as it is decrypted and decompressed. A fault in
 /// the stored bytes (caught by age as it decrypts, or by the SHA-256 at the end) wins over
@@ -318,7 +335,7 @@ pub(crate) async fn pg_restore_streaming(
         .spawn()
         .map_err(|e| Error::failed(format!("cannot start {}: {e}", bin.display())))?;
     let split = match split {
-        Some((psql, tables, sessions)) => {
+        Some((psql, tables, sessions, blobs)) => {
             let mut env = conn.env()?;
             env.push(("PGOPTIONS".into(), options.clone()));
             Some(crate::postgres::load::Plan {
@@ -327,6 +344,7 @@ pub(crate) async fn pg_restore_streaming(
                 env,
                 tables,
                 sessions,
+                blobs,
                 restore_pid: child.id(),
             })
         }

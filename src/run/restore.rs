@@ -523,8 +523,14 @@ impl Beside<'_> {
         let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
         let mut parallel_load = Vec::new();
         let mut blocks_loaded = None;
-        let split =
-            (!how.split.is_empty()).then(|| (psql.to_path_buf(), how.split.clone(), sessions));
+        let split = (!how.split.is_empty() || how.split_blobs).then(|| {
+            (
+                psql.to_path_buf(),
+                how.split.clone(),
+                sessions,
+                how.split_blobs,
+            )
+        });
         // The dump's download: the one opened early, or opened now.
         let dump_reader = |early: Option<(String, crate::storage::Reader)>| async move {
             match early {

@@ -360,6 +360,68 @@ fn a_split_table_whose_name_breaks_quotes_is_loaded_and_nothing_in_it_runs() {
     );
 }
 
+/// A database whose weight is in large objects (many small ones, an empty one, one of
+/// several batches, bytes that read as SQL): streamed by default, the objects' contents
+/// written by every session, and every object comes back byte for byte with its owner.
+#[test]
+fn large_objects_are_written_by_several_sessions_and_come_back_byte_for_byte() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "3".into()));
+    pg.sql(
+        "postgres",
+        "CREATE ROLE lo_owner NOLOGIN; CREATE DATABASE app;",
+    );
+    pg.sql(
+        "app",
+        "CREATE TABLE docs (id int PRIMARY KEY, body oid); \
+         INSERT INTO docs SELECT g, lo_from_bytea(0, decode(repeat(md5(g::text), 1 + g % 90), 'hex')) \
+           FROM generate_series(1, 3000) g; \
+         INSERT INTO docs VALUES (3001, lo_from_bytea(0, ''::bytea)); \
+         INSERT INTO docs VALUES (3002, lo_from_bytea(0, convert_to(repeat('''); DROP TABLE docs; --\\', 40000), 'UTF8'))); \
+         INSERT INTO docs SELECT 3003, lo_from_bytea(0, decode(string_agg(md5(g::text), ''), 'hex')) \
+           FROM generate_series(1, 100000) g; \
+         SELECT lo_create(12345); ALTER LARGE OBJECT 12345 OWNER TO lo_owner; SELECT lo_put(12345, 70000, 'tail');",
+    );
+    let los = "SELECT count(*), md5(string_agg(m.oid::text || ':' || m.lomowner::regrole::text || ':' || md5(lo_get(m.oid)), ',' ORDER BY m.oid)) \
+               FROM pg_largeobject_metadata m";
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mode"], "streamed", "{r}");
+    let split = r["parallel_load"]
+        .as_array()
+        .unwrap_or_else(|| panic!("nothing was dealt out: {r}"))
+        .iter()
+        .find(|t| t["table"] == "(large objects)")
+        .unwrap_or_else(|| panic!("the large objects were not dealt out: {r}"));
+    let shares: Vec<u64> = split["rows_by_session"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 3, "{r}");
+    assert!(shares.iter().all(|&n| n > 0), "{r}");
+    assert_eq!(shares.iter().sum::<u64>(), 3004, "{r}");
+    assert!(pg.sql("copy", los).starts_with("3004|"));
+    assert_eq!(pg.sql("copy", los), pg.sql("app", los));
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+    // One session: pg_restore writes them all, the same objects come back.
+    let out = sb
+        .cmd(&["--json", "restore", "app", "--to", &pg.url("copy1")])
+        .env("BACKSTOP_RESTORE_SESSIONS", "1")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.get("parallel_load").is_none(), "{r}");
+    assert_eq!(pg.sql("copy1", los), pg.sql("app", los));
+}
+
 #[test]
 fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every_big_table_split() {
     let pg = Pg::start();
