@@ -468,8 +468,10 @@ pub(crate) struct Head {
     pub offset_fields: Vec<(i32, usize)>,
     pub off_size: usize,
     /// Large objects the pre-data section creates, one `BLOB` entry each (pg_dump 16 and
-    /// older), and whether any `BLOB METADATA` entry (pg_dump 17, many per entry) is there.
+    /// older), the last one's oid (its tag; none if any tag is not an oid), and whether any
+    /// `BLOB METADATA` entry (pg_dump 17, many per entry) is there.
     pub blob_entries: u64,
+    pub blob_last: Option<u32>,
     pub blob_metadata: bool,
 }
 
@@ -538,6 +540,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
     let mut ids = Vec::new();
     let mut offset_fields = Vec::new();
     let (mut blob_entries, mut blob_metadata) = (0u64, false);
+    let mut blob_last: Option<Option<u32>> = None;
     for _ in 0..count.max(0) {
         let id = take!(c.int()) as i32;
         ids.push(id);
@@ -577,6 +580,8 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
             });
         } else if desc == "BLOB" {
             blob_entries += 1;
+            let oid = tag.parse::<u32>().ok();
+            blob_last = Some(if blob_last == Some(None) { None } else { oid });
         } else if desc == "BLOB METADATA" {
             blob_metadata = true;
         } else if desc == "ENCODING" {
@@ -599,6 +604,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         offset_fields,
         off_size,
         blob_entries,
+        blob_last: blob_last.flatten(),
         blob_metadata,
     })
 }

@@ -568,17 +568,19 @@ impl<W: Write> SplitWriter<W> {
         self.turn = 0;
         self.next = 0;
         self.restore_los = 0;
-        let n = match &self.head {
-            Some(h) if !h.blob_metadata => h.blob_entries,
-            _ => 0,
+        // pg_restore creates them in the order of its table of contents: once the last
+        // exists, all do (one that does not would fail its session's statement).
+        let last = match &self.head {
+            Some(h) if !h.blob_metadata && h.blob_entries > 0 => h.blob_last,
+            _ => None,
         };
-        self.blob_split = self.plan.blobs && self.plan.sessions > 1 && n > 0;
-        if !self.blob_split {
+        self.blob_split = self.plan.blobs && self.plan.sessions > 1 && last.is_some();
+        let Some(last) = last.filter(|_| self.blob_split) else {
             return Ok(());
-        }
+        };
         self.out.flush()?;
         let wait = wait_until(&format!(
-            "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_largeobject_metadata) >= {n}"
+            "EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = {last}::pg_catalog.oid)"
         ));
         self.spawn_lanes(&wait, &[], true)
     }
