@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -103,7 +103,13 @@ load() { # load DB SCALE
         EXECUTE format('CREATE INDEX t%s_n ON t%s (n)', i, i);
       END LOOP; END \$\$;" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many)" >&2; exit 2 ;;
+    blobs) # the weight in large objects: SCALE x 1,500 of 0.6-3.8 KiB, beside SCALE x 20,000 rows
+      psql -d "$url/$1" -c "CREATE TABLE docs (id int PRIMARY KEY, title text, body oid)" \
+        -c "INSERT INTO docs SELECT g, md5(g::text), lo_from_bytea(0, decode(repeat(md5(g::text), 40 + g % 200), 'hex')) FROM generate_series(1, $2 * 1500) g" \
+        -c "CREATE TABLE meta (id int PRIMARY KEY, k text, v text)" \
+        -c "INSERT INTO meta SELECT g, 'k' || g, repeat('v', 50) FROM generate_series(1, $2 * 20000) g" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
