@@ -75,6 +75,30 @@ impl Drop for TempGuard {
     }
 }
 
+impl FileStorage {
+    /// Create `dir` and its parents. A concurrent delete may remove an emptied directory
+    /// while another writer creates it (then `create_dir_all` sees it exist, and then not
+    /// be a directory): tried again a few times.
+    async fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        let mut tries = 0;
+        loop {
+            match tokio::fs::create_dir_all(dir).await {
+                Ok(()) => return Ok(()),
+                Err(e)
+                    if tries < 5
+                        && matches!(
+                            e.kind(),
+                            std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
+                        ) =>
+                {
+                    tries += 1;
+                }
+                Err(e) => return Err(self.io_err("cannot create directory", dir, e)),
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Storage for FileStorage {
     fn describe(&self) -> String {
@@ -88,9 +112,7 @@ impl Storage for FileStorage {
     async fn put_stream(&self, key: &str, mut rx: ChunkRx) -> Result<u64> {
         let dest = self.path(key)?;
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| self.io_err("cannot create directory", &dir, e))?;
+        self.ensure_dir(&dir).await?;
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
             return Err(Error::failed(format!(
                 "refusing to overwrite existing object {}",
@@ -121,9 +143,7 @@ impl Storage for FileStorage {
                 Ok(f) => break f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 5 => {
                     tries += 1;
-                    tokio::fs::create_dir_all(&dir)
-                        .await
-                        .map_err(|e| self.io_err("cannot create directory", &dir, e))?;
+                    self.ensure_dir(&dir).await?;
                 }
                 Err(e) => return Err(self.io_err("cannot create", &tmp, e)),
             }
