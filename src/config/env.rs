@@ -110,6 +110,12 @@ pub(crate) fn restore_sessions() -> usize {
         .min(4)
 }
 
+/// Tests only: with `$BACKSTOP_TEST_LO_FAULT` set, the sessions writing large objects in
+/// a streamed restore write their first piece to an object that does not exist.
+pub(crate) fn test_lo_fault() -> bool {
+    non_empty("BACKSTOP_TEST_LO_FAULT").is_some()
+}
+
 /// Tests only: `$BACKSTOP_TEST_STREAM_DELAY_MS` milliseconds of pause per MiB a progressive
 /// restore stages, to play a slow download on loopback.
 pub(crate) fn test_stream_delay() -> Option<Duration> {

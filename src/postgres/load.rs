@@ -602,7 +602,10 @@ impl<W: Write> SplitWriter<W> {
             return Ok(());
         }
         let lane = self.blob_lane - 1;
-        let (oid, off) = (self.blob_oid, self.blob_off);
+        let (mut oid, off) = (self.blob_oid, self.blob_off);
+        if self.lanes[lane].rows == 0 && crate::config::env::test_lo_fault() {
+            oid = 0;
+        }
         self.blob_off += bytes.len() as u64;
         let l = &mut self.lanes[lane];
         l.sql.extend_from_slice(if l.sql.is_empty() {
@@ -774,12 +777,18 @@ impl<W: Write> SplitWriter<W> {
         drop(l.stdin.take());
         let status = l.child.wait();
         let err = l.stderr();
+        let status = status.map(|s| s.to_string()).unwrap_or_default();
+        if self.blob_split {
+            return format!(
+                "a parallel session writing large objects failed ({status}): {}",
+                crate::text::summarize(&err)
+            );
+        }
         let t = self.current.clone().unwrap_or_default();
         format!(
-            "a parallel COPY session into {}.{} failed ({}): {}",
+            "a parallel COPY session into {}.{} failed ({status}): {}",
             t.schema,
             t.table,
-            status.map(|s| s.to_string()).unwrap_or_default(),
             crate::text::summarize(&err)
         )
     }

@@ -527,3 +527,47 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
     }
     assert_eq!(sb.snapshots("app").len(), 1);
 }
+
+/// A session writing large objects that fails (a fault injected into its first
+/// statement) fails the restore: the new database is dropped, the target is not created,
+/// no session is left behind; without the fault the same snapshot restores.
+#[test]
+fn a_failing_large_object_session_fails_the_restore_and_leaves_nothing() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "2".into()));
+    pg.sql("postgres", "CREATE DATABASE app");
+    pg.sql(
+        "app",
+        "CREATE TABLE docs (id int PRIMARY KEY, body oid); \
+         INSERT INTO docs SELECT g, lo_from_bytea(0, decode(repeat(md5(g::text), 50), 'hex')) \
+           FROM generate_series(1, 2000) g;",
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let dbs = pg.databases();
+    let out = sb
+        .cmd(&["restore", "app", "--to", &pg.url("copy")])
+        .env("BACKSTOP_TEST_LO_FAULT", "1")
+        .output()
+        .unwrap();
+    let text = expect_code(&out, 1);
+    assert!(
+        text.contains("parallel session writing large objects failed")
+            && text.contains("does not exist"),
+        "{text}"
+    );
+    assert_eq!(pg.databases(), dbs);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        pids_with(&["psql", "_restoring_", &format!(":{}/", pg.port)]).is_empty(),
+        "a large object session was left running"
+    );
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["parallel_load"][0]["table"], "(large objects)", "{r}");
+    let los = "SELECT count(*), md5(string_agg(md5(lo_get(oid)), ',' ORDER BY oid)) FROM pg_largeobject_metadata";
+    assert_eq!(pg.sql("copy", los), pg.sql("app", los));
+}
