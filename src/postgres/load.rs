@@ -101,6 +101,17 @@ struct Lane {
 const READY: &str = "backstop-lane-ready";
 
 impl Lane {
+    /// Close the session's input and wait for it: its exit, all it printed, its errors.
+    fn end(&mut self) -> io::Result<(std::process::ExitStatus, String, String)> {
+        drop(self.stdin.take());
+        let mut out = String::from_utf8_lossy(&self.said).into_owned();
+        if let Some(mut o) = self.child.stdout.take() {
+            let _ = io::Read::read_to_string(&mut o, &mut out);
+        }
+        let status = self.child.wait()?;
+        Ok((status, out, self.stderr()))
+    }
+
     fn stderr(&mut self) -> String {
         self.stderr
             .take()
@@ -657,15 +668,8 @@ impl<W: Write> SplitWriter<W> {
         }
         let mut by_session = vec![self.restore_los];
         for i in 0..self.lanes.len() {
-            drop(self.lanes[i].stdin.take());
-            let l = &mut self.lanes[i];
-            let mut out = String::from_utf8_lossy(&l.said).into_owned();
-            if let Some(mut o) = l.child.stdout.take() {
-                let _ = io::Read::read_to_string(&mut o, &mut out);
-            }
-            let status = l.child.wait()?;
-            let err = l.stderr();
-            let (sent, los) = (l.rows, l.los);
+            let (status, out, err) = self.lanes[i].end()?;
+            let (sent, los) = (self.lanes[i].rows, self.lanes[i].los);
             // Each statement prints how many pieces it wrote.
             let written: u64 = out
                 .lines()
@@ -811,15 +815,8 @@ impl<W: Write> SplitWriter<W> {
         }
         let mut rows_by_session = vec![0];
         for i in 0..self.lanes.len() {
-            drop(self.lanes[i].stdin.take());
-            let l = &mut self.lanes[i];
-            let mut out = String::from_utf8_lossy(&l.said).into_owned();
-            if let Some(mut o) = l.child.stdout.take() {
-                let _ = io::Read::read_to_string(&mut o, &mut out);
-            }
-            let status = l.child.wait()?;
-            let err = l.stderr();
-            let sent = l.rows;
+            let (status, out, err) = self.lanes[i].end()?;
+            let sent = self.lanes[i].rows;
             let loaded = out
                 .lines()
                 .rev()
