@@ -287,6 +287,7 @@ impl DumpObserver {
                     let bytes = &data[..take];
                     if let Some(i) = table {
                         self.facts.tables[i].rows += count_newlines(bytes);
+                        self.facts.tables[i].bytes += bytes.len() as u64;
                         self.push_tail(bytes);
                     }
                     data = &data[take..];
@@ -422,6 +423,7 @@ impl DumpObserver {
                 schema: d.schema,
                 table: d.table,
                 rows: 0,
+                bytes: 0,
             })
             .collect();
         Parse::Ok(h.len)
@@ -692,7 +694,9 @@ pub(crate) mod tests {
                 vec![TableCount {
                     schema: "public".into(),
                     table: "users".into(),
-                    rows: 3
+                    rows: 3,
+                    // The COPY data's bytes, its end marker included.
+                    bytes: 24,
                 }]
             );
             assert_eq!(f.large_objects, 1);

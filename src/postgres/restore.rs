@@ -190,7 +190,11 @@ impl Mode {
 /// a few milliseconds per table).
 const SPLIT_MIN_ROWS: u64 = 20_000;
 
-/// Stream when one table holds 70% or more of the rows (100,000 rows or more in all): then
+/// A table of fewer rows is still dealt out when its COPY data is this big (wide rows).
+const SPLIT_MIN_BYTES: u64 = 16 << 20;
+
+/// Stream when one table holds 70% or more of the data (of its bytes when the snapshot
+/// records them, else of its rows; 100,000 rows or 64 MiB or more in all): then
 /// loading it with several sessions while the snapshot still downloads beats everything
 /// else (a progressive restore would load it by one session, after its block is whole).
 /// Otherwise (tables of comparable size, many small tables, or no row counts) restore
@@ -215,27 +219,34 @@ pub(crate) fn plan_restore(
             split_blobs: false,
         };
     }
-    let candidates: Vec<(String, String, u64)> = facts
-        .map(|d| {
-            let total: u64 = d.tables.iter().map(|t| t.rows).sum();
-            d.tables
-                .iter()
-                .filter(|t| t.rows >= SPLIT_MIN_ROWS.max(total / 100))
-                .map(|t| (t.schema.clone(), t.table.clone(), t.rows))
-                .collect()
+    let tables = facts.map(|d| d.tables.as_slice()).unwrap_or(&[]);
+    let total: u64 = tables.iter().map(|t| t.rows).sum();
+    // Bytes of COPY data weigh the tables when the snapshot records them (rows do not:
+    // 60,000 rows of 4 KiB outweigh 200,000 of 60 bytes); rows otherwise.
+    let total_bytes: u64 = tables.iter().map(|t| t.bytes).sum();
+    let weight = |t: &crate::snapshot::facts::TableCount| {
+        if total_bytes > 0 { t.bytes } else { t.rows }
+    };
+    let total_weight: u64 = tables.iter().map(weight).sum();
+    let candidates: Vec<(String, String, u64)> = tables
+        .iter()
+        .filter(|t| {
+            t.rows >= SPLIT_MIN_ROWS.max(total / 100)
+                || (total_bytes > 0
+                    && t.rows >= 1_000
+                    && t.bytes >= SPLIT_MIN_BYTES.max(total_bytes / 100))
         })
-        .unwrap_or_default();
-    let total: u64 = facts
-        .map(|d| d.tables.iter().map(|t| t.rows).sum())
-        .unwrap_or(0);
+        .map(|t| (t.schema.clone(), t.table.clone(), weight(t)))
+        .collect();
     let biggest: u64 = candidates.iter().map(|c| c.2).max().unwrap_or(0);
+    let big_enough = total >= 100_000 || total_bytes >= 64 << 20;
     let blobs = facts.map(|d| d.large_objects).unwrap_or(0);
     use crate::config::env::RestoreMode;
     let mode = match crate::config::env::restore_mode() {
         Some(RestoreMode::Stream) => Mode::Stream,
         Some(RestoreMode::Progressive) => Mode::Progressive,
         Some(RestoreMode::Stage) => Mode::Stage,
-        None if total >= 100_000 && biggest * 10 >= total * 7 => Mode::Stream,
+        None if big_enough && biggest * 10 >= total_weight * 7 => Mode::Stream,
         // Large objects outweigh the rows (pg_restore writes one in about the time it
         // loads 250 rows): streamed, their contents dealt out.
         None if blobs >= SPLIT_MIN_BLOBS && sessions > 1 && blobs * 250 >= total => Mode::Stream,
@@ -782,6 +793,66 @@ mod tests {
         // The early download follows the same rule: never opened for a staged restore.
         assert!(!super::may_stream(&big) && !super::may_stream(&none));
         assert!(super::may_stream(&dump_entry(head, None)));
+    }
+
+    /// The plan by shape: the table holding most of the data (by bytes when recorded)
+    /// streams and is dealt out; comparable tables restore progressively; large objects
+    /// that outweigh the rows stream with their contents dealt out.
+    #[test]
+    fn the_plan_follows_where_the_data_is() {
+        use crate::snapshot::facts::{DumpFacts, TableCount};
+        let dump = dump_entry(b"head", None);
+        let facts = |tables: &[(&str, u64, u64)], large_objects: u64| DumpFacts {
+            tables: tables
+                .iter()
+                .map(|&(t, rows, bytes)| TableCount {
+                    schema: "public".into(),
+                    table: t.into(),
+                    rows,
+                    bytes,
+                })
+                .collect(),
+            large_objects,
+            ..Default::default()
+        };
+        let plan = |f: &DumpFacts| super::plan_restore(Some(f), &dump, 2, 15);
+        // 60,000 rows of 4 KiB beside 200,000 of 60 bytes: the wide table is the data.
+        let wide = facts(
+            &[("docs", 60_000, 240 << 20), ("log", 200_000, 12 << 20)],
+            0,
+        );
+        let p = plan(&wide);
+        assert_eq!(p.mode, super::Mode::Stream);
+        assert!(p.split.contains(&("public".into(), "docs".into())));
+        // The same without bytes (an older snapshot): by rows the narrow table holds 77%.
+        let old = facts(&[("docs", 60_000, 0), ("log", 200_000, 0)], 0);
+        assert_eq!(plan(&old).mode, super::Mode::Stream);
+        let even = facts(&[("a", 100_000, 0), ("b", 100_000, 0), ("c", 90_000, 0)], 0);
+        assert_eq!(plan(&even).mode, super::Mode::Progressive);
+        // One table of 60,000 wide rows alone (fewer than 100,000 rows in all).
+        let alone = facts(&[("docs", 60_000, 240 << 20)], 0);
+        assert_eq!(plan(&alone).mode, super::Mode::Stream);
+        // Comparable tables by bytes, though one has most rows.
+        let bytes_even = facts(
+            &[
+                ("a", 300_000, 50 << 20),
+                ("b", 40_000, 50 << 20),
+                ("c", 30_000, 50 << 20),
+            ],
+            0,
+        );
+        assert_eq!(plan(&bytes_even).mode, super::Mode::Progressive);
+        // Large objects outweigh the rows.
+        let blobs = facts(&[("docs", 15_000, 1 << 20)], 15_000);
+        let p = plan(&blobs);
+        assert_eq!(p.mode, super::Mode::Stream);
+        assert!(p.split_blobs);
+        // A few large objects: not dealt out.
+        let few = facts(
+            &[("a", 100_000, 0), ("b", 100_000, 0), ("c", 90_000, 0)],
+            10,
+        );
+        assert!(!plan(&few).split_blobs);
     }
 
     #[test]

@@ -23,6 +23,13 @@ pub struct TableCount {
     pub schema: String,
     pub table: String,
     pub rows: u64,
+    /// Bytes of the table's COPY data in the dump (0: not recorded, older snapshots).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What the dump contains, learned from its stream.
