@@ -220,14 +220,18 @@ pub(crate) fn plan_restore(
         };
     }
     let tables = facts.map(|d| d.tables.as_slice()).unwrap_or(&[]);
-    let total: u64 = tables.iter().map(|t| t.rows).sum();
+    // Saturating: the facts are stored bytes; absurd counts must not overflow.
+    let sum = |f: &dyn Fn(&crate::snapshot::facts::TableCount) -> u64| {
+        tables.iter().map(f).fold(0u64, u64::saturating_add)
+    };
+    let total: u64 = sum(&|t| t.rows);
     // Bytes of COPY data weigh the tables when the snapshot records them (rows do not:
     // 60,000 rows of 4 KiB outweigh 200,000 of 60 bytes); rows otherwise.
-    let total_bytes: u64 = tables.iter().map(|t| t.bytes).sum();
+    let total_bytes: u64 = sum(&|t| t.bytes);
     let weight = |t: &crate::snapshot::facts::TableCount| {
         if total_bytes > 0 { t.bytes } else { t.rows }
     };
-    let total_weight: u64 = tables.iter().map(weight).sum();
+    let total_weight: u64 = sum(&weight);
     let candidates: Vec<(String, String, u64)> = tables
         .iter()
         .filter(|t| {
@@ -246,10 +250,14 @@ pub(crate) fn plan_restore(
         Some(RestoreMode::Stream) => Mode::Stream,
         Some(RestoreMode::Progressive) => Mode::Progressive,
         Some(RestoreMode::Stage) => Mode::Stage,
-        None if big_enough && biggest * 10 >= total_weight * 7 => Mode::Stream,
+        None if big_enough && biggest.saturating_mul(10) >= total_weight.saturating_mul(7) => {
+            Mode::Stream
+        }
         // Large objects outweigh the rows (pg_restore writes one in about the time it
         // loads 250 rows): streamed, their contents dealt out.
-        None if blobs >= SPLIT_MIN_BLOBS && sessions > 1 && blobs * 250 >= total => Mode::Stream,
+        None if blobs >= SPLIT_MIN_BLOBS && sessions > 1 && blobs.saturating_mul(250) >= total => {
+            Mode::Stream
+        }
         None => Mode::Progressive,
     };
     // Parallel COPY sessions need pg_stat_progress_copy (PostgreSQL 14) to start safely.
@@ -847,6 +855,12 @@ mod tests {
         let p = plan(&blobs);
         assert_eq!(p.mode, super::Mode::Stream);
         assert!(p.split_blobs);
+        // Absurd counts (the facts are stored bytes) plan without overflowing.
+        let absurd = facts(
+            &[("a", u64::MAX, u64::MAX), ("b", u64::MAX, u64::MAX)],
+            u64::MAX,
+        );
+        assert_eq!(plan(&absurd).mode, super::Mode::Stream);
         // A few large objects: not dealt out.
         let few = facts(
             &[("a", 100_000, 0), ("b", 100_000, 0), ("c", 90_000, 0)],
