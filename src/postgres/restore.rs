@@ -193,10 +193,11 @@ const SPLIT_MIN_ROWS: u64 = 20_000;
 /// A table of fewer rows is still dealt out when its COPY data is this big (wide rows).
 const SPLIT_MIN_BYTES: u64 = 16 << 20;
 
-/// Stream when one table holds 70% or more of the data (of its bytes when the snapshot
-/// records them, else of its rows; 100,000 rows or 64 MiB or more in all): then
-/// loading it with several sessions while the snapshot still downloads beats everything
-/// else (a progressive restore would load it by one session, after its block is whole).
+/// Stream when one table holds 70% or more of the data, or two hold 80% (of their bytes
+/// when the snapshot records them, else of their rows; 100,000 rows or 64 MiB or more in
+/// all): then loading each with several sessions while the snapshot still downloads
+/// beats everything else (a progressive restore would load each by one session, after its
+/// block is whole, and the bigger one alone at the end).
 /// Otherwise (tables of comparable size, many small tables, or no row counts) restore
 /// progressively: the tables load side by side as their blocks arrive, hiding the
 /// download. `$BACKSTOP_RESTORE_MODE` = "stream", "progressive" or "stage" decides instead.
@@ -242,7 +243,17 @@ pub(crate) fn plan_restore(
         })
         .map(|t| (t.schema.clone(), t.table.clone(), weight(t)))
         .collect();
-    let biggest: u64 = candidates.iter().map(|c| c.2).max().unwrap_or(0);
+    // One dominant table (70%), or two big ones (80%: three comparable tables are not
+    // streamed), each dealt out in turn.
+    let mut weights: Vec<u64> = candidates.iter().map(|c| c.2).collect();
+    weights.sort_unstable_by(|a, b| b.cmp(a));
+    let biggest: u64 = weights.first().copied().unwrap_or(0);
+    let two: u64 = weights
+        .iter()
+        .take(2)
+        .fold(0u64, |a, &w| a.saturating_add(w));
+    let dominant = biggest.saturating_mul(10) >= total_weight.saturating_mul(7)
+        || two.saturating_mul(10) >= total_weight.saturating_mul(8);
     let big_enough = total >= 100_000 || total_bytes >= 64 << 20;
     let blobs = facts.map(|d| d.large_objects).unwrap_or(0);
     use crate::config::env::RestoreMode;
@@ -250,9 +261,7 @@ pub(crate) fn plan_restore(
         Some(RestoreMode::Stream) => Mode::Stream,
         Some(RestoreMode::Progressive) => Mode::Progressive,
         Some(RestoreMode::Stage) => Mode::Stage,
-        None if big_enough && biggest.saturating_mul(10) >= total_weight.saturating_mul(7) => {
-            Mode::Stream
-        }
+        None if big_enough && dominant => Mode::Stream,
         // Large objects outweigh the rows (pg_restore writes one in about the time it
         // loads 250 rows): streamed, their contents dealt out.
         None if blobs >= SPLIT_MIN_BLOBS && sessions > 1 && blobs.saturating_mul(250) >= total => {
@@ -837,6 +846,33 @@ mod tests {
         assert_eq!(plan(&old).mode, super::Mode::Stream);
         let even = facts(&[("a", 100_000, 0), ("b", 100_000, 0), ("c", 90_000, 0)], 0);
         assert_eq!(plan(&even).mode, super::Mode::Progressive);
+        // Two big tables hold the data: both dealt out, one after the other.
+        let two = facts(
+            &[
+                ("a", 50_000, 94 << 20),
+                ("b", 1_500_000, 98 << 20),
+                ("c", 1_000, 1 << 20),
+            ],
+            0,
+        );
+        let p = plan(&two);
+        assert_eq!(p.mode, super::Mode::Stream);
+        assert_eq!(p.split.len(), 2);
+        // Three comparable tables, or two big ones beside many that hold a third:
+        // progressive.
+        let three = facts(
+            &[
+                ("a", 100_000, 30 << 20),
+                ("b", 100_000, 35 << 20),
+                ("c", 100_000, 35 << 20),
+            ],
+            0,
+        );
+        assert_eq!(plan(&three).mode, super::Mode::Progressive);
+        let mut spread = vec![("a", 500_000, 100 << 20), ("b", 500_000, 100 << 20)];
+        let names: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
+        spread.extend(names.iter().map(|n| (n.as_str(), 50_000, 5 << 20)));
+        assert_eq!(plan(&facts(&spread, 0)).mode, super::Mode::Progressive);
         // One table of 60,000 wide rows alone (fewer than 100,000 rows in all).
         let alone = facts(&[("docs", 60_000, 240 << 20)], 0);
         assert_eq!(plan(&alone).mode, super::Mode::Stream);
