@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -41,7 +41,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -109,7 +109,14 @@ load() { # load DB SCALE
         -c "CREATE TABLE meta (id int PRIMARY KEY, k text, v text)" \
         -c "INSERT INTO meta SELECT g, 'k' || g, repeat('v', 50) FROM generate_series(1, $2 * 20000) g" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs)" >&2; exit 2 ;;
+    two) # two big tables of comparable size: SCALE x 5,000 rows of 1.9 KiB, SCALE x 150,000 narrow rows with an index
+      psql -d "$url/$1" -c "CREATE TABLE a (id int PRIMARY KEY, body text)" \
+        -c "INSERT INTO a SELECT g, (SELECT string_agg(md5((g * 100 + k)::text), '') FROM generate_series(1, 60) k) FROM generate_series(1, $2 * 5000) g" \
+        -c "CREATE TABLE b (id int PRIMARY KEY, ref int, note text, at timestamptz)" \
+        -c "INSERT INTO b SELECT g, (g::bigint * 7919) % ($2 * 5000) + 1, left(md5(g::text), 16), '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, $2 * 150000) g" \
+        -c "CREATE INDEX b_ref ON b (ref)" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }

