@@ -251,13 +251,21 @@ done
 # (CHECKPOINT, sync, and as root the page cache dropped): otherwise the previous restore's
 # writeback, and a page cache filled by the earlier ones, land on the next (measured: a
 # restore took 9 s on a fresh machine, 13-14 s once the page cache was full, for both).
+# Each restore is compared with the source and dropped right after it is measured, so no
+# autovacuum of an earlier restore runs beside a later one (it took the core a one-session
+# restore leaves idle, and one of the two a parallel restore uses).
+src_sum=$(check bench)
+checked() { # checked DB WHAT: compare with the source, then drop
+  [ "$(check "$1")" = "$src_sum" ] || { echo "$2 differs from the source!" >&2; exit 1; }
+  psql -d "$url/postgres" -c "DROP DATABASE $1"
+}
 for ((r = 1; r <= runs; r++)); do
   echo "restore round $r of $runs ..." >&2
   psql -d "$url/postgres" -c "CREATE DATABASE naive_$r" -c "CREATE DATABASE naivefile_$r"
-  naive() { settle; measure "naive restore: aws s3 cp|age -d|zstd -d|pg_restore" bash -c "set -o pipefail; '$aws' --endpoint-url $ep s3 cp s3://bench/oneliner/dump-1.age - | age -d -i '$work/key.txt' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naive_$r'"; }
-  ours() { settle; measure "backstop restore (S3)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_$r"; }
-  naivefile() { settle; measure "naive restore from a file: age -d|zstd -d|pg_restore" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$work/oneliner.age' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naivefile_$r'"; }
-  oursfile() { settle; measure "backstop restore (file://)" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restoredfile_$r"; }
+  naive() { settle; measure "naive restore: aws s3 cp|age -d|zstd -d|pg_restore" bash -c "set -o pipefail; '$aws' --endpoint-url $ep s3 cp s3://bench/oneliner/dump-1.age - | age -d -i '$work/key.txt' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naive_$r'"; checked "naive_$r" "naive restore $r"; }
+  ours() { settle; measure "backstop restore (S3)" "$bs" --jobs "$work/jobs" -q restore s3 --to "$url/restored_$r"; checked "restored_$r" "backstop restore $r"; }
+  naivefile() { settle; measure "naive restore from a file: age -d|zstd -d|pg_restore" bash -c "set -o pipefail; age -d -i '$work/key.txt' '$work/oneliner.age' | zstd -q -d | '$bin/pg_restore' --no-owner -d '$url/naivefile_$r'"; checked "naivefile_$r" "naive restore from a file $r"; }
+  oursfile() { settle; measure "backstop restore (file://)" "$bs" --jobs "$work/jobs" -q restore file --to "$url/restoredfile_$r"; checked "restoredfile_$r" "backstop restore (file://) $r"; }
   if [ $((r % 2)) -eq 1 ]; then naive; ours; naivefile; oursfile; else oursfile; naivefile; ours; naive; fi
 done
 
@@ -265,13 +273,6 @@ stored=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys;
 plain=$("$bs" --jobs "$work/jobs" --json list s3 | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["plaintext_bytes"])')
 oneliner=$(stat -c %s "$work/oneliner.age")
 restic_stored=$(restic stats -q --mode raw-data --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total_size"])')
-src_sum=$(check bench)
-for ((r = 1; r <= runs; r++)); do
-  [ "$(check "restored_$r")" = "$src_sum" ] || { echo "backstop restore $r differs from the source!" >&2; exit 1; }
-  [ "$(check "naive_$r")" = "$src_sum" ] || { echo "naive restore $r differs from the source!" >&2; exit 1; }
-  [ "$(check "restoredfile_$r")" = "$src_sum" ] || { echo "backstop restore (file://) $r differs from the source!" >&2; exit 1; }
-  [ "$(check "naivefile_$r")" = "$src_sum" ] || { echo "naive restore from a file $r differs from the source!" >&2; exit 1; }
-done
 
 echo
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB RAM; $dataset data, scale $scale, database $dbsize, dump $(numfmt --to=iec-i --suffix=B "$plain"); median of $runs"
