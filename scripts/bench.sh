@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -24,7 +24,9 @@
 # JSON, about 2:1); `app` (an application's schema: 20 tables of comparable size with
 # secondary indexes, foreign keys, an enum, a domain, a generated column, jsonb, arrays,
 # bytea and large objects; about 100,000 rows per unit of scale); `many` (2,000 small
-# tables with a primary key and an index each; scale x 10 rows per table).
+# tables with a primary key and an index each; scale x 10 rows per table); `docs` (SCALE x
+# 6,000 jsonb documents of 80 keys, with a B-tree index and a GIN index on the documents:
+# the GIN build, single-threaded, is most of a restore).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -116,7 +118,13 @@ load() { # load DB SCALE
         -c "INSERT INTO b SELECT g, (g::bigint * 7919) % ($2 * 5000) + 1, left(md5(g::text), 16), '2026-01-01'::timestamptz + g * interval '1 second' FROM generate_series(1, $2 * 150000) g" \
         -c "CREATE INDEX b_ref ON b (ref)" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two)" >&2; exit 2 ;;
+    docs) # jsonb documents with a GIN index: SCALE x 6,000 of 80 keys each (about 5 KiB)
+      psql -d "$url/$1" -c "CREATE TABLE docs (id bigint PRIMARY KEY, kind text, doc jsonb, created timestamptz)" \
+        -c "INSERT INTO docs SELECT g, 'k' || (g % 17), (SELECT jsonb_object_agg('f' || k, md5((g * 31 + k)::text) || repeat('x', k % 40)) FROM generate_series(1, 80) k), '2026-01-01'::timestamptz + g * interval '1 minute' FROM generate_series(1, $2 * 6000) g" \
+        -c "CREATE INDEX docs_kind ON docs (kind, created)" \
+        -c "CREATE INDEX docs_doc ON docs USING gin (doc jsonb_path_ops)" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }

@@ -134,10 +134,7 @@ impl Target {
             cmd.args(["--no-owner", "--no-acl"]);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(
-                "PGOPTIONS",
-                super::restore::restore_session_options(jobs.max(2)),
-            )
+            .env("PGOPTIONS", super::restore::RESTORE_SESSION_OPTIONS)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
