@@ -675,7 +675,8 @@ pub(crate) fn restore_error(bin: &Path, status: &str, stderr: &str) -> Error {
 /// the WAL flush (a crash mid-way leaves only the new database, which is dropped and
 /// restored again). `maintenance_work_mem` stays the server's own: more memory made GIN
 /// index builds 40-60% slower (a bigger accumulator that no longer fits in the caches),
-/// gave B-tree builds nothing measurable, and the server's memory is the server's to size.
+/// made no restore with B-tree keys measurably faster, and the server's memory is the
+/// server's to size.
 pub(crate) const RESTORE_SESSION_OPTIONS: &str = "-c synchronous_commit=off";
 
 /// The post-data section (indexes, constraints, triggers) of a staged archive whose data
