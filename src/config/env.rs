@@ -110,6 +110,19 @@ pub(crate) fn restore_sessions() -> usize {
         .min(4)
 }
 
+/// Whether a PostgreSQL restore compresses TOASTed values with lz4 where the target server
+/// would use pglz: `$BACKSTOP_RESTORE_TOAST_COMPRESSION` is `lz4` (the default) or `server`
+/// (the server's own default, whatever it is).
+pub(crate) fn restore_toast_lz4() -> Result<bool> {
+    match non_empty("BACKSTOP_RESTORE_TOAST_COMPRESSION").as_deref() {
+        None | Some("lz4") => Ok(true),
+        Some("server") => Ok(false),
+        Some(v) => Err(Error::config(format!(
+            "BACKSTOP_RESTORE_TOAST_COMPRESSION = {v:?} is not valid; use \"lz4\" or \"server\""
+        ))),
+    }
+}
+
 /// Tests only: with `$BACKSTOP_TEST_LO_FAULT` set, the sessions writing large objects in
 /// a streamed restore write their first piece to an object that does not exist.
 pub(crate) fn test_lo_fault() -> bool {

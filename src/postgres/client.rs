@@ -16,17 +16,32 @@ use crate::error::{Error, Result};
 pub(crate) struct Conn {
     pub url: PgUrl,
     pub password_file: Option<PathBuf>,
+    /// Settings for every session opened with this connection (`PGOPTIONS`), such as a
+    /// restore's; `None` leaves the inherited environment alone.
+    pub options: Option<String>,
 }
 
 impl Conn {
     pub(crate) fn new(url: PgUrl, password_file: Option<PathBuf>) -> Self {
-        Conn { url, password_file }
+        Conn {
+            url,
+            password_file,
+            options: None,
+        }
     }
 
     pub(crate) fn with_dbname(&self, db: &str) -> Conn {
         Conn {
             url: self.url.with_dbname(db),
-            password_file: self.password_file.clone(),
+            ..self.clone()
+        }
+    }
+
+    /// The same connection, its sessions started with `options` (`-c name=value ...`).
+    pub(crate) fn with_options(&self, options: String) -> Conn {
+        Conn {
+            options: Some(options),
+            ..self.clone()
         }
     }
 
@@ -53,6 +68,9 @@ impl Conn {
             ));
         } else if let Some(p) = self.url.password() {
             env.push(("PGPASSWORD".to_string(), p.to_string()));
+        }
+        if let Some(o) = &self.options {
+            env.push(("PGOPTIONS".to_string(), o.clone()));
         }
         Ok(env)
     }

@@ -134,7 +134,6 @@ impl Target {
             cmd.args(["--no-owner", "--no-acl"]);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env("PGOPTIONS", super::restore::RESTORE_SESSION_OPTIONS)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

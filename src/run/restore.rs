@@ -24,7 +24,7 @@ use crate::pipeline::{self, Expect};
 use crate::postgres::restore::{
     Mode, ScratchDb, create_database, db_name, drop_database, inspect, load_sessions,
     maintenance_db, may_stream, pg_restore, pg_restore_post_data, pg_restore_progressive,
-    pg_restore_streaming, plan_restore, read_dump_facts,
+    pg_restore_streaming, plan_restore, read_dump_facts, session_options,
 };
 use crate::postgres::{self as pg, Conn, PgUrl, quote_ident, quote_literal};
 use crate::snapshot::read::{fetch, open_object};
@@ -120,6 +120,7 @@ pub(crate) async fn run(
         }
         None => (Conn::new(src.url.clone(), src.password_file.clone()), true),
     };
+    let toast_lz4 = crate::config::env::restore_toast_lz4()?;
     let db = conn.url.dbname().to_string();
     let admin = conn.with_dbname(maintenance_db(&db));
     let stamp = jiff::Timestamp::now().strftime("%Y%m%d%H%M%S").to_string();
@@ -211,6 +212,7 @@ pub(crate) async fn run(
         db: &db,
         identities,
         admin,
+        toast_lz4,
     };
     // The full catalog's pick, once the versions are listed; shared by the roles (they wait
     // for it, see `restore`) and the commit below.
@@ -342,6 +344,8 @@ struct Beside<'a> {
     db: &'a str,
     identities: Arc<Vec<Box<dyn age::Identity + Send + Sync>>>,
     admin: Conn,
+    /// TOASTed values compressed with lz4 where the server would use pglz.
+    toast_lz4: bool,
 }
 
 /// The full catalog's pick behind an early pick, awaited by more than one.
@@ -519,7 +523,9 @@ impl Beside<'_> {
                 None => Ok::<_, Error>(None),
             }
         };
-        let fresh_conn = conn.with_dbname(fresh);
+        let fresh_conn = conn.with_dbname(fresh).with_options(session_options(
+            self.toast_lz4 && state.toast_pglz_lz4_built,
+        ));
         let streamed_bytes = std::sync::atomic::AtomicU64::new(0);
         let mut parallel_load = Vec::new();
         let mut blocks_loaded = None;

@@ -219,6 +219,72 @@ fn restore_with_yes_replaces_a_changed_database_and_keeps_the_old_one() {
 }
 
 #[test]
+fn compressible_values_come_back_lz4_compressed_unless_their_column_or_the_operator_says_otherwise()
+{
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    pg.sql("postgres", "CREATE DATABASE app");
+    // Values big enough to be compressed: jsonb under the server's default (pglz), text in
+    // a column whose method is its own, and small values that are never compressed.
+    pg.sql(
+        "app",
+        "CREATE TABLE d (id int PRIMARY KEY, doc jsonb, note text COMPRESSION pglz, small text); \
+         INSERT INTO d SELECT g, (SELECT jsonb_object_agg('k' || k, repeat(md5((g * k)::text), 3)) \
+           FROM generate_series(1, 60) k), repeat(md5(g::text), 200), 'x' || g \
+         FROM generate_series(1, 400) g;",
+    );
+    let methods = |db: &str| {
+        pg.sql(
+            db,
+            "SELECT string_agg(DISTINCT coalesce(pg_column_compression(doc), '-') || '/' || \
+               coalesce(pg_column_compression(note), '-') || '/' || \
+               coalesce(pg_column_compression(small), '-'), ',') FROM d",
+        )
+    };
+    assert_eq!(methods("app"), "pglz/pglz/-");
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let before = pg.fingerprint("app");
+    let before_dump = pg.plain_dump("app");
+    pg.sql("postgres", "DROP DATABASE app");
+    // Every way a restore reads the dump sets the method for all its sessions.
+    for mode in ["stage", "stream", "progressive"] {
+        let out = sb
+            .cmd(&["restore", "app", "--yes"])
+            .env("BACKSTOP_RESTORE_MODE", mode)
+            .output()
+            .unwrap();
+        expect_code(&out, 0);
+        assert_eq!(methods("app"), "lz4/pglz/-", "{mode}");
+        assert_eq!(pg.fingerprint("app"), before, "{mode}");
+        assert_eq!(pg.plain_dump("app"), before_dump, "{mode}");
+        pg.sql("postgres", "DROP DATABASE app");
+    }
+    // The operator may keep the server's own default.
+    let out = sb
+        .cmd(&["restore", "app"])
+        .env("BACKSTOP_RESTORE_TOAST_COMPRESSION", "server")
+        .output()
+        .unwrap();
+    expect_code(&out, 0);
+    assert_eq!(methods("app"), "pglz/pglz/-");
+    assert_eq!(pg.fingerprint("app"), before);
+    pg.sql("postgres", "DROP DATABASE app");
+    // Anything else is refused, named, before the server is touched.
+    let out = sb
+        .cmd(&["restore", "app"])
+        .env("BACKSTOP_RESTORE_TOAST_COMPRESSION", "zstd")
+        .output()
+        .unwrap();
+    let text = expect_code(&out, 2);
+    assert!(
+        text.contains("BACKSTOP_RESTORE_TOAST_COMPRESSION") && text.contains("\"server\""),
+        "{text}"
+    );
+    assert_eq!(pg.databases(), vec!["postgres".to_string()]);
+}
+
+#[test]
 fn roles_are_stored_and_restored_first_with_globals() {
     let pg = Pg::start();
     let sb = Sandbox::new();
