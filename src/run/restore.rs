@@ -145,10 +145,9 @@ pub(crate) async fn run(
     };
     // The newest snapshot is picked from the listing of current objects; the stored
     // versions (a rewritten or hidden snapshot) are listed meanwhile and checked before
-    // anything is committed. A named snapshot is picked from the full catalog. With
-    // `--yes` no answer can stop the restore once it is picked, so the new database
-    // (beside the target, which it does not touch) is created while the target is
-    // inspected.
+    // anything is committed. A named snapshot is picked from the full catalog. The new
+    // database (beside the target, which it does not touch) is created while the target
+    // is inspected; if the gate below refuses, it is dropped again.
     let pick = async {
         let (entry, recheck) = if opts.snapshot.is_none() {
             snapshot::pick_latest_early(storage.clone(), plan).await?
@@ -158,7 +157,7 @@ pub(crate) async fn run(
                 None,
             )
         };
-        let made = if opts.yes && entry.manifest.source.kind == "postgres" {
+        let made = if entry.manifest.source.kind == "postgres" {
             Some(match psql_path.clone().await {
                 Ok(psql) => create_database(&psql, &admin, &fresh, &entry.manifest).await,
                 Err(e) => Err(Error::failed(e)),
@@ -199,7 +198,13 @@ pub(crate) async fn run(
         }
     );
     if needs_confirmation {
-        confirm(plan, &entry, what.clone(), &db, opts.yes, gate)?;
+        if let Err(e) = confirm(plan, &entry, what.clone(), &db, opts.yes, gate) {
+            // Nothing ran in the new database: it goes at once.
+            if let Some(p) = early.psql.take() {
+                drop_database(&p, &admin, &fresh).await;
+            }
+            return Err(e);
+        }
     }
     let _ = restore_tools.await;
     let ctx = Beside {
