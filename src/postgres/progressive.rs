@@ -505,7 +505,9 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
                 if s.ended {
                     return;
                 }
-                if s.pre_data_done && s.may_claim(sessions) {
+                // Nothing waits: wait for news (claiming now would start a pg_restore with
+                // nothing to load, one every few milliseconds while the download goes on).
+                if s.pre_data_done && !s.pending.is_empty() && s.may_claim(sessions) {
                     break;
                 }
                 // Woken by news, or to look again at how long the download has left.

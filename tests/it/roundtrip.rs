@@ -524,6 +524,21 @@ fn several_comparable_tables_restore_progressively_staged_or_streamed_with_every
         "most blocks load while the snapshot streams: {r}"
     );
     assert_eq!(pg.fingerprint("progressive"), pg.fingerprint("app"));
+    // A session waiting for the next block starts nothing meanwhile: one pg_restore for
+    // pre-data, one per batch claimed, the final pg_restore --jobs (its leader and
+    // workers) and the sessions a split table is dealt to; not one every few milliseconds
+    // while the download goes on (that made 763 here).
+    let sessions: u64 = pg
+        .sql(
+            "postgres",
+            "SELECT sessions FROM pg_stat_database WHERE datname = 'progressive'",
+        )
+        .parse()
+        .unwrap();
+    assert!(
+        sessions <= 40,
+        "{sessions} sessions for {loaded} blocks loaded while streaming"
+    );
     // From a fast one (most or all of it left for the final pg_restore --jobs): the same.
     let out = sb.run(&[
         "--json",
