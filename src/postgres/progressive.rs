@@ -505,8 +505,8 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
                 if s.ended {
                     return;
                 }
-                // Nothing waits: wait for news (claiming now would start a pg_restore with
-                // nothing to load, one every few milliseconds while the download goes on).
+                // Claim only when a block waits: with none, a claim would start a pg_restore
+                // with nothing to load, one every few milliseconds while the download goes on.
                 if s.pre_data_done && !s.pending.is_empty() && s.may_claim(sessions) {
                     break;
                 }
