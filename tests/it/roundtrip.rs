@@ -248,35 +248,32 @@ fn compressible_values_come_back_lz4_compressed_unless_their_column_or_the_opera
     let before_dump = pg.plain_dump("app");
     pg.sql("postgres", "DROP DATABASE app");
     // Every way a restore reads the dump sets the method for all its sessions.
-    for mode in ["stage", "stream", "progressive"] {
-        let out = sb
-            .cmd(&["restore", "app", "--yes"])
-            .env("BACKSTOP_RESTORE_MODE", mode)
+    let restore_with = |var: &str, value: &str| {
+        sb.cmd(&["restore", "app", "--yes"])
+            .env(var, value)
             .output()
-            .unwrap();
-        expect_code(&out, 0);
+            .unwrap()
+    };
+    for mode in ["stage", "stream", "progressive"] {
+        expect_code(&restore_with("BACKSTOP_RESTORE_MODE", mode), 0);
         assert_eq!(methods("app"), "lz4/pglz/-", "{mode}");
         assert_eq!(pg.fingerprint("app"), before, "{mode}");
         assert_eq!(pg.plain_dump("app"), before_dump, "{mode}");
         pg.sql("postgres", "DROP DATABASE app");
     }
     // The operator may keep the server's own default.
-    let out = sb
-        .cmd(&["restore", "app"])
-        .env("BACKSTOP_RESTORE_TOAST_COMPRESSION", "server")
-        .output()
-        .unwrap();
-    expect_code(&out, 0);
+    expect_code(
+        &restore_with("BACKSTOP_RESTORE_TOAST_COMPRESSION", "server"),
+        0,
+    );
     assert_eq!(methods("app"), "pglz/pglz/-");
     assert_eq!(pg.fingerprint("app"), before);
     pg.sql("postgres", "DROP DATABASE app");
     // Anything else is refused, named, before the server is touched.
-    let out = sb
-        .cmd(&["restore", "app"])
-        .env("BACKSTOP_RESTORE_TOAST_COMPRESSION", "zstd")
-        .output()
-        .unwrap();
-    let text = expect_code(&out, 2);
+    let text = expect_code(
+        &restore_with("BACKSTOP_RESTORE_TOAST_COMPRESSION", "zstd"),
+        2,
+    );
     assert!(
         text.contains("BACKSTOP_RESTORE_TOAST_COMPRESSION") && text.contains("\"server\""),
         "{text}"
