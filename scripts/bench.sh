@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -26,7 +26,9 @@
 # bytea and large objects; about 100,000 rows per unit of scale); `many` (2,000 small
 # tables with a primary key and an index each; scale x 10 rows per table); `docs` (SCALE x
 # 6,000 jsonb documents of 80 keys, with a B-tree index and a GIN index on the documents:
-# the GIN build, single-threaded, is most of a restore).
+# the GIN build, single-threaded, is most of a restore); `indexes` (SCALE x 100,000 rows in
+# one table with six secondary indexes and a foreign key: building them is most of a
+# restore).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -43,7 +45,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -124,7 +126,17 @@ load() { # load DB SCALE
         -c "CREATE INDEX docs_kind ON docs (kind, created)" \
         -c "CREATE INDEX docs_doc ON docs USING gin (doc jsonb_path_ops)" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs)" >&2; exit 2 ;;
+    indexes) # the indexes are most of a restore: SCALE x 100,000 events with six secondary
+      # indexes (B-tree on an int, text + timestamptz, timestamptz, numeric and a unique
+      # digest; GIN on an array) and a foreign key to 50,000 users
+      psql -d "$url/$1" -c "CREATE TABLE users (id int PRIMARY KEY, name text)" \
+        -c "INSERT INTO users SELECT g, 'u' || g FROM generate_series(0, 49999) g" \
+        -c "CREATE TABLE ev (id bigint PRIMARY KEY, user_id int NOT NULL REFERENCES users, kind text NOT NULL, at timestamptz NOT NULL, amount numeric(12,2), tags text[], note text)" \
+        -c "INSERT INTO ev SELECT g, (g::bigint * 7919) % 50000, 'k' || (g % 23), '2026-01-01'::timestamptz + (g::bigint * 37 % 1000000) * interval '1 second', (g % 10000) / 100.0, ARRAY['t' || (g % 5), 'u' || (g % 11)], md5(g::text) FROM generate_series(1, $2 * 100000) g" \
+        -c "CREATE INDEX ON ev (user_id)" -c "CREATE INDEX ON ev (kind, at)" -c "CREATE INDEX ON ev (at)" \
+        -c "CREATE INDEX ON ev (amount)" -c "CREATE INDEX ON ev USING gin (tags)" -c "CREATE UNIQUE INDEX ON ev (note)" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
