@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -28,7 +28,9 @@
 # 6,000 jsonb documents of 80 keys, with a B-tree index and a GIN index on the documents:
 # the GIN build, single-threaded, is most of a restore); `indexes` (SCALE x 100,000 rows in
 # one table with six secondary indexes and a foreign key: building them is most of a
-# restore).
+# restore); `parts` (SCALE x 100,000 orders in a table partitioned by month into 24
+# partitions, with a composite key, two indexes and a foreign key to SCALE x 5,000
+# customers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,7 +47,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -136,7 +138,16 @@ load() { # load DB SCALE
         -c "CREATE INDEX ON ev (user_id)" -c "CREATE INDEX ON ev (kind, at)" -c "CREATE INDEX ON ev (at)" \
         -c "CREATE INDEX ON ev (amount)" -c "CREATE INDEX ON ev USING gin (tags)" -c "CREATE UNIQUE INDEX ON ev (note)" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes)" >&2; exit 2 ;;
+    parts) # a partitioned table: SCALE x 100,000 orders over 24 monthly partitions with a
+      # composite key, two indexes and a foreign key to SCALE x 5,000 customers
+      psql -d "$url/$1" -c "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text UNIQUE, created date)" \
+        -c "INSERT INTO customers SELECT g, 'c' || g, 'c' || g || '@example.com', '2024-01-01'::date + g % 700 FROM generate_series(1, $2 * 5000) g" \
+        -c "CREATE TABLE orders (id bigint, customer_id int NOT NULL REFERENCES customers, created timestamptz NOT NULL, total numeric(12,2), status text, PRIMARY KEY (id, created)) PARTITION BY RANGE (created)" \
+        -c "DO \$\$ BEGIN FOR m IN 0..23 LOOP EXECUTE format('CREATE TABLE orders_%s PARTITION OF orders FOR VALUES FROM (%L) TO (%L)', m, '2024-01-01'::date + make_interval(months => m), '2024-01-01'::date + make_interval(months => m + 1)); END LOOP; END \$\$" \
+        -c "CREATE INDEX ON orders (customer_id)" -c "CREATE INDEX ON orders (status, created)" \
+        -c "INSERT INTO orders SELECT g, 1 + (g::bigint * 7919) % ($2 * 5000), '2024-01-01'::timestamptz + (g::bigint * 62000000 / ($2 * 100000)) * interval '1 second', (g % 50000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4] FROM generate_series(1, $2 * 100000) g" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes, parts)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }

@@ -60,6 +60,8 @@ pub struct DumpObserver {
     blobs_id: i32,
     /// Every TOC entry's dump id, in TOC order.
     entry_ids: Vec<i32>,
+    /// The post-data entries to run only once all data is in, in TOC order.
+    held_ids: Vec<i32>,
     /// Bytes fed so far, and where the current data block began.
     fed: u64,
     block_start: u64,
@@ -168,6 +170,7 @@ impl DumpObserver {
             blocks: None,
             blobs_id: 0,
             entry_ids: Vec::new(),
+            held_ids: Vec::new(),
             fed: 0,
             block_start: 0,
             offset_fields: HashMap::new(),
@@ -227,6 +230,12 @@ impl DumpObserver {
     /// Every TOC entry's dump id, once the head was read.
     pub(crate) fn entry_ids(&self) -> &[i32] {
         &self.entry_ids
+    }
+
+    /// The post-data entries a parallel restore runs only once all data is in (foreign
+    /// keys and triggers of partitioned tables, and what depends on them), in TOC order.
+    pub(crate) fn held_ids(&self) -> &[i32] {
+        &self.held_ids
     }
 
     /// Look at the next bytes of the stream.
@@ -414,6 +423,7 @@ impl DumpObserver {
         self.facts.toc_entries = h.toc_entries;
         self.data_ids = h.data.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
         self.entry_ids = h.ids;
+        self.held_ids = h.held;
         self.offset_fields = h.offset_fields.into_iter().collect();
         self.off_size = h.off_size;
         self.facts.tables = h
@@ -475,6 +485,8 @@ pub(crate) struct Head {
     pub blob_entries: u64,
     pub blob_last: Option<u32>,
     pub blob_metadata: bool,
+    /// Post-data entries to run only once all data is in (see `held_back`).
+    pub held: Vec<i32>,
 }
 
 /// One table's data in the archive.
@@ -543,6 +555,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
     let mut offset_fields = Vec::new();
     let (mut blob_entries, mut blob_metadata) = (0u64, false);
     let mut blob_last: Option<Option<u32>> = None;
+    let mut toc = Vec::new();
     for _ in 0..count.max(0) {
         let id = take!(c.int()) as i32;
         ids.push(id);
@@ -551,7 +564,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         let _oid = take!(c.string());
         let tag = take!(c.string()).unwrap_or_default();
         let desc = take!(c.string()).unwrap_or_default();
-        let _section = take!(c.int());
+        let section = take!(c.int());
         let defn = take!(c.string());
         let _drop = take!(c.string());
         let copy = take!(c.string());
@@ -565,14 +578,22 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         }
         let _owner = take!(c.string());
         let _with_oids = take!(c.string());
-        loop {
-            if take!(c.string()).is_none() {
-                break;
+        let mut deps = Vec::new();
+        while let Some(d) = take!(c.string()) {
+            // A dependency that is not a dump id names nothing pg_restore would wait for.
+            if let Ok(d) = d.trim().parse::<i32>() {
+                deps.push(d);
             }
         }
         // Custom format's extra TOC data: data-state byte + offset.
         offset_fields.push((id, c.pos));
         take!(c.bytes(1 + off_size));
+        toc.push(TocEntry {
+            id,
+            desc: desc.clone(),
+            section,
+            deps,
+        });
         if desc == "TABLE DATA" {
             data.push(DataEntry {
                 id,
@@ -608,7 +629,103 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         blob_entries,
         blob_last: blob_last.flatten(),
         blob_metadata,
+        held: held_back(&toc),
     })
+}
+
+/// The header and table of contents of an archive on disk, or `None` when they cannot be
+/// read (not an archive this build parses, or a head over 256 MiB).
+pub(crate) fn head_of_file(path: &std::path::Path) -> Option<Head> {
+    use std::io::Read;
+    const MAX: u64 = 256 << 20;
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut buf = Vec::new();
+    let mut want: u64 = 1 << 20;
+    loop {
+        let have = buf.len() as u64;
+        let got = (&mut f).take(want - have).read_to_end(&mut buf).ok()? as u64;
+        match read_head(&buf) {
+            Parse::Ok(h) => return Some(h),
+            Parse::Bad(_) => return None,
+            Parse::NeedMore if got == 0 || want >= MAX => return None,
+            Parse::NeedMore => want = (want * 4).min(MAX),
+        }
+    }
+}
+
+/// What backstop needs of one TOC entry to order a parallel restore.
+struct TocEntry {
+    id: i32,
+    desc: String,
+    section: i64,
+    deps: Vec<i32>,
+}
+
+/// pg_dump's section codes (pg_backup.h): pre-data, data, post-data.
+const SECTION_PRE_DATA: i64 = 2;
+const SECTION_DATA: i64 = 3;
+const SECTION_POST_DATA: i64 = 4;
+
+/// The post-data entries a parallel `pg_restore` must not run until every table's data
+/// is in, in TOC order: foreign keys, triggers and separate check constraints on a table
+/// with no data of its own (a partitioned table, whose rows are its partitions' data),
+/// and whatever depends on them (a comment on one).
+///
+/// pg_restore makes a post-data entry wait for its table's data by pointing its
+/// dependency on the table at the table's data entry; a partitioned table has none, so
+/// `pg_restore --jobs` may add a foreign key to it while its partitions still load. Every
+/// partition loaded after that checks each row against the referenced table (a restore of
+/// 2 million rows in 24 partitions took 8.5 s instead of 3.9 s), a trigger would fire for
+/// rows that are restored (and change them), and a check constraint added `NOT VALID`
+/// would refuse rows the source kept.
+fn held_back(toc: &[TocEntry]) -> Vec<i32> {
+    use std::collections::{HashMap, HashSet};
+    let tables: HashSet<i32> = toc
+        .iter()
+        .filter(|e| e.desc == "TABLE")
+        .map(|e| e.id)
+        .collect();
+    let with_data: HashSet<i32> = toc
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .flat_map(|e| e.deps.iter().copied())
+        .collect();
+    let seed = |e: &TocEntry| {
+        e.section == SECTION_POST_DATA
+            && matches!(
+                e.desc.as_str(),
+                "FK CONSTRAINT" | "TRIGGER" | "CHECK CONSTRAINT" | "RULE"
+            )
+            && e.deps
+                .iter()
+                .any(|d| tables.contains(d) && !with_data.contains(d))
+    };
+    let mut held: HashSet<i32> = toc.iter().filter(|e| seed(e)).map(|e| e.id).collect();
+    if held.is_empty() {
+        return Vec::new();
+    }
+    // Whatever depends on a held entry is held with it (pre-data has run, and data is
+    // never held): it would otherwise run first and fail.
+    let mut dependents: HashMap<i32, Vec<i32>> = HashMap::new();
+    for e in toc {
+        if e.section != SECTION_PRE_DATA && e.section != SECTION_DATA {
+            for d in &e.deps {
+                dependents.entry(*d).or_default().push(e.id);
+            }
+        }
+    }
+    let mut queue: Vec<i32> = held.iter().copied().collect();
+    while let Some(id) = queue.pop() {
+        for &d in dependents.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+            if held.insert(d) {
+                queue.push(d);
+            }
+        }
+    }
+    toc.iter()
+        .filter(|e| held.contains(&e.id))
+        .map(|e| e.id)
+        .collect()
 }
 
 #[cfg(test)]
@@ -756,5 +873,95 @@ pub(crate) mod tests {
         let mut o = DumpObserver::new();
         o.feed(b"-- plain SQL, not an archive\n");
         assert!(o.finish().unwrap_err().contains("PGDMP"));
+    }
+
+    /// A 1.14 archive's head with these entries: (dump id, desc, section, dependencies).
+    fn head_with(entries: &[(i32, &str, i64, &[&str])]) -> Vec<u8> {
+        let mut a = b"PGDMP".to_vec();
+        a.extend([1, 14, 0, 4, 8, 1]);
+        a.extend(int(0));
+        for _ in 0..7 {
+            a.extend(int(1));
+        }
+        for x in ["app", "15.1", "15.1"] {
+            a.extend(s(Some(x)));
+        }
+        a.extend(int(entries.len() as i64));
+        for (id, desc, section, deps) in entries {
+            a.extend(int(*id as i64));
+            a.extend(int(0));
+            a.extend(s(Some("0")));
+            a.extend(s(Some("0")));
+            a.extend(s(Some("tag")));
+            a.extend(s(Some(desc)));
+            a.extend(int(*section));
+            for _ in 0..3 {
+                a.extend(s(Some("")));
+            }
+            a.extend(s(Some("public")));
+            a.extend(s(None));
+            a.extend(s(Some("heap")));
+            a.extend(s(Some("postgres")));
+            a.extend(s(Some("false")));
+            for d in *deps {
+                a.extend(s(Some(d)));
+            }
+            a.extend(s(None));
+            a.extend([1u8; 9]);
+        }
+        a
+    }
+
+    #[test]
+    fn what_acts_on_a_partitioned_table_s_rows_waits_for_every_partition() {
+        let a = head_with(&[
+            (10, "TABLE", 2, &[]),
+            (11, "TABLE", 2, &[]), // partitioned: no data of its own
+            (12, "TABLE", 2, &[]), // its partition
+            (13, "TABLE", 2, &[]),
+            (14, "VIEW", 2, &[]),
+            (15, "FUNCTION", 2, &[]),
+            (20, "TABLE DATA", 3, &["10"]),
+            (21, "TABLE DATA", 3, &["12"]),
+            (22, "TABLE DATA", 3, &["13"]),
+            (30, "CONSTRAINT", 4, &["10"]),
+            (31, "FK CONSTRAINT", 4, &["11", "30"]),
+            (32, "COMMENT", 1, &["31"]),
+            (33, "TRIGGER", 4, &["11", "15"]),
+            (34, "FK CONSTRAINT", 4, &["13", "30"]),
+            (35, "TRIGGER", 4, &["12", "15"]),
+            (36, "INDEX", 4, &["11"]),
+            (37, "CHECK CONSTRAINT", 4, &[" 11 "]),
+            (38, "TRIGGER", 4, &["14", "15"]),
+            // Written by an attacker: a cycle, garbage, a pre-data entry after a held one.
+            (50, "COMMENT", 1, &["51", "not a number"]),
+            (51, "COMMENT", 1, &["50", "33"]),
+            (60, "TABLE", 2, &["31"]),
+        ]);
+        let Parse::Ok(h) = read_head(&a) else {
+            panic!("the head parses")
+        };
+        // The partitioned table's foreign key and the comment on it, its trigger and its
+        // check constraint (and the cycle hanging on the trigger); not the foreign key or
+        // trigger of a table with data, an index, a view's trigger or pre-data.
+        assert_eq!(h.held, [31, 32, 33, 37, 50, 51]);
+        let mut o = DumpObserver::tracking_blocks();
+        for piece in a.chunks(5) {
+            o.feed(piece);
+        }
+        o.settle();
+        assert_eq!(o.held_ids(), [31, 32, 33, 37, 50, 51]);
+
+        // No partitioned table: nothing held.
+        let a = head_with(&[
+            (10, "TABLE", 2, &[]),
+            (20, "TABLE DATA", 3, &["10"]),
+            (31, "FK CONSTRAINT", 4, &["10"]),
+            (33, "TRIGGER", 4, &["10"]),
+        ]);
+        let Parse::Ok(h) = read_head(&a) else {
+            panic!("the head parses")
+        };
+        assert!(h.held.is_empty());
     }
 }

@@ -360,6 +360,7 @@ impl Progressive {
             .map_err(|e| format!("writing {}: {e}", self.staged.display()));
         drop(file);
         let entry_ids = observer.entry_ids().to_vec();
+        let held: HashSet<i32> = observer.held_ids().iter().copied().collect();
         {
             let mut s = self.board.lock();
             s.ended = true;
@@ -395,10 +396,12 @@ impl Progressive {
         // going on. pg_restore keeps only the data and post-data entries of this list; a
         // dependency on an entry left out (pre-data, a block a session loaded) counts as
         // met, and every session's load has committed by now.
+        // What must wait for every table's data (foreign keys and triggers of partitioned
+        // tables, see `archive::held_back`) runs after it, in a pg_restore of its own.
         let rest: Vec<i32> = entry_ids
             .iter()
             .copied()
-            .filter(|id| !claimed.contains(id))
+            .filter(|id| !claimed.contains(id) && !held.contains(id))
             .collect();
         let list = self.lists.join("rest.list");
         write_list(&list, &rest).map_err(Error::failed)?;
@@ -410,6 +413,20 @@ impl Progressive {
             .arg(&self.staged);
         if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
             return Err(Error::failed(e));
+        }
+        let last: Vec<i32> = entry_ids
+            .iter()
+            .copied()
+            .filter(|id| held.contains(id))
+            .collect();
+        if !last.is_empty() {
+            let list = self.lists.join("last.list");
+            write_list(&list, &last).map_err(Error::failed)?;
+            let mut cmd = self.target.command(self.sessions.max(2));
+            cmd.arg("--use-list").arg(&list).arg(&self.staged);
+            if let Some(Err(e)) = run(&self.board, cmd, &self.target.bin) {
+                return Err(Error::failed(e));
+            }
         }
         Ok(claimed.len())
     }

@@ -702,13 +702,46 @@ pub(crate) async fn pg_restore_post_data(
     pg_restore_sections(tools, conn, dump, no_owner, &["--section=post-data"]).await
 }
 
+/// A whole staged archive with `--jobs`. What must wait for every table's data (foreign
+/// keys and triggers of partitioned tables, see `archive::read_head`) is held back from
+/// that run and restored after it.
 pub(crate) async fn pg_restore(
     tools: &pg::Tools,
     conn: &Conn,
     dump: &Path,
     no_owner: bool,
 ) -> Result<()> {
-    pg_restore_sections(tools, conn, dump, no_owner, &[]).await
+    let head = tokio::task::spawn_blocking({
+        let dump = dump.to_path_buf();
+        move || super::archive::head_of_file(&dump)
+    })
+    .await
+    .ok()
+    .flatten();
+    let Some(head) = head.filter(|h| !h.held.is_empty()) else {
+        return pg_restore_sections(tools, conn, dump, no_owner, &[]).await;
+    };
+    let held: std::collections::HashSet<i32> = head.held.iter().copied().collect();
+    let first: Vec<i32> = head
+        .ids
+        .iter()
+        .copied()
+        .filter(|id| !held.contains(id))
+        .collect();
+    let lists = [
+        (dump.with_extension("first.list"), first),
+        (dump.with_extension("last.list"), head.held.clone()),
+    ];
+    for (path, ids) in &lists {
+        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
+        std::fs::write(path, text)
+            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
+    }
+    for (path, _) in &lists {
+        let list = path.to_string_lossy();
+        pg_restore_sections(tools, conn, dump, no_owner, &["--use-list", &list]).await?;
+    }
+    Ok(())
 }
 
 async fn pg_restore_sections(
