@@ -239,11 +239,16 @@ impl<W: Write> SplitWriter<W> {
             }
             Parse::Ok(h) => {
                 self.out.write_all(&buf[..h.len])?;
+                // Only a table whose COPY names the table itself: a partition's rows loaded
+                // through its partitioned table (`--load-via-partition-root`, or pg_dump's
+                // own choice for hash partitions on an enum) are a COPY into that table,
+                // which the sessions would wait for in vain; those stay with pg_restore.
                 for d in h.data.iter().filter(|d| {
                     self.plan
                         .tables
                         .iter()
                         .any(|(s, t)| *s == d.schema && *t == d.table)
+                        && copies_into(&d.copy_stmt, &d.schema, &d.table)
                 }) {
                     self.targets.insert(
                         d.id,
@@ -907,6 +912,31 @@ fn exited(pid: u32) -> bool {
     }
 }
 
+/// Whether a COPY statement loads `schema.table` itself (as pg_dump writes the name:
+/// quoted, or bare when it needs no quotes), not another table.
+fn copies_into(stmt: &str, schema: &str, table: &str) -> bool {
+    let forms = |name: &str| {
+        let mut v = vec![format!("\"{}\"", name.replace('"', "\"\""))];
+        let bare = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if bare {
+            v.push(name.to_string());
+        }
+        v
+    };
+    let stmt = stmt.trim_start();
+    forms(schema).iter().any(|s| {
+        forms(table)
+            .iter()
+            .any(|t| stmt.starts_with(&format!("COPY {s}.{t} ")))
+    })
+}
+
 /// Whether a COPY statement read from the archive may be handed to `psql -c`: stored text
 /// is hostile, and psql runs a `-c` string that starts with a backslash as a meta-command
 /// (`\! ...` runs a shell). Only `COPY ... FROM stdin;` without any backslash passes; any
@@ -920,6 +950,41 @@ fn plain_copy(stmt: &str) -> bool {
 mod tests {
     use super::*;
     use crate::postgres::archive::DumpObserver;
+
+    #[test]
+    fn only_a_copy_into_the_table_itself_is_dealt_out() {
+        let c = |stmt: &str, s: &str, t: &str| copies_into(stmt, s, t);
+        assert!(c(
+            "COPY public.users (id, name) FROM stdin;",
+            "public",
+            "users"
+        ));
+        assert!(c("COPY public.\"User\" (id) FROM stdin;", "public", "User"));
+        assert!(c("COPY public.\"user\" (id) FROM stdin;", "public", "user"));
+        assert!(c(
+            "COPY \"my schema\".\"a\"\"b\" (id) FROM stdin;",
+            "my schema",
+            "a\"b"
+        ));
+        // A partition loaded through its partitioned table, and look-alikes.
+        assert!(!c(
+            "COPY public.items (id, c) FROM stdin;",
+            "public",
+            "items_0"
+        ));
+        assert!(!c(
+            "COPY public.items_0x (id) FROM stdin;",
+            "public",
+            "items_0"
+        ));
+        assert!(!c(
+            "COPY other.items_0 (id) FROM stdin;",
+            "public",
+            "items_0"
+        ));
+        assert!(!c("COPY public.User (id) FROM stdin;", "public", "User"));
+        assert!(!c("", "public", "users"));
+    }
 
     fn plan() -> Plan {
         Plan {
