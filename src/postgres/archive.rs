@@ -771,9 +771,11 @@ pub(crate) mod tests {
             a.extend(s(Some(tag)));
             a.extend(s(Some(desc)));
             a.extend(int(3));
-            for _ in 0..3 {
-                a.extend(s(Some("")));
-            }
+            // The definition, the drop statement, the COPY statement.
+            a.extend(s(Some("")));
+            a.extend(s(Some("")));
+            let copy = format!("COPY {ns}.{tag} (id, name) FROM stdin;");
+            a.extend(s(Some(if desc == "TABLE DATA" { &copy } else { "" })));
             a.extend(s(Some(ns)));
             a.extend(s(None));
             a.extend(s(Some("heap")));
