@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts|files]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -30,7 +30,8 @@
 # one table with six secondary indexes and a foreign key: building them is most of a
 # restore); `parts` (SCALE x 100,000 orders in a table partitioned by month into 24
 # partitions, with a composite key, two indexes and a foreign key to SCALE x 5,000
-# customers).
+# customers); `files` (SCALE x 15 rows of 512 KiB of incompressible bytea beside SCALE x
+# 5,000 small rows: few rows, each big).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -47,7 +48,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts|files] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -147,7 +148,14 @@ load() { # load DB SCALE
         -c "CREATE INDEX ON orders (customer_id)" -c "CREATE INDEX ON orders (status, created)" \
         -c "INSERT INTO orders SELECT g, 1 + (g::bigint * 7919) % ($2 * 5000), '2024-01-01'::timestamptz + (g::bigint * 62000000 / ($2 * 100000)) * interval '1 second', (g % 50000) / 100.0, (ARRAY['new','paid','shipped','done'])[1 + g % 4] FROM generate_series(1, $2 * 100000) g" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes, parts)" >&2; exit 2 ;;
+    files) # few rows, each big: SCALE x 15 files of 512 KiB (incompressible bytea, twice that
+      # as COPY text) beside SCALE x 5,000 rows of metadata referring to them
+      psql -d "$url/$1" -c "CREATE TABLE files (id int PRIMARY KEY, name text, body bytea)" \
+        -c "INSERT INTO files SELECT g, 'f' || g, (SELECT string_agg(sha512((g * 100000 + k)::text::bytea), ''::bytea) FROM generate_series(1, 8192) k) FROM generate_series(1, $2 * 15) g" \
+        -c "CREATE TABLE meta (id int PRIMARY KEY, file_id int REFERENCES files, k text, v text)" \
+        -c "INSERT INTO meta SELECT g, 1 + g % ($2 * 15), 'k' || g, md5(g::text) FROM generate_series(1, $2 * 5000) g" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes, parts, files)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
