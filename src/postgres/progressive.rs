@@ -570,7 +570,7 @@ fn load_lane(board: &Board, target: &Target, staged: &Path, list: &Path, session
 }
 
 /// A pg_restore use-list: one dump id per line (nothing read from the archive goes in).
-fn write_list(path: &Path, ids: &[i32]) -> std::result::Result<(), String> {
+pub(crate) fn write_list(path: &Path, ids: &[i32]) -> std::result::Result<(), String> {
     let mut text = String::with_capacity(ids.len() * 8);
     for id in ids {
         text.push_str(&id.to_string());

@@ -708,7 +708,7 @@ pub(crate) async fn pg_restore_post_data(
 }
 
 /// A whole staged archive with `--jobs`. What must wait for every table's data (foreign
-/// keys and triggers of partitioned tables, see `archive::read_head`) is held back from
+/// keys and triggers of partitioned tables, see `archive::held_back`) is held back from
 /// that run and restored after it.
 pub(crate) async fn pg_restore(
     tools: &pg::Tools,
@@ -738,9 +738,7 @@ pub(crate) async fn pg_restore(
         (dump.with_extension("last.list"), head.held.clone()),
     ];
     for (path, ids) in &lists {
-        let text: String = ids.iter().map(|id| format!("{id}\n")).collect();
-        std::fs::write(path, text)
-            .map_err(|e| Error::failed(format!("cannot write {}: {e}", path.display())))?;
+        super::progressive::write_list(path, ids).map_err(Error::failed)?;
     }
     for (path, _) in &lists {
         let list = path.to_string_lossy();
