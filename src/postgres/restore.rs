@@ -687,11 +687,17 @@ pub(crate) fn restore_error(bin: &Path, status: &str, stderr: &str) -> Error {
 /// own keep it): pglz made loading 5 KiB jsonb documents 2.5x slower. `maintenance_work_mem`
 /// stays the server's own: more memory made GIN index builds 40-60% slower (a bigger
 /// accumulator that no longer fits in the caches), made no restore with B-tree keys
-/// measurably faster, and the server's memory is the server's to size.
-pub(crate) fn session_options(toast_lz4: bool) -> String {
+/// measurably faster, and the server's memory is the server's to size. JIT compilation is
+/// off (PostgreSQL 11 and newer): the one planned query a restore runs at size is each
+/// foreign key's check, run once, and compiling it cost more than it saved (a 1.2 million
+/// row table's check of a two-column key took 0.58-0.75 s with JIT, 0.44-0.47 s without).
+pub(crate) fn session_options(toast_lz4: bool, server_major: u32) -> String {
     let mut o = String::from("-c synchronous_commit=off");
     if toast_lz4 {
         o.push_str(" -c default_toast_compression=lz4");
+    }
+    if server_major >= 11 {
+        o.push_str(" -c jit=off");
     }
     o
 }
@@ -785,6 +791,21 @@ async fn pg_restore_sections(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    #[test]
+    fn restore_sessions_skip_the_wal_flush_and_jit_where_the_server_knows_jit() {
+        let o = super::session_options(true, 15);
+        assert_eq!(
+            o,
+            "-c synchronous_commit=off -c default_toast_compression=lz4 -c jit=off"
+        );
+        // PostgreSQL 10 refuses a connection that names a setting it does not have.
+        assert_eq!(
+            super::session_options(false, 10),
+            "-c synchronous_commit=off"
+        );
+        assert!(super::session_options(false, 11).ends_with("-c jit=off"));
+    }
 
     fn dump_entry(head: &[u8], bytes: Option<u64>) -> crate::snapshot::ObjectEntry {
         use sha2::Digest;

@@ -218,6 +218,80 @@ fn restore_with_yes_replaces_a_changed_database_and_keeps_the_old_one() {
     assert_eq!(pg.fingerprint(&kept), damaged);
 }
 
+/// The swap stops the autovacuum workers on the database it sets aside and on the new one
+/// before it renames them (the rename would stop them itself, then sleep 100 ms before it
+/// looks again). Stopping one takes a superuser: a restore by the database's owner, who
+/// is not one, swaps in all the same (the owner here sees the workers, through
+/// `pg_read_all_stats`, and is refused when it tries to stop them). Here autovacuum visits
+/// every second and crawls, so a worker is on the damaged database when the restore swaps
+/// it aside.
+#[test]
+fn the_swap_stops_autovacuum_as_superuser_and_swaps_in_as_owner() {
+    let pg = Pg::start_with_conf(
+        "autovacuum_naptime = 1\nautovacuum_vacuum_cost_delay = 100\nautovacuum_vacuum_cost_limit = 1",
+    );
+    pg.sql(
+        "postgres",
+        "CREATE ROLE keeper LOGIN CREATEDB IN ROLE pg_read_all_stats; \
+         CREATE DATABASE app OWNER keeper;",
+    );
+    pg.sql(
+        "app",
+        "SET ROLE keeper; \
+         CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int, v text); \
+         CREATE TABLE c (id int, a int REFERENCES a, v text); \
+         INSERT INTO a SELECT g, md5(g::text) FROM generate_series(1, 40000) g; \
+         INSERT INTO b SELECT g, md5(g::text) FROM generate_series(1, 40000) g; \
+         INSERT INTO c SELECT g, 1 + g % 40000, md5(g::text) FROM generate_series(1, 40000) g;",
+    );
+    let good = pg.fingerprint("app");
+    let worker_on = |db: &str| {
+        pg.sql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = '{db}' \
+                 AND backend_type = 'autovacuum worker'"
+            ),
+        ) != "0"
+    };
+    for user in ["keeper", "postgres"] {
+        let sb = Sandbox::new();
+        let url = format!("postgres://{user}@127.0.0.1:{}/app", pg.port);
+        sb.file_job("app", &url, "");
+        expect_code(&sb.run(&["backup", "app"]), 0);
+        pg.sql(
+            "app",
+            "DELETE FROM c WHERE id > 100; DELETE FROM b WHERE id > 100;",
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !worker_on("app") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no autovacuum worker came to the damaged database in a minute"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        expect_code(&sb.run(&["restore", "app", "--yes"]), 0);
+        assert_eq!(pg.fingerprint("app"), good, "restored by {user}");
+        assert_eq!(
+            pg.sql(
+                "app",
+                "SELECT pg_catalog.pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'app'"
+            ),
+            user
+        );
+        let aside: Vec<String> = pg
+            .databases()
+            .into_iter()
+            .filter(|d| d.starts_with("app_pre_restore_"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        // The crawling worker did not survive the rename, whoever stopped it.
+        assert!(!worker_on(&aside[0]));
+        pg.sql("postgres", &format!("DROP DATABASE \"{}\"", aside[0]));
+    }
+}
+
 #[test]
 fn compressible_values_come_back_lz4_compressed_unless_their_column_or_the_operator_says_otherwise()
 {
