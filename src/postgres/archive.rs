@@ -179,12 +179,18 @@ impl DumpObserver {
         }
     }
 
-    /// An observer that also records which data blocks are complete (see [`Self::take_blocks`]).
+    /// An observer that records which data blocks are complete (see [`Self::take_blocks`]),
+    /// for a restore: it counts no rows.
     pub(crate) fn tracking_blocks() -> Self {
         DumpObserver {
             blocks: Some(Vec::new()),
             ..Self::new()
         }
+    }
+
+    /// How many bytes were fed.
+    pub(crate) fn fed(&self) -> u64 {
+        self.fed
     }
 
     /// The stream ended: read a head that is still waiting for more bytes.
@@ -294,7 +300,8 @@ impl DumpObserver {
                     let (id, blob, table, remaining) = (*id, *blob, *table, *remaining);
                     let take = remaining.min(data.len());
                     let bytes = &data[..take];
-                    if let Some(i) = table {
+                    // A restore's observer (tracking blocks) needs no counts.
+                    if let Some(i) = table.filter(|_| self.blocks.is_none()) {
                         self.facts.tables[i].rows += count_newlines(bytes);
                         self.facts.tables[i].bytes += bytes.len() as u64;
                         self.push_tail(bytes);

@@ -416,31 +416,18 @@ pub(crate) async fn pg_restore_streaming(
         };
         match split {
             None => {
-                let mut tee = HeadGate::new(
-                    Tee {
-                        file: stage_file,
-                        file_left,
-                        out: w,
-                    },
-                    &obj,
-                );
+                let mut tee = HeadGate::new(Tee::new(stage_file, file_left, w), &obj);
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
                     std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
                         .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))
                 })?;
+                tee.into_inner().seal().map_err(stage_error)?;
                 Ok((n, Vec::new()))
             }
             Some(plan) => {
                 let sw = crate::postgres::load::SplitWriter::new(w, plan);
-                let mut tee = HeadGate::new(
-                    Tee {
-                        file: stage_file,
-                        file_left,
-                        out: sw,
-                    },
-                    &obj,
-                );
+                let mut tee = HeadGate::new(Tee::new(stage_file, file_left, sw), &obj);
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
                     std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
@@ -449,8 +436,9 @@ pub(crate) async fn pg_restore_streaming(
                             None => Error::failed(format!("cannot decrypt or decompress: {e}")),
                         })
                 })?;
+                let mut tee = tee.into_inner();
+                tee.seal().map_err(stage_error)?;
                 let report = tee
-                    .into_inner()
                     .out
                     .finish()
                     .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))?;
@@ -640,20 +628,60 @@ impl<W: std::io::Write> std::io::Write for HeadGate<W> {
 /// contents, `file_left` bytes) to the staged file too (the file first: it is what the
 /// post-data step reads, and the post-data step reads nothing else, so the data is never
 /// written to disk twice).
-struct Tee<F: std::io::Write, W: std::io::Write> {
-    file: Option<F>,
+struct Tee<W: std::io::Write> {
+    file: Option<std::io::BufWriter<std::fs::File>>,
     file_left: u64,
+    /// Where each data block starts, for [`Tee::seal`].
+    observer: crate::postgres::archive::DumpObserver,
     out: W,
 }
 
-impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
+impl<W: std::io::Write> Tee<W> {
+    fn new(file: Option<std::io::BufWriter<std::fs::File>>, file_left: u64, out: W) -> Self {
+        Tee {
+            file,
+            file_left,
+            observer: crate::postgres::archive::DumpObserver::tracking_blocks(),
+            out,
+        }
+    }
+
+    /// The whole stream went through: the staged head gets each data block's offset in its
+    /// table of contents, and the file the stream's length (the part past the head is a
+    /// hole: the post-data step reads no data), as if pg_dump had written a file it could
+    /// seek in. From those offsets `pg_restore --jobs` knows each table's size and starts
+    /// the indexes and constraints of the biggest tables first; without them it starts
+    /// them in the order pg_dump found the objects, and the biggest table's chain of index
+    /// builds and checks could start last.
+    fn seal(&mut self) -> std::io::Result<()> {
+        let Some(f) = &mut self.file else {
+            return Ok(());
+        };
+        std::io::Write::flush(f)?;
+        self.observer.settle();
+        let file = f.get_ref();
+        for b in self.observer.take_blocks() {
+            if let Some((at, bytes)) = self.observer.offset_patch(b) {
+                std::os::unix::fs::FileExt::write_all_at(file, &bytes, at)?;
+            }
+        }
+        let end = self.observer.fed();
+        if file.metadata()?.len() < end {
+            file.set_len(end)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Tee<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some(f) = &mut self.file
-            && self.file_left > 0
-        {
-            let n = (buf.len() as u64).min(self.file_left) as usize;
-            f.write_all(&buf[..n])?;
-            self.file_left -= n as u64;
+        if let Some(f) = &mut self.file {
+            if self.file_left > 0 {
+                let n = (buf.len() as u64).min(self.file_left) as usize;
+                f.write_all(&buf[..n])?;
+                self.file_left -= n as u64;
+            }
+            self.observer.feed(buf);
         }
         self.out.write_all(buf)?;
         Ok(buf.len())
@@ -664,6 +692,10 @@ impl<F: std::io::Write, W: std::io::Write> std::io::Write for Tee<F, W> {
         }
         self.out.flush()
     }
+}
+
+fn stage_error(e: std::io::Error) -> Error {
+    Error::failed(format!("cannot write the staged table of contents: {e}"))
 }
 
 /// pg_restore failed: what it said, and the likely fix when the dump's owners are missing.
@@ -791,6 +823,53 @@ async fn pg_restore_sections(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    #[test]
+    fn the_staged_head_records_where_each_block_starts_and_the_archive_s_length() {
+        use crate::postgres::archive::{Parse, read_head};
+        let a = crate::postgres::archive::tests::archive();
+        let Parse::Ok(head) = read_head(&a) else {
+            panic!("the fixture's head parses")
+        };
+        // Where the blocks really start, and the head's length.
+        let mut o = crate::postgres::archive::DumpObserver::tracking_blocks();
+        o.feed(&a);
+        o.settle();
+        let blocks = o.take_blocks();
+        assert_eq!(blocks.len(), 2);
+        let head_len = blocks[0].start;
+        for step in [1, 7, 4096] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("dump.head");
+            let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+            let mut tee = super::Tee::new(Some(file), head_len, Vec::new());
+            for piece in a.chunks(step) {
+                tee.write_all(piece).unwrap();
+            }
+            tee.seal().unwrap();
+            // Everything went through to pg_restore untouched.
+            assert_eq!(tee.out, a);
+            drop(tee);
+            let staged = std::fs::read(&path).unwrap();
+            assert_eq!(staged.len(), a.len(), "step {step}");
+            // Past the head, nothing was written (a hole reads as zeros).
+            assert!(staged[head_len as usize..].iter().all(|&b| b == 0));
+            let Parse::Ok(h) = read_head(&staged) else {
+                panic!("step {step}: the staged head does not parse")
+            };
+            assert_eq!(h.ids, head.ids);
+            for ((id, field), b) in h.offset_fields.iter().zip(&blocks) {
+                assert_eq!(*id, b.id);
+                assert_eq!(staged[*field], 2, "offset set");
+                let raw = &staged[field + 1..field + 9];
+                assert_eq!(u64::from_le_bytes(raw.try_into().unwrap()), b.start);
+            }
+        }
+        // Nothing staged: nothing to seal.
+        let mut tee = super::Tee::new(None, 0, Vec::new());
+        tee.write_all(&a).unwrap();
+        tee.seal().unwrap();
+    }
 
     #[test]
     fn restore_sessions_skip_the_wal_flush_and_jit_where_the_server_knows_jit() {
