@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts|files]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -31,7 +31,9 @@
 # restore); `parts` (SCALE x 100,000 orders in a table partitioned by month into 24
 # partitions, with a composite key, two indexes and a foreign key to SCALE x 5,000
 # customers); `files` (SCALE x 15 rows of 512 KiB of incompressible bytea beside SCALE x
-# 5,000 small rows: few rows, each big).
+# 5,000 small rows: few rows, each big); `star` (a TPC-H-like decision-support schema: SCALE x
+# 60,000 line items, about 70% of the rows, with a composite key, two indexes and two
+# foreign keys, beside orders, parts, suppliers and customers with keys and indexes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -48,7 +50,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|many|blobs|two|docs|indexes|parts|files] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -103,6 +105,7 @@ load() { # load DB SCALE
       psql -d "$url/$1" -c "INSERT INTO pgbench_accounts SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $2 * 65000) g"
       ;;
     app) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-app-shape.sql" >/dev/null ;;
+    star) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-star-shape.sql" >/dev/null ;;
     many)
       psql -d "$url/$1" -c "DO \$\$ BEGIN FOR i IN 1..2000 LOOP
         EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, name text, n bigint, at timestamptz)', i);
@@ -155,7 +158,7 @@ load() { # load DB SCALE
         -c "CREATE TABLE meta (id int PRIMARY KEY, file_id int REFERENCES files, k text, v text)" \
         -c "INSERT INTO meta SELECT g, 1 + g % ($2 * 15), 'k' || g, md5(g::text) FROM generate_series(1, $2 * 5000) g" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, many, blobs, two, docs, indexes, parts, files)" >&2; exit 2 ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, star, many, blobs, two, docs, indexes, parts, files)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
