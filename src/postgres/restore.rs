@@ -652,7 +652,10 @@ impl<W: std::io::Write> Tee<W> {
     /// seek in. From those offsets `pg_restore --jobs` knows each table's size and starts
     /// the indexes and constraints of the biggest tables first; without them it starts
     /// them in the order pg_dump found the objects, and the biggest table's chain of index
-    /// builds and checks could start last.
+    /// builds and checks could start last. (pg_restore takes the last block's size from
+    /// the file's end; on a filesystem not known to keep holes free the file is not
+    /// lengthened, since that could write the whole dump's size in zeros, and that block
+    /// counts as small.)
     fn seal(&mut self) -> std::io::Result<()> {
         let Some(f) = &mut self.file else {
             return Ok(());
@@ -666,11 +669,38 @@ impl<W: std::io::Write> Tee<W> {
             }
         }
         let end = self.observer.fed();
-        if file.metadata()?.len() < end {
+        if file.metadata()?.len() < end && holes_are_free(file) {
             file.set_len(end)?;
         }
         Ok(())
     }
+}
+
+/// Whether `file` is on a filesystem where a file lengthened past its end takes no room
+/// (a hole), as on ext4, XFS, btrfs, tmpfs, ZFS, F2FS, bcachefs and overlayfs; not on FAT,
+/// say, where it writes zeros.
+fn holes_are_free(file: &std::fs::File) -> bool {
+    use std::os::fd::AsRawFd;
+    const SPARSE: [i64; 8] = [
+        0xEF53,      // ext2, ext3, ext4
+        0x5846_5342, // XFS
+        0x9123_683E, // btrfs
+        0x0102_1994, // tmpfs
+        0x2FC1_2FC1, // ZFS
+        0xF2F5_2010, // F2FS
+        0xCA45_1A4E, // bcachefs
+        0x794C_7630, // overlayfs
+    ];
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: fstatfs fills `st` for an open descriptor, or fails and leaves it unread.
+    let ok = unsafe { libc::fstatfs(file.as_raw_fd(), st.as_mut_ptr()) } == 0;
+    if !ok {
+        return false;
+    }
+    // SAFETY: fstatfs succeeded, so `st` is initialized.
+    #[allow(clippy::unnecessary_cast)]
+    let kind = unsafe { st.assume_init() }.f_type as i64;
+    SPARSE.contains(&kind)
 }
 
 impl<W: std::io::Write> std::io::Write for Tee<W> {
@@ -851,8 +881,11 @@ mod tests {
             assert_eq!(tee.out, a);
             drop(tee);
             let staged = std::fs::read(&path).unwrap();
-            assert_eq!(staged.len(), a.len(), "step {step}");
-            // Past the head, nothing was written (a hole reads as zeros).
+            // The archive's length where holes are free (a hole reads as zeros), else the
+            // head's.
+            let holes = super::holes_are_free(&std::fs::File::open(&path).unwrap());
+            let len = if holes { a.len() } else { head_len as usize };
+            assert_eq!(staged.len(), len, "step {step}");
             assert!(staged[head_len as usize..].iter().all(|&b| b == 0));
             let Parse::Ok(h) = read_head(&staged) else {
                 panic!("step {step}: the staged head does not parse")
