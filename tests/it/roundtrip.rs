@@ -286,8 +286,7 @@ fn the_swap_stops_autovacuum_as_superuser_and_swaps_in_as_owner() {
             .filter(|d| d.starts_with("app_pre_restore_"))
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
-        // The crawling worker did not survive the rename, whoever stopped it.
-        assert!(!worker_on(&aside[0]));
+        // (Whether a worker is on it now says nothing: autovacuum may visit it anew.)
         pg.sql("postgres", &format!("DROP DATABASE \"{}\"", aside[0]));
     }
 }
