@@ -757,6 +757,12 @@ pub(crate) mod tests {
 
     /// A hand-built 1.14 archive: one table with 3 rows split over two chunks, one blob.
     pub(crate) fn archive() -> Vec<u8> {
+        archive_with_data(&[b"1\tann\n2\tb\\nob\n", b"3\tcy\n\\.\n\n\n"]).0
+    }
+
+    /// The same archive with the table's COPY data in the chunks given (the end marker
+    /// included), and where its data block begins.
+    pub(crate) fn archive_with_data(chunks: &[&[u8]]) -> (Vec<u8>, usize) {
         let mut a = b"PGDMP".to_vec();
         a.extend([1, 14, 0, 4, 8, 1]);
         a.extend(int(0)); // compression
@@ -792,10 +798,13 @@ pub(crate) mod tests {
             a.extend(s(None));
             a.extend([2u8; 9]);
         }
+        let data_at = a.len();
         a.push(1);
         a.extend(int(7));
-        a.extend(s(Some("1\tann\n2\tb\\nob\n")));
-        a.extend(s(Some("3\tcy\n\\.\n\n\n")));
+        for c in chunks {
+            a.extend(int(c.len() as i64));
+            a.extend_from_slice(c);
+        }
         a.extend(int(0));
         a.push(3);
         a.extend(int(9));
@@ -803,7 +812,7 @@ pub(crate) mod tests {
         a.extend(s(Some("blob\nbytes\n")));
         a.extend(int(0));
         a.extend(int(0));
-        a
+        (a, data_at)
     }
 
     #[test]

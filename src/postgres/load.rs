@@ -134,6 +134,10 @@ pub(crate) struct SplitWriter<W: Write> {
     current: Option<Target>,
     encoding: Option<String>,
     batch: Vec<u8>,
+    /// How much of `batch` is whole rows (up to its last newline): only the bytes added
+    /// since are searched for one, so a row of megabytes arriving in small pieces is
+    /// scanned once, not once per piece.
+    rows_end: usize,
     /// From the end marker (`\.`) on: pg_restore's, sent when the block ends.
     tail: Vec<u8>,
     ended: bool,
@@ -168,6 +172,7 @@ impl<W: Write> SplitWriter<W> {
             current: None,
             encoding: None,
             batch: Vec::new(),
+            rows_end: 0,
             tail: Vec::new(),
             ended: false,
             next: 0,
@@ -427,13 +432,16 @@ impl<W: Write> SplitWriter<W> {
         if let Some(p) = at {
             self.tail = self.batch.split_off(p);
             self.ended = true;
+            // The marker starts a line: everything before it is whole rows.
+            self.rows_end = p;
+        } else if let Some(nl) = memchr::memrchr(b'\n', &self.batch[from..]) {
+            self.rows_end = from + nl + 1;
         }
-        while self.batch.len() >= BATCH {
-            let Some(nl) = memchr::memrchr(b'\n', &self.batch) else {
-                break; // one row longer than a batch: wait for its end
-            };
-            let rest = self.batch.split_off(nl + 1);
+        // (Past `rows_end` there is no newline: one row longer than a batch waits for its end.)
+        if self.batch.len() >= BATCH && self.rows_end > 0 {
+            let rest = self.batch.split_off(self.rows_end);
             let rows = std::mem::replace(&mut self.batch, rest);
+            self.rows_end = 0;
             self.deal(rows)?;
         }
         Ok(())
@@ -806,6 +814,7 @@ impl<W: Write> SplitWriter<W> {
     /// last rows, the end marker and the block's end.
     fn end_target(&mut self, zero: &[u8]) -> io::Result<()> {
         let rest = std::mem::take(&mut self.batch);
+        self.rows_end = 0;
         self.restore_rows += memchr::memchr_iter(b'\n', &rest).count() as u64;
         if !self.ready {
             // No rows went to the other sessions: they end without a COPY.
@@ -1022,6 +1031,66 @@ mod tests {
                 text.contains("1\tann\n2\tb\\nob\n3\tcy\n\\.\n\n\n"),
                 "step {step}"
             );
+        }
+    }
+
+    /// Rows wider than a batch (a file in a bytea column), cut by pg_dump's chunks and by
+    /// the writes anywhere: every chunk the writer hands pg_restore is whole rows, and the
+    /// rows come out in order, byte for byte, whatever the sizes of the writes.
+    #[test]
+    fn wide_rows_are_dealt_whole_whatever_the_feed_sizes() {
+        let mut data = Vec::new();
+        for i in 0..7usize {
+            // 1.5, 0.4, 1.5, ... batches wide, then narrow rows, then wide again.
+            let width = if i % 2 == 0 {
+                BATCH * 3 / 2
+            } else {
+                BATCH * 2 / 5
+            };
+            data.extend_from_slice(format!("{i}\t").as_bytes());
+            data.extend(std::iter::repeat_n(b"0123456789abcdef"[i % 16], width));
+            data.push(b'\n');
+        }
+        for i in 0..2_000 {
+            data.extend_from_slice(format!("{i}\tsmall\n").as_bytes());
+        }
+        data.extend(std::iter::repeat_n(b'f', BATCH * 2));
+        data.extend_from_slice(b"\n\\.\n\n\n");
+        let rows = memchr::memchr_iter(b'\n', &data).count() - 3;
+        let dump_chunks: Vec<&[u8]> = data.chunks(100_003).collect();
+        let (a, data_at) = crate::postgres::archive::tests::archive_with_data(&dump_chunks);
+        for step in [8 << 10, 1_000, 300_001, a.len()] {
+            let mut out = Vec::new();
+            let mut w = SplitWriter::new(&mut out, plan());
+            for piece in a.chunks(step) {
+                w.write_all(piece).unwrap();
+            }
+            w.finish().unwrap();
+            assert_eq!(out[..data_at], a[..data_at], "step {step}");
+            // The data block as the writer re-cut it: its chunks, then the end of the block.
+            let mut at = data_at + 1 + 5;
+            let mut got = Vec::new();
+            loop {
+                let len = crate::postgres::archive::decode_int(&out[at..at + 5]) as usize;
+                at += 5;
+                if len == 0 {
+                    break;
+                }
+                let chunk = &out[at..at + len];
+                assert_eq!(
+                    chunk.last(),
+                    Some(&b'\n'),
+                    "step {step}: a chunk cut mid-row"
+                );
+                got.extend_from_slice(chunk);
+                at += len;
+            }
+            assert_eq!(got, data, "step {step}");
+            let mut o = DumpObserver::new();
+            o.feed(&out);
+            let f = o.finish().unwrap();
+            assert_eq!(f.tables[0].rows, rows as u64, "step {step}");
+            assert_eq!(f.large_objects, 1, "step {step}");
         }
     }
 
