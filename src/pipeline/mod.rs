@@ -228,27 +228,6 @@ pub struct Expect<'a> {
     pub sha256: &'a str,
 }
 
-/// Buffer between the decoder and a restore's consumer: `io::copy` moves 8 KiB at a
-/// time, so every layer behind it (the table-of-contents gate, the staged head, the row
-/// dealer) would run once per 8 KiB.
-const PLAIN_BUF: usize = 256 << 10;
-
-/// `io::copy` with a [`PLAIN_BUF`] buffer: what a restore's plaintext goes through.
-pub(crate) fn copy_plain(from: &mut dyn Read, to: &mut dyn Write) -> io::Result<u64> {
-    let mut buf = vec![0u8; PLAIN_BUF];
-    let mut n = 0u64;
-    loop {
-        let got = match from.read(&mut buf) {
-            Ok(0) => return Ok(n),
-            Ok(got) => got,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        to.write_all(&buf[..got])?;
-        n += got as u64;
-    }
-}
-
 /// Decrypt and decompress `input` into `out`, then prove the stored bytes were exactly
 /// the ones the manifest recorded. Any mismatch, a wrong key, a truncated or corrupt
 /// object is an error naming the object; the caller must treat `out` as garbage then.
@@ -259,7 +238,7 @@ pub fn decode<R: Read, W: Write>(
     mut out: W,
 ) -> Result<u64> {
     decode_with(input, identities, expect, |plain| {
-        let n = copy_plain(plain, &mut out)
+        let n = io::copy(plain, &mut out)
             .map_err(|e| Error::failed(format!("cannot decrypt or decompress: {e}")))?;
         out.flush()
             .map_err(|e| Error::failed(format!("writing the staged copy: {e}")))?;

@@ -418,7 +418,7 @@ pub(crate) async fn pg_restore_streaming(
             None => {
                 let mut tee = HeadGate::new(Tee::new(stage_file, file_left, w), &obj);
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
-                    pipeline::copy_plain(plain, &mut tee)
+                    std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
                         .map_err(|e| Error::failed(format!("writing to pg_restore: {e}")))
                 })?;
@@ -429,7 +429,7 @@ pub(crate) async fn pg_restore_streaming(
                 let sw = crate::postgres::load::SplitWriter::new(w, plan);
                 let mut tee = HeadGate::new(Tee::new(stage_file, file_left, sw), &obj);
                 let n = pipeline::decode_with(bridge, &identities, &expect, |plain| {
-                    pipeline::copy_plain(plain, &mut tee)
+                    std::io::copy(plain, &mut tee)
                         .and_then(|n| std::io::Write::flush(&mut tee).map(|_| n))
                         .map_err(|e| match tee.inner().out.failure() {
                             Some(why) => Error::failed(why.to_string()),
@@ -508,7 +508,7 @@ pub(crate) async fn pg_restore_progressive<T>(
             sha256: &sha,
         };
         let decoded = pipeline::decode_with(bridge, &identities, &expect, |plain| {
-            pipeline::copy_plain(plain, &mut stager)
+            std::io::copy(plain, &mut stager)
                 .and_then(|n| std::io::Write::flush(&mut stager).map(|_| n))
                 .map_err(|e| match progress.failure() {
                     Some(why) => Error::failed(why),
