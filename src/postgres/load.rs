@@ -138,6 +138,9 @@ pub(crate) struct SplitWriter<W: Write> {
     /// since are searched for one, so a row of megabytes arriving in small pieces is
     /// scanned once, not once per piece.
     rows_end: usize,
+    /// A row wider than a batch is not held whole: its first part went to this session,
+    /// and the rest goes straight after it, up to the row's end.
+    open_row: Option<usize>,
     /// From the end marker (`\.`) on: pg_restore's, sent when the block ends.
     tail: Vec<u8>,
     ended: bool,
@@ -173,6 +176,7 @@ impl<W: Write> SplitWriter<W> {
             encoding: None,
             batch: Vec::new(),
             rows_end: 0,
+            open_row: None,
             tail: Vec::new(),
             ended: false,
             next: 0,
@@ -412,10 +416,18 @@ impl<W: Write> SplitWriter<W> {
     }
 
     /// Rows of the target table (COPY text, one row per line).
-    fn rows_in(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn rows_in(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         if self.ended {
             self.tail.extend_from_slice(bytes);
             return Ok(());
+        }
+        if let Some(lane) = self.open_row {
+            let Some(nl) = memchr::memchr(b'\n', bytes) else {
+                return self.send(lane, bytes, 0);
+            };
+            self.send(lane, &bytes[..=nl], 1)?;
+            self.open_row = None;
+            bytes = &bytes[nl + 1..];
         }
         let from = self.batch.len();
         self.batch.extend_from_slice(bytes);
@@ -437,12 +449,21 @@ impl<W: Write> SplitWriter<W> {
         } else if let Some(nl) = memchr::memrchr(b'\n', &self.batch[from..]) {
             self.rows_end = from + nl + 1;
         }
-        // (Past `rows_end` there is no newline: one row longer than a batch waits for its end.)
         if self.batch.len() >= BATCH && self.rows_end > 0 {
             let rest = self.batch.split_off(self.rows_end);
             let rows = std::mem::replace(&mut self.batch, rest);
             self.rows_end = 0;
             self.deal(rows)?;
+        }
+        // What is left is part of one row (no newline past `rows_end`). A batch's worth of
+        // it begins that row in the next session, which gets the rest as it arrives: a row
+        // of a gigabyte passes in pieces, never whole in memory.
+        if self.batch.len() >= BATCH && self.rows_end == 0 && !self.ended {
+            let lane = self.next;
+            self.next = (self.next + 1) % self.plan.sessions.max(1);
+            let part = std::mem::take(&mut self.batch);
+            self.send(lane, &part, 0)?;
+            self.open_row = Some(lane);
         }
         Ok(())
     }
@@ -452,17 +473,23 @@ impl<W: Write> SplitWriter<W> {
         let lane = self.next;
         self.next = (self.next + 1) % self.plan.sessions.max(1);
         let n = memchr::memchr_iter(b'\n', &rows).count() as u64;
+        self.send(lane, &rows, n)
+    }
+
+    /// Send `bytes`, which end `rows` rows, to session `lane` (0: pg_restore). Only the
+    /// end of a row flushes pg_restore's stream.
+    fn send(&mut self, lane: usize, bytes: &[u8], rows: u64) -> io::Result<()> {
         if lane == 0 {
-            self.restore_rows += n;
-            self.chunk_to_restore(&rows)?;
-            return self.out.flush();
+            self.restore_rows += rows;
+            self.chunk_to_restore(bytes)?;
+            return if rows > 0 { self.out.flush() } else { Ok(()) };
         }
         if !self.ready {
             self.wait_ready("the table")?;
         }
         let l = &mut self.lanes[lane - 1];
-        l.rows += n;
-        let written = l.stdin.as_mut().map(|s| s.write_all(&rows));
+        l.rows += rows;
+        let written = l.stdin.as_mut().map(|s| s.write_all(bytes));
         match written {
             Some(Ok(())) => Ok(()),
             _ => {
@@ -813,6 +840,14 @@ impl<W: Write> SplitWriter<W> {
     /// The target block ended: every session commits first, then pg_restore gets the
     /// last rows, the end marker and the block's end.
     fn end_target(&mut self, zero: &[u8]) -> io::Result<()> {
+        if self.open_row.take().is_some() {
+            // pg_dump ends every row, and the data with `\.`: this archive was not its.
+            let t = self.current.clone().unwrap_or_default();
+            return Err(self.fail(format!(
+                "the archive's data for {}.{} ends inside a row",
+                t.schema, t.table
+            )));
+        }
         let rest = std::mem::take(&mut self.batch);
         self.rows_end = 0;
         self.restore_rows += memchr::memchr_iter(b'\n', &rest).count() as u64;
@@ -1035,8 +1070,9 @@ mod tests {
     }
 
     /// Rows wider than a batch (a file in a bytea column), cut by pg_dump's chunks and by
-    /// the writes anywhere: every chunk the writer hands pg_restore is whole rows, and the
-    /// rows come out in order, byte for byte, whatever the sizes of the writes.
+    /// the writes anywhere: the rows come out in order, byte for byte, whatever the sizes
+    /// of the writes, and a chunk the writer hands on ends at a row's end unless it is a
+    /// piece of a row wider than a batch (passed on as it arrives, never held whole).
     #[test]
     fn wide_rows_are_dealt_whole_whatever_the_feed_sizes() {
         let mut data = Vec::new();
@@ -1076,14 +1112,18 @@ mod tests {
                 if len == 0 {
                     break;
                 }
-                let chunk = &out[at..at + len];
-                assert_eq!(
-                    chunk.last(),
-                    Some(&b'\n'),
-                    "step {step}: a chunk cut mid-row"
-                );
-                got.extend_from_slice(chunk);
+                got.extend_from_slice(&out[at..at + len]);
                 at += len;
+                let end = got.len();
+                if data[end - 1] != b'\n' {
+                    let start = memchr::memrchr(b'\n', &data[..end]).map_or(0, |p| p + 1);
+                    let width =
+                        memchr::memchr(b'\n', &data[end..]).map_or(data.len(), |p| end + p) - start;
+                    assert!(
+                        width >= BATCH,
+                        "step {step}: a row of {width} bytes cut at {end}"
+                    );
+                }
             }
             assert_eq!(got, data, "step {step}");
             let mut o = DumpObserver::new();
@@ -1092,6 +1132,30 @@ mod tests {
             assert_eq!(f.tables[0].rows, rows as u64, "step {step}");
             assert_eq!(f.large_objects, 1, "step {step}");
         }
+    }
+
+    /// A data block that ends inside a row wider than a batch (no row end, no end marker:
+    /// not pg_dump's) is refused, not loaded as a shorter row.
+    #[test]
+    fn data_that_ends_inside_a_wide_row_is_refused() {
+        let mut data = b"1\tsmall\n2\t".to_vec();
+        data.extend(std::iter::repeat_n(b'a', BATCH * 3));
+        let (a, _) = crate::postgres::archive::tests::archive_with_data(&[&data]);
+        let mut out = Vec::new();
+        let mut w = SplitWriter::new(&mut out, plan());
+        let mut result = Ok(());
+        for piece in a.chunks(8 << 10) {
+            result = w.write_all(piece);
+            if result.is_err() {
+                break;
+            }
+        }
+        let err = result.expect_err("a block ending inside a row was passed on");
+        assert!(err.to_string().contains("ends inside a row"), "{err}");
+        assert_eq!(
+            w.failure(),
+            Some("the archive's data for public.users ends inside a row")
+        );
     }
 
     /// Another table's name: nothing is touched, byte for byte.

@@ -447,6 +447,82 @@ fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
     assert_eq!(pg.plain_dump("copy3"), pg.plain_dump("app"));
 }
 
+/// Rows far wider than the batches rows are dealt out in (files kept in a bytea column),
+/// one of them 40 MiB (80 MiB of COPY text): every row comes back byte for byte, both
+/// sessions load some, and no row is held whole in memory on its way (a restore's peak
+/// memory stays well under one such row).
+#[test]
+fn rows_wider_than_a_batch_are_dealt_out_whole_and_never_held_whole() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_MODE".into(), "stream".into()));
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "2".into()));
+    pg.sql("postgres", "CREATE DATABASE app");
+    pg.sql(
+        "app",
+        "CREATE TABLE files (id int PRIMARY KEY, body bytea); \
+         INSERT INTO files SELECT g, decode(repeat(lpad(to_hex(g), 2, '0'), 700000 + g * 1000), 'hex') \
+           FROM generate_series(1, 20) g; \
+         INSERT INTO files VALUES (21, decode(repeat('ab', 40 << 20), 'hex')); \
+         INSERT INTO files VALUES (22, ''), (23, NULL);",
+    );
+    let sums =
+        "SELECT string_agg(id || ':' || coalesce(md5(body), 'null'), ',' ORDER BY id) FROM files";
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    // Reaped by wait4 below, which also reports its peak memory.
+    #[allow(clippy::zombie_processes)]
+    let mut child = sb
+        .cmd(&["--json", "restore", "app", "--to", &pg.url("copy")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
+        v
+    });
+    let err = std::thread::spawn(move || {
+        let mut v = String::new();
+        std::io::Read::read_to_string(&mut stderr, &mut v).unwrap();
+        v
+    });
+    // The restore's own peak memory (its children, psql and pg_restore, have their own).
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // SAFETY: waits for our own child, filling two plain out-parameters.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "status {status}: {err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(r["mode"], "streamed", "{r}");
+    assert_eq!(r["parallel_load"][0]["table"], "public.files", "{r}");
+    let shares: Vec<u64> = r["parallel_load"][0]["rows_by_session"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the table was not split: {r}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), 2, "{r}");
+    assert!(shares.iter().all(|&n| n > 0), "{r}");
+    assert_eq!(shares.iter().sum::<u64>(), 23, "{r}");
+    assert_eq!(pg.sql("copy", sums), pg.sql("app", sums));
+    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
+    let peak_mib = usage.ru_maxrss / 1024;
+    assert!(
+        peak_mib < 64,
+        "the restore peaked at {peak_mib} MiB: a row was held whole"
+    );
+}
+
 /// A big table whose name closes the dollar quotes and string literals the extra sessions'
 /// wait is written in: it is still dealt out to every session, and nothing in its name
 /// runs (the schema's name too).
