@@ -380,6 +380,16 @@ fn roles_are_stored_and_restored_first_with_globals() {
     assert_eq!(pg.sql("app", "SELECT sum(x) FROM t"), "3");
 }
 
+/// The rows each session loaded of the first table a restore dealt out (its report).
+fn first_split_shares(r: &serde_json::Value) -> Vec<u64> {
+    r["parallel_load"][0]["rows_by_session"]
+        .as_array()
+        .unwrap_or_else(|| panic!("the table was not split: {r}"))
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect()
+}
+
 #[test]
 fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
     let pg = Pg::start();
@@ -408,12 +418,7 @@ fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
     assert!(r["restored_bytes"].as_u64().unwrap() > 10 << 20, "{r}");
     // The big table was loaded by three sessions, each with a share of the rows.
     assert_eq!(r["parallel_load"][0]["table"], "public.bulk", "{r}");
-    let shares: Vec<u64> = r["parallel_load"][0]["rows_by_session"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let shares = first_split_shares(&r);
     assert_eq!(shares.len(), 3, "{r}");
     assert!(shares.iter().all(|&n| n > 0), "{r}");
     assert_eq!(shares.iter().sum::<u64>(), rows);
@@ -505,12 +510,7 @@ fn rows_wider_than_a_batch_are_dealt_out_whole_and_never_held_whole() {
     let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(r["mode"], "streamed", "{r}");
     assert_eq!(r["parallel_load"][0]["table"], "public.files", "{r}");
-    let shares: Vec<u64> = r["parallel_load"][0]["rows_by_session"]
-        .as_array()
-        .unwrap_or_else(|| panic!("the table was not split: {r}"))
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let shares = first_split_shares(&r);
     assert_eq!(shares.len(), 2, "{r}");
     assert!(shares.iter().all(|&n| n > 0), "{r}");
     assert_eq!(shares.iter().sum::<u64>(), 23, "{r}");
@@ -552,12 +552,7 @@ fn a_split_table_whose_name_breaks_quotes_is_loaded_and_nothing_in_it_runs() {
     expect_code(&out, 0);
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["mode"], "streamed", "{r}");
-    let shares: Vec<u64> = r["parallel_load"][0]["rows_by_session"]
-        .as_array()
-        .unwrap_or_else(|| panic!("the table was not split: {r}"))
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
+    let shares = first_split_shares(&r);
     assert_eq!(shares.len(), 3, "{r}");
     assert!(shares.iter().all(|&n| n > 0), "{r}");
     assert_eq!(shares.iter().sum::<u64>(), 150_000, "{r}");
