@@ -231,7 +231,7 @@ pub struct Expect<'a> {
 /// Decrypt and decompress `input` into `out`, then prove the stored bytes were exactly
 /// the ones the manifest recorded. Any mismatch, a wrong key, a truncated or corrupt
 /// object is an error naming the object; the caller must treat `out` as garbage then.
-pub fn decode<R: Read, W: Write>(
+pub fn decode<R: Read + Send, W: Write>(
     input: R,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     expect: &Expect<'_>,
@@ -249,14 +249,14 @@ pub fn decode<R: Read, W: Write>(
 /// Like `decode`, but hands the plaintext to `consume` as a reader (tar extraction). What
 /// `consume` leaves unread is read and checked too; a corrupt object is reported as such
 /// even when `consume` tripped over it first.
-pub(crate) fn decode_with<R: Read, T>(
+pub(crate) fn decode_with<R: Read + Send, T>(
     input: R,
     identities: &[Box<dyn age::Identity + Send + Sync>],
     expect: &Expect<'_>,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
     let mut hashed = HashReader::new(input);
-    let result = (|| -> Result<T> {
+    let result = std::thread::scope(|scope| -> Result<T> {
         let dec = age::Decryptor::new_buffered(BufReader::with_capacity(READ_BUF, &mut hashed))
             .map_err(|e| Error::failed(format!("not a readable age file: {e}")))?;
         let plain = dec
@@ -267,13 +267,18 @@ pub(crate) fn decode_with<R: Read, T>(
                 ),
                 other => Error::failed(format!("cannot decrypt: {other}")),
             })?;
-        let mut z = zstd::stream::read::Decoder::new(plain)
+        // Reading, hashing and decrypting run on a thread of their own, a few pieces
+        // ahead of decompression and of whatever consumes the plaintext: on one thread
+        // the three took turns, and the restore's client side ran at one core's pace.
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        scope.spawn(move || read_ahead(plain, tx));
+        let mut z = zstd::stream::read::Decoder::new(Pieces::new(rx))
             .map_err(|e| Error::failed(format!("zstd: {e}")))?;
         let t = consume(&mut z)?;
         io::copy(&mut z, &mut io::sink())
             .map_err(|e| Error::failed(format!("cannot decrypt or decompress: {e}")))?;
         Ok(t)
-    })();
+    });
     let (count, sha) = hashed
         .drain_and_finish()
         .map_err(|e| Error::failed(format!("reading stored object {}: {e}", expect.name)))?;
@@ -295,6 +300,80 @@ pub(crate) fn decode_with<R: Read, T>(
             ),
         )
     })
+}
+
+/// Read `r` to its end in pieces of 256 KiB, each sent on `tx` (an error too, then stop);
+/// stops early once the receiving side is gone.
+fn read_ahead(mut r: impl Read, tx: std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>) {
+    loop {
+        let mut buf = vec![0u8; 256 << 10];
+        let mut n = 0;
+        while n < buf.len() {
+            match r.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(m) => n += m,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        }
+        buf.truncate(n);
+        if n == 0 {
+            // The end, said explicitly: a thread that stops without it is an error.
+            let _ = tx.send(Ok(buf));
+            return;
+        }
+        if tx.send(Ok(buf)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The reading end of [`read_ahead`]: the plaintext ends only at its empty piece.
+struct Pieces {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    cur: Vec<u8>,
+    at: usize,
+    done: bool,
+}
+
+impl Pieces {
+    fn new(rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>) -> Self {
+        Pieces {
+            rx,
+            cur: Vec::new(),
+            at: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.cur.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(piece) => {
+                    self.cur = piece?;
+                    self.at = 0;
+                    self.done = self.cur.is_empty();
+                }
+                Err(_) => {
+                    return Err(io::Error::other(
+                        "decryption stopped before the end of the object",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.at);
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
 }
 
 /// Encrypt a small object whole (globals, facts).
