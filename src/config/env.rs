@@ -123,6 +123,18 @@ pub(crate) fn restore_toast_lz4() -> Result<bool> {
     }
 }
 
+/// Whether a streamed restore sends the rows it deals out in binary where every column's
+/// type allows: `$BACKSTOP_RESTORE_COPY_FORMAT` is `binary` (the default) or `text`.
+pub(crate) fn restore_copy_binary() -> Result<bool> {
+    match non_empty("BACKSTOP_RESTORE_COPY_FORMAT").as_deref() {
+        None | Some("binary") => Ok(true),
+        Some("text") => Ok(false),
+        Some(v) => Err(Error::config(format!(
+            "BACKSTOP_RESTORE_COPY_FORMAT = {v:?} is not valid; use \"binary\" or \"text\""
+        ))),
+    }
+}
+
 /// Tests only: with `$BACKSTOP_TEST_LO_FAULT` set, the sessions writing large objects in
 /// a streamed restore write their first piece to an object that does not exist.
 pub(crate) fn test_lo_fault() -> bool {

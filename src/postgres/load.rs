@@ -17,10 +17,12 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, SyncSender};
 
 use serde::Serialize;
 
 use crate::postgres::archive::{Head, Parse, decode_int, read_head};
+use crate::postgres::binrows;
 
 /// The end of a table's COPY data, `\.` on a line of its own (built once: building a
 /// searcher costs more than a search through one piece of the stream).
@@ -29,6 +31,10 @@ static END_MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
 
 /// Rows are dealt out in batches of about this many bytes, cut at row ends.
 const BATCH: usize = 256 << 10;
+
+/// A table loading in binary holds a row whole up to this size (its fields' lengths come
+/// before their bytes); a wider row goes to pg_restore as text, in pieces as it arrives.
+const WIDE: usize = 4 << 20;
 
 /// How to reach the database and which tables to split.
 pub(crate) struct Plan {
@@ -42,6 +48,8 @@ pub(crate) struct Plan {
     /// The large objects' contents are dealt out too (a `BLOB` entry per object in the
     /// table of contents, pg_dump 16 and older).
     pub blobs: bool,
+    /// A table's rows go to the other sessions in binary where its column types allow.
+    pub binary: bool,
     /// pg_restore's process: if it ends before its COPY shows up, nothing waits forever.
     pub restore_pid: u32,
 }
@@ -52,6 +60,11 @@ pub(crate) struct Report {
     pub table: String,
     /// Rows loaded by each session; the first is pg_restore's.
     pub rows_by_session: Vec<u64>,
+    /// How the other sessions were sent their rows: `binary` (converted from the dump's
+    /// text; pg_restore then loads only rows left as text, such as rows wider than 4 MiB)
+    /// or `text`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +99,11 @@ struct Target {
 
 struct Lane {
     child: Child,
-    stdin: Option<ChildStdin>,
+    /// Its input, written by a thread of its own (which converts rows to binary there).
+    tx: Option<SyncSender<Msg>>,
+    writer: Option<std::thread::JoinHandle<io::Result<u64>>>,
+    /// Rows its writer declined to convert (sent on to pg_restore as text).
+    declined: u64,
     /// Drained on its own thread, so a chatty session never blocks on a full pipe.
     stderr: Option<std::thread::JoinHandle<String>>,
     /// What the session printed while it was waited for (its COPY's count comes later).
@@ -95,15 +112,72 @@ struct Lane {
     /// Large objects: the statement being built, the objects written.
     sql: Vec<u8>,
     los: u64,
+    /// A COPY was sent to this session: in binary (or text).
+    copy: Option<bool>,
 }
 
 /// What a session prints once pg_restore's COPY of its table is running.
 const READY: &str = "backstop-lane-ready";
 
+/// What a session's writer thread is handed.
+enum Msg {
+    /// Bytes as they are: statements, rows of text, pieces of a wide row, the trailer.
+    Raw(Vec<u8>),
+    /// Whole rows of COPY text: written as they are, or converted once told to.
+    Rows(Vec<u8>),
+    /// Convert the rows from now on (rows it declines go back as text).
+    Convert(binrows::Rows),
+}
+
+/// A session's writer: everything it is handed goes to the session's input, rows in
+/// binary once it is told to convert; rows it declines go to `declined` (for pg_restore).
+/// Returns how many it declined.
+fn writer(
+    mut stdin: ChildStdin,
+    rx: Receiver<Msg>,
+    declined: std::sync::mpsc::Sender<Vec<u8>>,
+) -> io::Result<u64> {
+    let (mut conv, mut out, mut n) = (None::<binrows::Rows>, Vec::new(), 0);
+    for m in rx {
+        match m {
+            Msg::Raw(b) => stdin.write_all(&b)?,
+            Msg::Convert(c) => conv = Some(c),
+            Msg::Rows(rows) => {
+                let Some(c) = conv.as_mut() else {
+                    stdin.write_all(&rows)?;
+                    continue;
+                };
+                out.clear();
+                let (mut text, mut start) = (Vec::new(), 0);
+                for nl in memchr::memchr_iter(b'\n', &rows) {
+                    if !c.row(&rows[start..nl], &mut out) {
+                        text.extend_from_slice(&rows[start..=nl]);
+                        n += 1;
+                    }
+                    start = nl + 1;
+                }
+                stdin.write_all(&out)?;
+                if !text.is_empty() {
+                    let _ = declined.send(text);
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
 impl Lane {
+    /// Close the session's input once its writer has written everything it was handed.
+    fn close_input(&mut self) {
+        drop(self.tx.take());
+        if let Some(Ok(Ok(n))) = self.writer.take().map(|h| h.join()) {
+            self.declined = n;
+        }
+    }
+
     /// Close the session's input and wait for it: its exit, all it printed, its errors.
     fn end(&mut self) -> io::Result<(std::process::ExitStatus, String, String)> {
-        drop(self.stdin.take());
+        self.close_input();
         let mut out = String::from_utf8_lossy(&self.said).into_owned();
         if let Some(mut o) = self.child.stdout.take() {
             let _ = io::Read::read_to_string(&mut o, &mut out);
@@ -132,6 +206,11 @@ pub(crate) struct SplitWriter<W: Write> {
     targets: std::collections::HashMap<i32, Target>,
     /// The table whose block is passing now.
     current: Option<Target>,
+    /// Its rows go to the other sessions in binary.
+    bin: bool,
+    /// Rows the sessions' writers declined to convert, for pg_restore's COPY.
+    declined_tx: std::sync::mpsc::Sender<Vec<u8>>,
+    declined_rx: Receiver<Vec<u8>>,
     encoding: Option<String>,
     batch: Vec<u8>,
     /// How much of `batch` is whole rows (up to its last newline): only the bytes added
@@ -164,6 +243,7 @@ pub(crate) struct SplitWriter<W: Write> {
 
 impl<W: Write> SplitWriter<W> {
     pub(crate) fn new(out: W, plan: Plan) -> Self {
+        let (declined_tx, declined_rx) = std::sync::mpsc::channel();
         SplitWriter {
             out,
             plan,
@@ -173,6 +253,9 @@ impl<W: Write> SplitWriter<W> {
             head: None,
             targets: Default::default(),
             current: None,
+            bin: false,
+            declined_tx,
+            declined_rx,
             encoding: None,
             batch: Vec::new(),
             rows_end: 0,
@@ -227,7 +310,7 @@ impl<W: Write> SplitWriter<W> {
         for mut l in self.lanes.drain(..) {
             // Killed before its stdin closes: an end of input would commit the rows so far.
             let _ = l.child.kill();
-            drop(l.stdin.take());
+            l.close_input();
             let _ = l.child.wait();
             l.stderr();
         }
@@ -417,6 +500,7 @@ impl<W: Write> SplitWriter<W> {
 
     /// Rows of the target table (COPY text, one row per line).
     fn rows_in(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        self.take_declined()?;
         if self.ended {
             self.tail.extend_from_slice(bytes);
             return Ok(());
@@ -449,6 +533,9 @@ impl<W: Write> SplitWriter<W> {
         } else if let Some(nl) = memchr::memrchr(b'\n', &self.batch[from..]) {
             self.rows_end = from + nl + 1;
         }
+        if self.batch.len() >= BATCH && !self.ready {
+            self.decide()?;
+        }
         if self.batch.len() >= BATCH && self.rows_end > 0 {
             let rest = self.batch.split_off(self.rows_end);
             let rows = std::mem::replace(&mut self.batch, rest);
@@ -456,11 +543,12 @@ impl<W: Write> SplitWriter<W> {
             self.deal(rows)?;
         }
         // What is left is part of one row (no newline past `rows_end`). A batch's worth of
-        // it begins that row in the next session, which gets the rest as it arrives: a row
-        // of a gigabyte passes in pieces, never whole in memory.
-        if self.batch.len() >= BATCH && self.rows_end == 0 && !self.ended {
-            let lane = self.next;
-            self.next = (self.next + 1) % self.plan.sessions.max(1);
+        // it (in binary: 4 MiB of it) begins that row in the next session (in binary:
+        // pg_restore's, as text), which gets the rest as it arrives: a row of a gigabyte
+        // passes in pieces, never whole in memory.
+        let hold = if self.bin { WIDE } else { BATCH };
+        if self.batch.len() >= hold && self.rows_end == 0 && !self.ended {
+            let lane = if self.bin { 0 } else { self.next_lane() };
             let part = std::mem::take(&mut self.batch);
             self.send(lane, &part, 0)?;
             self.open_row = Some(lane);
@@ -468,12 +556,75 @@ impl<W: Write> SplitWriter<W> {
         Ok(())
     }
 
-    /// Send a batch of whole rows to the next session.
-    fn deal(&mut self, rows: Vec<u8>) -> io::Result<()> {
+    /// The session the next batch goes to: with extra sessions started, each of them in
+    /// turn (pg_restore's own COPY gets only rows left as text); otherwise pg_restore.
+    fn next_lane(&mut self) -> usize {
         let lane = self.next;
-        self.next = (self.next + 1) % self.plan.sessions.max(1);
+        let n = if self.ready { self.lanes.len() } else { 0 };
+        self.next = if n == 0 {
+            (self.next + 1) % self.plan.sessions.max(1)
+        } else {
+            self.next % n + 1
+        };
+        lane
+    }
+
+    /// Send a batch of whole rows to the next session (its writer converts them when the
+    /// table loads in binary).
+    fn deal(&mut self, rows: Vec<u8>) -> io::Result<()> {
+        let lane = self.next_lane();
         let n = memchr::memchr_iter(b'\n', &rows).count() as u64;
-        self.send(lane, &rows, n)
+        if lane == 0 {
+            return self.send(0, &rows, n);
+        }
+        self.send_msg(lane, Msg::Rows(rows), n)
+    }
+
+    /// Rows the writers declined to convert go to pg_restore's COPY, as text.
+    fn take_declined(&mut self) -> io::Result<()> {
+        while let Ok(rows) = self.declined_rx.try_recv() {
+            let n = memchr::memchr_iter(b'\n', &rows).count() as u64;
+            self.send(0, &rows, n)?;
+        }
+        Ok(())
+    }
+
+    /// Before the first batch is dealt out: wait until the other sessions have seen
+    /// pg_restore's COPY of the table, learn its columns' types from them, and start each
+    /// one's COPY: in binary when every column converts and the archive's COPY names the
+    /// columns as the table has them, in text otherwise.
+    fn decide(&mut self) -> io::Result<()> {
+        if self.lanes.is_empty() {
+            // A COPY statement not handed to psql: `send` refuses the rows.
+            return Ok(());
+        }
+        self.wait_ready("the table")?;
+        let t = self.current.clone().unwrap_or_default();
+        let stmt = t.copy_stmt.trim();
+        let kinds = if self.plan.binary {
+            ready_line(&self.lanes[0].said).and_then(|l| binary_kinds(l, stmt))
+        } else {
+            None
+        };
+        let first = match (&kinds, stmt.strip_suffix(" FROM stdin;")) {
+            (Some(_), Some(head)) => {
+                let mut b = format!("{head} FROM stdin WITH (FORMAT binary);\n").into_bytes();
+                b.extend_from_slice(binrows::HEADER);
+                b
+            }
+            _ => format!("{stmt}\n").into_bytes(),
+        };
+        let binary = kinds.is_some();
+        for i in 0..self.lanes.len() {
+            self.lanes[i].copy = Some(binary);
+            self.send_msg(i + 1, Msg::Raw(first.clone()), 0)?;
+            if let Some(k) = &kinds {
+                self.send_msg(i + 1, Msg::Convert(binrows::Rows::new(k.clone())), 0)?;
+            }
+        }
+        self.bin = binary;
+        self.next = 1;
+        Ok(())
     }
 
     /// Send `bytes`, which end `rows` rows, to session `lane` (0: pg_restore). Only the
@@ -487,16 +638,19 @@ impl<W: Write> SplitWriter<W> {
         if !self.ready {
             self.wait_ready("the table")?;
         }
+        self.send_msg(lane, Msg::Raw(bytes.to_vec()), rows)
+    }
+
+    /// Hand session `lane` (1 and up) `msg`, which ends `rows` rows.
+    fn send_msg(&mut self, lane: usize, msg: Msg, rows: u64) -> io::Result<()> {
         let l = &mut self.lanes[lane - 1];
         l.rows += rows;
-        let written = l.stdin.as_mut().map(|s| s.write_all(bytes));
-        match written {
-            Some(Ok(())) => Ok(()),
-            _ => {
-                let why = self.lane_error(lane - 1);
-                Err(self.fail(why))
-            }
+        let sent = l.tx.as_ref().map(|t| t.send(msg).is_ok());
+        if sent == Some(true) {
+            return Ok(());
         }
+        let why = self.lane_error(lane - 1);
+        Err(self.fail(why))
     }
 
     fn chunk_to_restore(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -531,28 +685,48 @@ impl<W: Write> SplitWriter<W> {
                 hex::encode(s.as_bytes())
             )
         };
+        let (table, schema) = (text(&t.table), text(&t.schema));
         let wait = wait_until(&format!(
             "EXISTS (SELECT 1 FROM pg_catalog.pg_stat_progress_copy p \
              JOIN pg_catalog.pg_class c ON c.oid = p.relid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE p.datname = pg_catalog.current_database() AND c.relname = {} AND n.nspname = {})",
-            text(&t.table),
-            text(&t.schema)
+             WHERE p.datname = pg_catalog.current_database() AND c.relname = {table} AND n.nspname = {schema})"
         ));
+        // Ready, with the table's columns as COPY names them (hex) and their types (an
+        // enum's as text, a domain's as its base type), in the table's order.
+        let ready = format!(
+            "SELECT '{READY} ' || COALESCE((SELECT \
+               pg_catalog.encode(pg_catalog.convert_to(pg_catalog.string_agg(pg_catalog.quote_ident(a.attname), ', ' ORDER BY a.attnum), 'UTF8'), 'hex') \
+               || ' ' || pg_catalog.string_agg((CASE WHEN t.typtype = 'e' THEN 25::pg_catalog.oid \
+                 WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END)::pg_catalog.text, ',' ORDER BY a.attnum) \
+             FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = (SELECT c.oid FROM pg_catalog.pg_class c \
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+               WHERE c.relname = {table} AND n.nspname = {schema}) \
+             AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''), '-')"
+        );
         let then = vec![
             // The session state pg_restore sets for its own data loading.
             "SET row_security = off".to_string(),
             "SET client_min_messages = warning".to_string(),
             "SELECT pg_catalog.set_config('search_path', '', false)".to_string(),
-            t.copy_stmt.trim().to_string(),
         ];
-        self.spawn_lanes(&wait, &then, false)
+        // The COPY comes on their input once the first batch is due (`decide`).
+        let n = self.plan.sessions;
+        self.spawn_lanes(n, &wait, &ready, &then)
     }
 
-    /// Start `sessions - 1` psql sessions that run `wait`, print [`READY`], run `then`,
-    /// and then read their input: COPY rows, or with `script` SQL statements.
-    fn spawn_lanes(&mut self, wait: &str, then: &[String], script: bool) -> io::Result<()> {
-        for _ in 1..self.plan.sessions {
+    /// Start `count` psql sessions that run `wait`, then `ready` (which prints a line
+    /// starting with [`READY`]), then `then`, and then read SQL from their input (a COPY
+    /// reads its rows from there too).
+    fn spawn_lanes(
+        &mut self,
+        count: usize,
+        wait: &str,
+        ready: &str,
+        then: &[String],
+    ) -> io::Result<()> {
+        for _ in 0..count {
             let mut cmd = self.psql();
             cmd.args(["-A", "-t"])
                 // A session whose client went away while it waits ends within 0.1 s
@@ -563,13 +737,11 @@ impl<W: Write> SplitWriter<W> {
                      EXCEPTION WHEN OTHERS THEN NULL; END $backstop$",
                 ])
                 .args(["-c", wait])
-                .args(["-c", &format!("SELECT '{READY}'")]);
+                .args(["-c", ready]);
             for t in then {
                 cmd.args(["-c", t]);
             }
-            if script {
-                cmd.args(["-f", "-"]);
-            }
+            cmd.args(["-f", "-"]);
             cmd.stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
@@ -586,10 +758,16 @@ impl<W: Write> SplitWriter<W> {
                     );
                 }
             };
-            let stdin = child.stdin.take();
-            if let Some(s) = &stdin {
-                crate::postgres::widen_pipe(s);
-            }
+            let (tx, writer) = match child.stdin.take() {
+                Some(stdin) => {
+                    crate::postgres::widen_pipe(&stdin);
+                    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+                    let declined = self.declined_tx.clone();
+                    let h = std::thread::spawn(move || writer(stdin, rx, declined));
+                    (Some(tx), Some(h))
+                }
+                None => (None, None),
+            };
             let stderr = child.stderr.take().map(|mut e| {
                 std::thread::spawn(move || {
                     let mut s = String::new();
@@ -599,12 +777,15 @@ impl<W: Write> SplitWriter<W> {
             });
             self.lanes.push(Lane {
                 child,
-                stdin,
+                tx,
+                writer,
+                declined: 0,
                 stderr,
                 said: Vec::new(),
                 rows: 0,
                 sql: Vec::new(),
                 los: 0,
+                copy: None,
             });
         }
         Ok(())
@@ -633,7 +814,8 @@ impl<W: Write> SplitWriter<W> {
         let wait = wait_until(&format!(
             "EXISTS (SELECT 1 FROM pg_catalog.pg_largeobject_metadata WHERE oid = {last}::pg_catalog.oid)"
         ));
-        self.spawn_lanes(&wait, &[], true)
+        let n = self.plan.sessions - 1;
+        self.spawn_lanes(n, &wait, &format!("SELECT '{READY}'"), &[])
     }
 
     /// The session for the next large object: the same as the last until it was dealt a
@@ -687,14 +869,7 @@ impl<W: Write> SplitWriter<W> {
         }
         let mut sql = std::mem::take(&mut self.lanes[lane].sql);
         sql.extend_from_slice(b") AS v(o, f, d);\n");
-        let written = self.lanes[lane].stdin.as_mut().map(|s| s.write_all(&sql));
-        match written {
-            Some(Ok(())) => Ok(()),
-            _ => {
-                let why = self.lane_error(lane);
-                Err(self.fail(why))
-            }
-        }
+        self.send_msg(lane + 1, Msg::Raw(sql), 0)
     }
 
     /// The large objects block ends: every session writes what it holds and commits,
@@ -731,6 +906,7 @@ impl<W: Write> SplitWriter<W> {
             self.reports.push(Report {
                 table: "(large objects)".into(),
                 rows_by_session: by_session,
+                format: None,
             });
         }
         self.blob_split = false;
@@ -752,10 +928,9 @@ impl<W: Write> SplitWriter<W> {
                 t.schema, t.table
             )));
         }
-        let marker = format!("{READY}\n");
         loop {
             let waiting: Vec<usize> = (0..self.lanes.len())
-                .filter(|&i| !contains(&self.lanes[i].said, marker.as_bytes()))
+                .filter(|&i| ready_line(&self.lanes[i].said).is_none())
                 .collect();
             if waiting.is_empty() {
                 self.ready = true;
@@ -818,7 +993,7 @@ impl<W: Write> SplitWriter<W> {
     /// What a failed session said.
     fn lane_error(&mut self, i: usize) -> String {
         let l = &mut self.lanes[i];
-        drop(l.stdin.take());
+        l.close_input();
         let status = l.child.wait();
         let err = l.stderr();
         let status = status.map(|s| s.to_string()).unwrap_or_default();
@@ -848,24 +1023,25 @@ impl<W: Write> SplitWriter<W> {
                 t.schema, t.table
             )));
         }
-        let rest = std::mem::take(&mut self.batch);
+        let mut last = std::mem::take(&mut self.batch);
         self.rows_end = 0;
-        self.restore_rows += memchr::memchr_iter(b'\n', &rest).count() as u64;
-        if !self.ready {
+        if self.ready {
+            // The last rows go to the next session like the others.
+            if !last.is_empty() {
+                self.deal(std::mem::take(&mut last))?;
+            }
+        } else {
             // No rows went to the other sessions: they end without a COPY.
+            self.restore_rows += memchr::memchr_iter(b'\n', &last).count() as u64;
             self.kill_lanes();
-        }
-        let mut last = rest;
-        if !self.lanes.is_empty() {
-            // The last rows go to pg_restore at once; only the end of its COPY waits.
-            self.chunk_to_restore(&last)?;
-            self.out.flush()?;
-            last.clear();
         }
         let mut rows_by_session = vec![0];
         for i in 0..self.lanes.len() {
+            if self.lanes[i].copy == Some(true) {
+                self.send_msg(i + 1, Msg::Raw(binrows::TRAILER.to_vec()), 0)?;
+            }
             let (status, out, err) = self.lanes[i].end()?;
-            let sent = self.lanes[i].rows;
+            let sent = self.lanes[i].rows - self.lanes[i].declined.min(self.lanes[i].rows);
             let loaded = out
                 .lines()
                 .rev()
@@ -885,6 +1061,8 @@ impl<W: Write> SplitWriter<W> {
             rows_by_session.push(sent);
         }
         self.lanes.clear();
+        // Every writer is done: the rows they declined go to pg_restore before its end.
+        self.take_declined()?;
         last.extend_from_slice(&std::mem::take(&mut self.tail));
         self.chunk_to_restore(&last)?;
         self.out.write_all(zero)?;
@@ -895,8 +1073,10 @@ impl<W: Write> SplitWriter<W> {
             self.reports.push(Report {
                 table: format!("{}.{}", t.schema, t.table),
                 rows_by_session,
+                format: Some(if self.bin { "binary" } else { "text" }),
             });
         }
+        self.bin = false;
         self.ended = false;
         self.ready = false;
         self.restore_rows = 0;
@@ -937,8 +1117,29 @@ fn wait_until(cond: &str) -> String {
     )
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(hay, needle).is_some()
+/// The whole line a session printed once ready, if it has.
+fn ready_line(said: &[u8]) -> Option<&str> {
+    let at = memchr::memmem::find(said, READY.as_bytes())?;
+    if at > 0 && said[at - 1] != b'\n' {
+        return None;
+    }
+    let len = memchr::memchr(b'\n', &said[at..])?;
+    std::str::from_utf8(&said[at..at + len]).ok()
+}
+
+/// How each column converts to binary, from a session's ready line (`READY HEXCOLS OIDS`):
+/// only when the archive's COPY statement lists exactly the table's columns in the
+/// table's order and every type converts.
+fn binary_kinds(line: &str, stmt: &str) -> Option<Vec<binrows::Kind>> {
+    let mut parts = line.split(' ').skip(1);
+    let (cols, oids) = (parts.next()?, parts.next()?);
+    let cols = String::from_utf8(hex::decode(cols).ok()?).ok()?;
+    if cols.is_empty() || !stmt.ends_with(&format!(" ({cols}) FROM stdin;")) {
+        return None;
+    }
+    oids.split(',')
+        .map(|o| binrows::Kind::of(o.parse().ok()?))
+        .collect()
 }
 
 /// Whether a child process has ended (without reaping it).
@@ -1038,6 +1239,7 @@ mod tests {
             tables: vec![("public".into(), "users".into())],
             sessions: 1,
             blobs: true,
+            binary: true,
             restore_pid: 0,
         }
     }

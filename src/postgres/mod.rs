@@ -5,6 +5,7 @@
 //! May import: snapshot, pipeline, storage, state, config, minisign, cleanup, text, error.
 
 pub mod archive;
+mod binrows;
 pub mod checks;
 mod client;
 pub mod dump;

@@ -342,6 +342,7 @@ pub(crate) async fn pg_restore_streaming(
     split: Option<Split>,
     stage_to: Option<PathBuf>,
 ) -> Result<(u64, Vec<crate::postgres::load::Report>)> {
+    let binary = crate::config::env::restore_copy_binary()?;
     let bin = tools.bin("pg_restore");
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(["--exit-on-error", "--no-password", "--dbname"])
@@ -381,6 +382,7 @@ pub(crate) async fn pg_restore_streaming(
                 tables,
                 sessions,
                 blobs,
+                binary,
                 restore_pid: child.id(),
             })
         }

@@ -418,9 +418,12 @@ fn a_dump_dominated_by_one_table_is_restored_while_it_downloads() {
     assert!(r["restored_bytes"].as_u64().unwrap() > 10 << 20, "{r}");
     // The big table was loaded by three sessions, each with a share of the rows.
     assert_eq!(r["parallel_load"][0]["table"], "public.bulk", "{r}");
+    assert_eq!(r["parallel_load"][0]["format"], "binary", "{r}");
     let shares = first_split_shares(&r);
-    assert_eq!(shares.len(), 3, "{r}");
-    assert!(shares.iter().all(|&n| n > 0), "{r}");
+    // pg_restore's own COPY, then the three sessions (every row converted to binary).
+    assert_eq!(shares.len(), 4, "{r}");
+    assert_eq!(shares[0], 0, "{r}");
+    assert!(shares[1..].iter().all(|&n| n > 0), "{r}");
     assert_eq!(shares.iter().sum::<u64>(), rows);
     // Same rows, same schema; the trigger (created after the data) fired for none of them.
     assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
@@ -477,50 +480,156 @@ fn rows_wider_than_a_batch_are_dealt_out_whole_and_never_held_whole() {
         "SELECT string_agg(id || ':' || coalesce(md5(body), 'null'), ',' ORDER BY id) FROM files";
     sb.file_job("app", &pg.url("app"), "");
     expect_code(&sb.run(&["backup", "app"]), 0);
-    // Reaped by wait4 below, which also reports its peak memory.
-    #[allow(clippy::zombie_processes)]
-    let mut child = sb
-        .cmd(&["--json", "restore", "app", "--to", &pg.url("copy")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
-        v
-    });
-    let err = std::thread::spawn(move || {
-        let mut v = String::new();
-        std::io::Read::read_to_string(&mut stderr, &mut v).unwrap();
-        v
-    });
-    // The restore's own peak memory (its children, psql and pg_restore, have their own).
-    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
-    // SAFETY: waits for our own child, filling two plain out-parameters.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
-    assert_eq!(pid, child.id() as libc::pid_t);
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "status {status}: {err}"
+    // In binary, rows up to 4 MiB of text are held and converted, the 40 MiB one goes to
+    // pg_restore as text in pieces; in text every row is passed on in pieces.
+    for (format, to) in [("binary", "copy"), ("text", "copy_text")] {
+        // Reaped by wait4 below, which also reports its peak memory.
+        #[allow(clippy::zombie_processes)]
+        let mut child = sb
+            .cmd(&["--json", "restore", "app", "--to", &pg.url(to)])
+            .env("BACKSTOP_RESTORE_COPY_FORMAT", format)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut v = Vec::new();
+            std::io::Read::read_to_end(&mut stdout, &mut v).unwrap();
+            v
+        });
+        let err = std::thread::spawn(move || {
+            let mut v = String::new();
+            std::io::Read::read_to_string(&mut stderr, &mut v).unwrap();
+            v
+        });
+        // The restore's own peak memory (its children, psql and pg_restore, have their own).
+        let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+        // SAFETY: waits for our own child, filling two plain out-parameters.
+        let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+        assert_eq!(pid, child.id() as libc::pid_t);
+        let (out, err) = (out.join().unwrap(), err.join().unwrap());
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status}: {err}"
+        );
+        let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(r["mode"], "streamed", "{r}");
+        assert_eq!(r["parallel_load"][0]["table"], "public.files", "{r}");
+        assert_eq!(r["parallel_load"][0]["format"], format, "{r}");
+        let shares = first_split_shares(&r);
+        assert_eq!(shares.len(), 3, "{r}");
+        // pg_restore's own COPY loads only the row too wide to convert.
+        assert_eq!(shares[0], if format == "binary" { 1 } else { 0 }, "{r}");
+        assert!(shares[1..].iter().all(|&n| n > 0), "{r}");
+        assert_eq!(shares.iter().sum::<u64>(), 23, "{r}");
+        assert_eq!(pg.sql(to, sums), pg.sql("app", sums));
+        assert_eq!(pg.fingerprint(to), pg.fingerprint("app"));
+        let peak_mib = usage.ru_maxrss / 1024;
+        assert!(
+            peak_mib < 64,
+            "the restore peaked at {peak_mib} MiB ({format}): a row was held whole"
+        );
+    }
+}
+
+/// Every column type a streamed restore converts to binary, with the values at the edges
+/// of each and text that COPY escapes, in a table big enough to be dealt out: it loads in
+/// binary, no row falls back to text, and every value comes back exactly (floats to the
+/// bit). A table with a type that is not converted (an array) loads as text.
+#[test]
+fn typed_rows_are_loaded_in_binary_and_come_back_exactly() {
+    let pg = Pg::start();
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_MODE".into(), "stream".into()));
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "2".into()));
+    pg.sql("postgres", "CREATE DATABASE app");
+    // The dump's timestamps then carry offsets of minutes and seconds (-03:30:52 before
+    // 1935, -02:30 in summer).
+    pg.sql(
+        "postgres",
+        "ALTER DATABASE app SET timezone = 'America/St_Johns'",
     );
-    let r: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    pg.sql(
+        "app",
+        r#"CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+           CREATE DOMAIN posint AS int CHECK (VALUE > 0);
+           CREATE TABLE edge (id int, b bool, s smallint, i int, l bigint, o oid, r real,
+             d double precision, n numeric, n2 numeric(12,2), t text, vc varchar(20), c char(5),
+             j json, jb jsonb, by bytea, u uuid, dt date, ts timestamp, tz timestamptz, m mood,
+             p posint);
+           INSERT INTO edge VALUES
+           (1, true, -32768, -2147483648, -9223372036854775808, 0, 'NaN', 'NaN', 'NaN', -0.01,
+            E'tab\there\nnl\\back\rcr\bbs\fff\vvt \\N é ✓', 'x', 'ab', '{"a": [1, 2.50]}',
+            '{"k": "v\"q\\"}', '\x', '00000000-0000-0000-0000-000000000000',
+            '4713-01-01 BC', '4713-01-01 00:00:00 BC', '0044-03-15 12:00:00.5+00 BC', 'sad', 1),
+           (2, false, 32767, 2147483647, 9223372036854775807, 4294967295, 'Infinity',
+            'Infinity', 'Infinity', 9999999999.99, '', '', '', 'null', '[]', '\x00ff10',
+            'ffffffff-ffff-ffff-ffff-ffffffffffff', '5874897-12-31',
+            '294276-12-31 23:59:59.999999', '294276-12-31 23:59:59.999999+00', 'happy',
+            2147483647),
+           (3, NULL, 0, 0, 0, NULL, '-Infinity', '-Infinity', '-Infinity', 0, NULL, NULL,
+            NULL, NULL, NULL, NULL, NULL, 'infinity', 'infinity', 'infinity', NULL, NULL),
+           (4, true, -1, -1, -1, 1, '-0', '-0', '0.000', -0.00, '\N', ' ', 'abcde', '"s"',
+            '"s"', '\x5c4e', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '-infinity',
+            '-infinity', '-infinity', 'ok', 5),
+           (5, false, 1, 1, 1, 2, 1.4e-45, 4.9e-324, 123456789012345678901234567890.123456789,
+            0.01, repeat('x', 5000), 'y', 'z', '{}', '{}', decode(repeat('00ff', 3000), 'hex'),
+            'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a12', '2000-02-29', '1900-01-01 00:00:00',
+            '1900-01-01 00:00:00', 'happy', 7),
+           (6, true, 2, 2, 2, 3, 3.4028235e38, 1.7976931348623157e308, 1e-30, 12.5, 'a',
+            'b', 'c', '1', '1e400', '\x01', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a13',
+            '1582-10-10', '1582-10-10 12:34:56.000001', '2024-07-01 12:00:00+00', 'sad', 8);
+           INSERT INTO edge SELECT g, g % 3 = 0, (g % 60000 - 30000)::smallint, g * 7919,
+             g::bigint * 1000003 - 5000000000, g, g / 7.0, g / 7.0 + 1e-12 * g, g / 1000.0,
+             (g % 100000) / 100.0, md5(g::text) || E'\t' || g, left(md5(g::text), g % 20),
+             left(md5(g::text), g % 5), json_build_object('g', g)::json,
+             jsonb_build_object('g', g, 'h', md5(g::text)), decode(md5(g::text), 'hex'),
+             md5(g::text)::uuid, date '1850-01-01' + g * 3,
+             timestamp '1850-01-01' + g * interval '37 hours 11 minutes 13.123457 seconds',
+             timestamptz '1850-01-01 00:00:00+00' + g * interval '41 hours 7 minutes 3.000001 seconds',
+             (ARRAY['sad', 'ok', 'happy'])[g % 3 + 1]::mood, g
+           FROM generate_series(100, 40000) g;
+           CREATE TABLE arr (id int, a int[]);
+           INSERT INTO arr SELECT g, ARRAY[g, -g] FROM generate_series(1, 30000) g;"#,
+    );
+    sb.file_job("app", &pg.url("app"), "");
+    expect_code(&sb.run(&["backup", "app"]), 0);
+    let out = sb.run(&["--json", "restore", "app", "--to", &pg.url("copy")]);
+    expect_code(&out, 0);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["mode"], "streamed", "{r}");
-    assert_eq!(r["parallel_load"][0]["table"], "public.files", "{r}");
-    let shares = first_split_shares(&r);
-    assert_eq!(shares.len(), 2, "{r}");
-    assert!(shares.iter().all(|&n| n > 0), "{r}");
-    assert_eq!(shares.iter().sum::<u64>(), 23, "{r}");
-    assert_eq!(pg.sql("copy", sums), pg.sql("app", sums));
-    assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
-    let peak_mib = usage.ru_maxrss / 1024;
-    assert!(
-        peak_mib < 64,
-        "the restore peaked at {peak_mib} MiB: a row was held whole"
-    );
+    let split = |table: &str| {
+        r["parallel_load"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["table"] == table))
+            .unwrap_or_else(|| panic!("{table} was not dealt out: {r}"))
+            .clone()
+    };
+    let edge = split("public.edge");
+    assert_eq!(edge["format"], "binary", "{r}");
+    let shares: Vec<u64> = edge["rows_by_session"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    // Not one row left to pg_restore as text: every value's text converted.
+    assert_eq!(shares[0], 0, "{r}");
+    assert!(shares[1..].iter().all(|&n| n > 0), "{r}");
+    assert_eq!(shares.iter().sum::<u64>(), 39_907, "{r}");
+    assert_eq!(split("public.arr")["format"], "text", "{r}");
+    // Every value, in one time zone, and the floats as their bits.
+    let values = "SET timezone = 'UTC'; SELECT count(*), md5(string_agg(e::text || '|' \
+                  || coalesce(encode(float4send(e.r), 'hex'), '-') \
+                  || coalesce(encode(float8send(e.d), 'hex'), '-'), E'\\n' ORDER BY e.id)) FROM edge e";
+    assert_eq!(pg.sql("copy", values), pg.sql("app", values));
+    assert!(pg.sql("copy", values).starts_with("39907|"));
+    let arrays = "SELECT md5(string_agg(a::text, ',' ORDER BY id)) FROM arr";
+    assert_eq!(pg.sql("copy", arrays), pg.sql("app", arrays));
 }
 
 /// A big table whose name closes the dollar quotes and string literals the extra sessions'
@@ -553,8 +662,8 @@ fn a_split_table_whose_name_breaks_quotes_is_loaded_and_nothing_in_it_runs() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["mode"], "streamed", "{r}");
     let shares = first_split_shares(&r);
-    assert_eq!(shares.len(), 3, "{r}");
-    assert!(shares.iter().all(|&n| n > 0), "{r}");
+    assert_eq!(shares.len(), 4, "{r}");
+    assert!(shares[1..].iter().all(|&n| n > 0), "{r}");
     assert_eq!(shares.iter().sum::<u64>(), 150_000, "{r}");
     assert_eq!(pg.fingerprint("copy"), pg.fingerprint("app"));
     assert_eq!(pg.sql("copy", "SELECT x FROM keep"), "7");
