@@ -16,7 +16,7 @@
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, SyncSender};
 
 use serde::Serialize;
@@ -133,7 +133,7 @@ enum Msg {
 /// binary once it is told to convert; rows it declines go to `declined` (for pg_restore).
 /// Returns how many it declined.
 fn writer(
-    mut stdin: ChildStdin,
+    mut stdin: impl Write,
     rx: Receiver<Msg>,
     declined: std::sync::mpsc::Sender<Vec<u8>>,
 ) -> io::Result<u64> {
@@ -1229,6 +1229,42 @@ mod tests {
         ));
         assert!(!c("COPY public.User (id) FROM stdin;", "public", "User"));
         assert!(!c("", "public", "users"));
+    }
+
+    /// A session's writer converts the rows it is handed once told to, and hands back as
+    /// text, untouched, every row that is not exactly as PostgreSQL writes it (a crafted
+    /// archive's): the server then parses those itself, and nothing is guessed.
+    #[test]
+    fn a_writer_converts_canonical_rows_and_hands_back_the_others() {
+        use binrows::Kind;
+        let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let (dtx, drx) = std::sync::mpsc::channel();
+        tx.send(Msg::Raw(
+            b"COPY t FROM stdin WITH (FORMAT binary);\n".to_vec(),
+        ))
+        .unwrap();
+        tx.send(Msg::Rows(b"1\tplain\n".to_vec())).unwrap();
+        tx.send(Msg::Convert(binrows::Rows::new(vec![
+            Kind::Int4,
+            Kind::Text,
+        ])))
+        .unwrap();
+        let rows = b"2\ttwo\n+3\tsigned\n4\t\\101octal\n5\n6\t\\N\n7\ta\\tb\n".to_vec();
+        tx.send(Msg::Rows(rows)).unwrap();
+        drop(tx);
+        let mut out = Vec::new();
+        let declined = writer(&mut out, rx, dtx).unwrap();
+        assert_eq!(declined, 3);
+        let back: Vec<u8> = drx.try_iter().flatten().collect();
+        assert_eq!(back, b"+3\tsigned\n4\t\\101octal\n5\n");
+        let mut want = b"COPY t FROM stdin WITH (FORMAT binary);\n1\tplain\n".to_vec();
+        let mut conv = binrows::Rows::new(vec![Kind::Int4, Kind::Text]);
+        for row in [&b"2\ttwo"[..], b"6\t\\N", b"7\ta\\tb"] {
+            assert!(conv.row(row, &mut want));
+        }
+        assert_eq!(out, want);
+        // The null and the escaped tab came out as such.
+        assert!(out.ends_with(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'\t', b'b']));
     }
 
     fn plan() -> Plan {
