@@ -115,7 +115,7 @@ impl Rows {
                     }
                     unescape(field, out)?;
                 }
-                Kind::Bytea => bytea(field, out)?,
+                Kind::Bytea => bytea(field, out, &mut self.field)?,
                 _ => {
                     if memchr::memchr(b'\\', field).is_some() {
                         return None;
@@ -153,10 +153,32 @@ fn unescape(field: &[u8], out: &mut Vec<u8>) -> Option<()> {
     Some(())
 }
 
-/// bytea in its hex output form, `\x` and lowercase or uppercase hex digit pairs (in
-/// COPY text the backslash is doubled).
-fn bytea(field: &[u8], out: &mut Vec<u8>) -> Option<()> {
-    let hex = field.strip_prefix(b"\\\\x")?;
+/// bytea in its hex output form, `\x` and hex digit pairs, or in the escape form
+/// (`bytea_output = escape`: `\\` for a backslash, `\ooo` for a byte outside printable
+/// ASCII, other bytes as they are); in COPY text every backslash is doubled.
+fn bytea(field: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Option<()> {
+    let Some(hex) = field.strip_prefix(b"\\\\x") else {
+        scratch.clear();
+        unescape(field, scratch)?;
+        let mut rest = &scratch[..];
+        while let Some(p) = memchr::memchr(b'\\', rest) {
+            out.extend_from_slice(&rest[..p]);
+            if rest.get(p + 1) == Some(&b'\\') {
+                out.push(b'\\');
+                rest = &rest[p + 2..];
+                continue;
+            }
+            match rest.get(p + 1..p + 4) {
+                Some(&[a @ b'0'..=b'3', b @ b'0'..=b'7', c @ b'0'..=b'7']) => {
+                    out.push((a - b'0') << 6 | (b - b'0') << 3 | (c - b'0'));
+                }
+                _ => return None,
+            }
+            rest = &rest[p + 4..];
+        }
+        out.extend_from_slice(rest);
+        return Some(());
+    };
     if hex.len() % 2 != 0 {
         return None;
     }
@@ -605,8 +627,17 @@ mod tests {
         assert!(one(Kind::Uuid, "a0eebc999c0b4ef8bb6d6bb9bd380a11").is_none());
         assert_eq!(one(Kind::Bytea, "\\\\x00ff10").unwrap(), [0, 0xff, 0x10]);
         assert_eq!(one(Kind::Bytea, "\\\\x").unwrap(), b"");
-        // The escape output format and anything odd go to the server as text.
-        assert!(one(Kind::Bytea, "abc\\\\000").is_none());
+        // The escape output format, after COPY's own escapes: `\\` is a backslash,
+        // `\ooo` a byte; anything else goes to the server as text.
+        assert_eq!(
+            one(Kind::Bytea, "ab\\\\000\\\\\\\\c\\\\377").unwrap(),
+            b"ab\0\\c\xff"
+        );
+        assert_eq!(one(Kind::Bytea, "").unwrap(), b"");
+        assert_eq!(one(Kind::Bytea, "\\\\\\\\").unwrap(), b"\\");
+        assert!(one(Kind::Bytea, "a\\\\400").is_none());
+        assert!(one(Kind::Bytea, "a\\\\09").is_none());
+        assert!(one(Kind::Bytea, "a\\\\").is_none());
         assert!(one(Kind::Bytea, "\\\\x0").is_none());
         assert!(one(Kind::Bytea, "\\\\x0g").is_none());
         assert!(one(Kind::Int4, "1\\n").is_none());
