@@ -4,8 +4,6 @@
 //! that PostgreSQL's own output functions write (as pg_dump leaves it: `DateStyle` ISO) is
 //! converted; any other row is declined, and the caller hands it to the server as text.
 
-use std::fmt;
-
 /// The binary COPY header: signature, flags, header extension length.
 pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// The binary COPY trailer: a field count of -1.
@@ -54,12 +52,6 @@ impl Kind {
             3802 => Kind::Jsonb,
             _ => return None,
         })
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
     }
 }
 
@@ -227,32 +219,14 @@ fn scalar(kind: Kind, f: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Opt
             }
             out.extend_from_slice(&u32::try_from(int(f)?).ok()?.to_be_bytes())
         }
+        // Rust's parsing is correctly rounded, as PostgreSQL's input is, and reads `NaN`
+        // and the infinities as the same values.
         Kind::Float4 => {
-            let v: f32 = match float_text(f)? {
-                Special::Nan => f32::NAN,
-                Special::Inf(neg) => {
-                    if neg {
-                        f32::NEG_INFINITY
-                    } else {
-                        f32::INFINITY
-                    }
-                }
-                Special::Finite(s) => s.parse().ok()?,
-            };
+            let v: f32 = float_text(f)?.parse().ok()?;
             out.extend_from_slice(&v.to_bits().to_be_bytes());
         }
         Kind::Float8 => {
-            let v: f64 = match float_text(f)? {
-                Special::Nan => f64::NAN,
-                Special::Inf(neg) => {
-                    if neg {
-                        f64::NEG_INFINITY
-                    } else {
-                        f64::INFINITY
-                    }
-                }
-                Special::Finite(s) => s.parse().ok()?,
-            };
+            let v: f64 = float_text(f)?.parse().ok()?;
             out.extend_from_slice(&v.to_bits().to_be_bytes());
         }
         Kind::Numeric => numeric(f, out, scratch)?,
@@ -307,29 +281,16 @@ fn int(f: &[u8]) -> Option<i64> {
     i64::try_from(v).ok()
 }
 
-enum Special<'a> {
-    Nan,
-    Inf(bool),
-    Finite(&'a str),
-}
-
 /// A float as PostgreSQL writes one (shortest exact digits, `NaN`, `Infinity`).
-fn float_text(f: &[u8]) -> Option<Special<'_>> {
-    match f {
-        b"NaN" => return Some(Special::Nan),
-        b"Infinity" => return Some(Special::Inf(false)),
-        b"-Infinity" => return Some(Special::Inf(true)),
-        _ => {}
-    }
-    if f.is_empty()
-        || !f
-            .iter()
-            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'))
-        || !f.iter().any(u8::is_ascii_digit)
-    {
+fn float_text(f: &[u8]) -> Option<&str> {
+    let word = matches!(f, b"NaN" | b"Infinity" | b"-Infinity");
+    let digits = f.iter().any(u8::is_ascii_digit)
+        && f.iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, b'.' | b'e' | b'-' | b'+'));
+    if !(word || digits) {
         return None;
     }
-    std::str::from_utf8(f).ok().map(Special::Finite)
+    std::str::from_utf8(f).ok()
 }
 
 /// numeric: `-`, integer digits, `.` and fraction digits, or NaN and the infinities;
