@@ -114,23 +114,23 @@ pub(crate) fn restore_sessions() -> usize {
 /// would use pglz: `$BACKSTOP_RESTORE_TOAST_COMPRESSION` is `lz4` (the default) or `server`
 /// (the server's own default, whatever it is).
 pub(crate) fn restore_toast_lz4() -> Result<bool> {
-    match non_empty("BACKSTOP_RESTORE_TOAST_COMPRESSION").as_deref() {
-        None | Some("lz4") => Ok(true),
-        Some("server") => Ok(false),
-        Some(v) => Err(Error::config(format!(
-            "BACKSTOP_RESTORE_TOAST_COMPRESSION = {v:?} is not valid; use \"lz4\" or \"server\""
-        ))),
-    }
+    one_of_two("BACKSTOP_RESTORE_TOAST_COMPRESSION", "lz4", "server")
 }
 
 /// Whether a streamed restore sends the rows it deals out in binary where every column's
 /// type allows: `$BACKSTOP_RESTORE_COPY_FORMAT` is `binary` (the default) or `text`.
 pub(crate) fn restore_copy_binary() -> Result<bool> {
-    match non_empty("BACKSTOP_RESTORE_COPY_FORMAT").as_deref() {
-        None | Some("binary") => Ok(true),
-        Some("text") => Ok(false),
+    one_of_two("BACKSTOP_RESTORE_COPY_FORMAT", "binary", "text")
+}
+
+/// A switch with two values: true when `$var` is unset or `yes`, false when it is `no`.
+fn one_of_two(var: &str, yes: &str, no: &str) -> Result<bool> {
+    match non_empty(var) {
+        None => Ok(true),
+        Some(v) if v == yes => Ok(true),
+        Some(v) if v == no => Ok(false),
         Some(v) => Err(Error::config(format!(
-            "BACKSTOP_RESTORE_COPY_FORMAT = {v:?} is not valid; use \"binary\" or \"text\""
+            "{var} = {v:?} is not valid; use {yes:?} or {no:?}"
         ))),
     }
 }
