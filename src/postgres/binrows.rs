@@ -1,8 +1,9 @@
 //! COPY rows from text to PostgreSQL's binary COPY format, for tables whose columns all
 //! have common built-in types: the server then loads them without parsing text (about
 //! twice as fast for timestamps, numerics, floats, uuids and bytea). Only the exact text
-//! that PostgreSQL's own output functions write (as pg_dump leaves it: `DateStyle` ISO) is
-//! converted; any other row is declined, and the caller hands it to the server as text.
+//! that PostgreSQL's own output functions write (as pg_dump leaves it: `DateStyle` ISO,
+//! `IntervalStyle` postgres) is converted; any other row is declined, and the caller hands
+//! it to the server as text.
 
 /// The binary COPY header: signature, flags, header extension length.
 pub(crate) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -28,6 +29,13 @@ pub(crate) enum Kind {
     Date,
     Timestamp,
     TimestampTz,
+    Time,
+    Interval,
+    /// inet (false) or cidr (true).
+    Inet(bool),
+    /// A one-dimensional array whose elements have the built-in type of this OID (one of
+    /// the kinds above).
+    Array(u32),
 }
 
 impl Kind {
@@ -50,15 +58,51 @@ impl Kind {
             1700 => Kind::Numeric,
             2950 => Kind::Uuid,
             3802 => Kind::Jsonb,
+            1083 => Kind::Time,
+            1186 => Kind::Interval,
+            869 => Kind::Inet(false),
+            650 => Kind::Inet(true),
+            1000 | 1005 | 1007 | 1016 | 1028 | 1021 | 1022 | 1231 | 1009 | 1015 | 1014 | 199
+            | 3807 | 2951 | 1182 | 1115 | 1185 | 1183 | 1187 | 1041 | 651 => {
+                Kind::Array(ARRAY_ELEMENTS.iter().find(|(a, _)| *a == type_oid)?.1)
+            }
             _ => return None,
         })
     }
 }
 
+/// Array types converted, each with its element type.
+const ARRAY_ELEMENTS: [(u32, u32); 21] = [
+    (1000, 16),
+    (1005, 21),
+    (1007, 23),
+    (1016, 20),
+    (1028, 26),
+    (1021, 700),
+    (1022, 701),
+    (1231, 1700),
+    (1009, 25),
+    (1015, 1043),
+    (1014, 1042),
+    (199, 114),
+    (3807, 3802),
+    (2951, 2950),
+    (1182, 1082),
+    (1115, 1114),
+    (1185, 1184),
+    (1183, 1083),
+    (1187, 1186),
+    (1041, 869),
+    (651, 650),
+];
+
 /// Converts whole rows of one table.
 pub(crate) struct Rows {
     kinds: Vec<Kind>,
     field: Vec<u8>,
+    /// An array's text, and one element's.
+    array: Vec<u8>,
+    element: Vec<u8>,
 }
 
 impl Rows {
@@ -66,6 +110,8 @@ impl Rows {
         Rows {
             kinds,
             field: Vec::new(),
+            array: Vec::new(),
+            element: Vec::new(),
         }
     }
 
@@ -108,6 +154,11 @@ impl Rows {
                     unescape(field, out)?;
                 }
                 Kind::Bytea => bytea(field, out, &mut self.field)?,
+                Kind::Array(elem) => {
+                    self.array.clear();
+                    unescape(field, &mut self.array)?;
+                    array(elem, &self.array, out, &mut self.element, &mut self.field)?;
+                }
                 _ => {
                     if memchr::memchr(b'\\', field).is_some() {
                         return None;
@@ -254,8 +305,342 @@ fn scalar(kind: Kind, f: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Opt
             };
             out.extend_from_slice(&us.to_be_bytes());
         }
-        Kind::Text | Kind::Jsonb | Kind::Bytea => return None,
+        Kind::Time => out.extend_from_slice(&time(f)?.to_be_bytes()),
+        Kind::Interval => interval(f, out, scratch)?,
+        Kind::Inet(cidr) => inet(f, cidr, out)?,
+        Kind::Text | Kind::Jsonb | Kind::Bytea | Kind::Array(_) => return None,
     }
+    Some(())
+}
+
+/// One array element's binary form (its text unquoted).
+fn element(kind: Kind, f: &[u8], out: &mut Vec<u8>, scratch: &mut Vec<u8>) -> Option<()> {
+    match kind {
+        Kind::Text => out.extend_from_slice(f),
+        Kind::Jsonb => {
+            out.push(1);
+            out.extend_from_slice(f);
+        }
+        _ => scalar(kind, f, out, scratch)?,
+    }
+    Some(())
+}
+
+/// Whether `array_out` quotes an element of this text: empty, any case of `NULL`, or
+/// holding a quote, a backslash, a brace, the comma or white space.
+fn needs_quotes(e: &[u8]) -> bool {
+    e.is_empty()
+        || e.eq_ignore_ascii_case(b"NULL")
+        || e.iter().any(|c| {
+            matches!(
+                c,
+                b'"' | b'\\' | b'{' | b'}' | b',' | b' ' | b'\t' | b'\n' | b'\r' | 11 | 12
+            )
+        })
+}
+
+/// A one-dimensional array as `array_out` writes it (`{a,"b c",NULL}`, no bounds, quotes
+/// exactly where it puts them); binary: dimensions, null flag, element type, length and
+/// lower bound 1, then each element with its length (-1: NULL).
+fn array(
+    elem: u32,
+    text: &[u8],
+    out: &mut Vec<u8>,
+    unquoted: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+) -> Option<()> {
+    let kind = Kind::of(elem)?;
+    if matches!(kind, Kind::Array(_) | Kind::Bytea) {
+        return None;
+    }
+    let body = text.strip_prefix(b"{")?.strip_suffix(b"}")?;
+    let head = out.len();
+    out.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0]);
+    out.extend_from_slice(&elem.to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+    if body.is_empty() {
+        // No dimensions at all: `{}`.
+        out.truncate(head);
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&elem.to_be_bytes());
+        return Some(());
+    }
+    let (mut rest, mut count, mut nulls) = (body, 0i32, false);
+    loop {
+        let len_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        let value = if let Some(q) = rest.strip_prefix(b"\"") {
+            // Quoted: `\"` and `\\` stand for themselves; it must have needed the quotes.
+            unquoted.clear();
+            let mut i = 0;
+            loop {
+                match *q.get(i)? {
+                    b'"' => break,
+                    b'\\' => {
+                        let c = *q.get(i + 1)?;
+                        if c != b'"' && c != b'\\' {
+                            return None;
+                        }
+                        unquoted.push(c);
+                        i += 2;
+                    }
+                    c => {
+                        unquoted.push(c);
+                        i += 1;
+                    }
+                }
+            }
+            if !needs_quotes(unquoted) {
+                return None;
+            }
+            rest = &q[i + 1..];
+            Some(&unquoted[..])
+        } else {
+            let end = memchr::memchr(b',', rest).unwrap_or(rest.len());
+            let e = &rest[..end];
+            rest = &rest[end..];
+            if e == b"NULL" {
+                None
+            } else if needs_quotes(e) {
+                return None;
+            } else {
+                Some(e)
+            }
+        };
+        match value {
+            Some(v) => {
+                element(kind, v, out, scratch)?;
+                let len = i32::try_from(out.len() - len_at - 4).ok()?;
+                out[len_at..len_at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            None => {
+                nulls = true;
+                out[len_at..len_at + 4].copy_from_slice(&(-1i32).to_be_bytes());
+            }
+        }
+        count = count.checked_add(1)?;
+        match rest.split_first() {
+            None => break,
+            Some((b',', r)) if !r.is_empty() => rest = r,
+            _ => return None,
+        }
+    }
+    out[head + 4..head + 8].copy_from_slice(&i32::from(nulls).to_be_bytes());
+    out[head + 12..head + 16].copy_from_slice(&count.to_be_bytes());
+    Some(())
+}
+
+const US_PER_HOUR: i64 = 3_600_000_000;
+
+/// `v` in decimal, at least `width` digits.
+fn push_num(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut d = [0u8; 20];
+    let (mut i, mut v) = (d.len(), v);
+    loop {
+        i -= 1;
+        d[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 && d.len() - i >= width {
+            break;
+        }
+    }
+    out.extend_from_slice(&d[i..]);
+}
+
+/// Seconds as PostgreSQL writes them: two digits, then the microseconds as a fraction
+/// without trailing zeros, if any.
+fn push_seconds(out: &mut Vec<u8>, sec: u64, micros: u64) {
+    push_num(out, sec, 2);
+    if micros != 0 {
+        out.push(b'.');
+        let at = out.len();
+        push_num(out, micros, 6);
+        while out.len() > at && out.last() == Some(&b'0') {
+            out.pop();
+        }
+    }
+}
+
+/// `.` and 1-6 digits, the last not 0 (or nothing): microseconds.
+fn fraction(f: &[u8]) -> Option<i64> {
+    if f.is_empty() {
+        return Some(0);
+    }
+    let d = f.strip_prefix(b".")?;
+    if d.is_empty() || d.len() > 6 || d.last() == Some(&b'0') {
+        return None;
+    }
+    Some(digits(d)? * 10i64.pow(6 - d.len() as u32))
+}
+
+/// `HH:MM:SS[.ffffff]`, 00:00:00 to 24:00:00, as time_out writes it: microseconds since
+/// midnight.
+fn time(f: &[u8]) -> Option<i64> {
+    if f.len() < 8 || f[2] != b':' || f[5] != b':' {
+        return None;
+    }
+    let (h, m, s) = (digits(&f[..2])?, digits(&f[3..5])?, digits(&f[6..8])?);
+    if m > 59 || s > 59 {
+        return None;
+    }
+    let us = ((h * 60 + m) * 60 + s) * 1_000_000 + fraction(&f[8..])?;
+    (us <= 24 * US_PER_HOUR).then_some(us)
+}
+
+/// An integer with an optional sign (`+` too: an interval's fields carry one).
+fn signed(w: &[u8]) -> Option<i64> {
+    match w.split_first() {
+        Some((b'+', d)) if d.first() != Some(&b'-') => int(d),
+        _ => int(w),
+    }
+}
+
+/// An interval as `IntervalStyle` postgres writes it (`1 year -2 mons +3 days -04:05:06.5`):
+/// binary: microseconds, days, months. The value read is written again the way
+/// interval_out writes it (into `again`), and must come out as the same text.
+fn interval(f: &[u8], out: &mut Vec<u8>, again: &mut Vec<u8>) -> Option<()> {
+    let (mut months, mut days, mut us) = (0i32, 0i32, 0i64);
+    let mut rest = f;
+    while !rest.is_empty() {
+        let Some(sp) = memchr::memchr(b' ', rest) else {
+            // The time of day, last: [+-]H:MM:SS[.ffffff].
+            let (neg, t) = match rest.split_first()? {
+                (b'-', t) => (true, t),
+                (b'+', t) => (false, t),
+                _ => (false, rest),
+            };
+            let c = memchr::memchr(b':', t)?;
+            if t.len() < c + 6 || t[c + 3] != b':' {
+                return None;
+            }
+            let whole = int(&t[..c])?
+                .checked_mul(3600)?
+                .checked_add(digits(&t[c + 1..c + 3])? * 60 + digits(&t[c + 4..c + 6])?)?;
+            us = whole
+                .checked_mul(1_000_000)?
+                .checked_add(fraction(&t[c + 6..])?)?;
+            if neg {
+                us = -us;
+            }
+            break;
+        };
+        let v = i32::try_from(signed(&rest[..sp])?).ok()?;
+        let after = &rest[sp + 1..];
+        let end = memchr::memchr(b' ', after).unwrap_or(after.len());
+        match &after[..end] {
+            b"year" | b"years" => months = months.checked_add(v.checked_mul(12)?)?,
+            b"mon" | b"mons" => months = months.checked_add(v)?,
+            b"day" | b"days" => days = days.checked_add(v)?,
+            _ => return None,
+        }
+        rest = match after.get(end + 1..) {
+            Some(r) if !r.is_empty() => r,
+            // A space at the end, or none: the end.
+            Some(_) => return None,
+            None => &[],
+        };
+    }
+    again.clear();
+    let (mut is_zero, mut is_before) = (true, false);
+    for (v, unit) in [
+        (months / 12, &b"year"[..]),
+        (months % 12, b"mon"),
+        (days, b"day"),
+    ] {
+        if v == 0 {
+            continue;
+        }
+        lead(again, is_zero, v < 0, is_before);
+        push_num(again, u64::from(v.unsigned_abs()), 1);
+        again.push(b' ');
+        again.extend_from_slice(unit);
+        if v != 1 {
+            again.push(b's');
+        }
+        is_before = v < 0;
+        is_zero = false;
+    }
+    if is_zero || us != 0 {
+        lead(again, is_zero, us < 0, is_before);
+        let a = us.unsigned_abs();
+        let h = a / US_PER_HOUR as u64;
+        let rem = a % US_PER_HOUR as u64;
+        push_num(again, h, 2);
+        again.push(b':');
+        push_num(again, rem / 60_000_000, 2);
+        again.push(b':');
+        push_seconds(again, rem % 60_000_000 / 1_000_000, rem % 1_000_000);
+    }
+    if again[..] != *f {
+        return None;
+    }
+    out.extend_from_slice(&us.to_be_bytes());
+    out.extend_from_slice(&days.to_be_bytes());
+    out.extend_from_slice(&months.to_be_bytes());
+    Some(())
+}
+
+/// What interval_out writes before a part: a space after an earlier part, then `-` for a
+/// negative part, or `+` for a positive one after a negative one.
+fn lead(again: &mut Vec<u8>, first: bool, negative: bool, after_negative: bool) {
+    if !first {
+        again.push(b' ');
+    }
+    if negative {
+        again.push(b'-');
+    } else if after_negative {
+        again.push(b'+');
+    }
+}
+
+/// A decimal number without leading zeros, up to `max`.
+fn small(f: &[u8], max: i64) -> Option<u8> {
+    if f.len() > 1 && f[0] == b'0' {
+        return None;
+    }
+    let v = digits(f)?;
+    (v <= max).then_some(v as u8)
+}
+
+/// An inet (`addr`, or `addr/bits` when the mask is not the whole address) or a cidr
+/// (always `addr/bits`); binary: family, bits, cidr flag, address length, address.
+fn inet(f: &[u8], cidr: bool, out: &mut Vec<u8>) -> Option<()> {
+    let (addr, bits) = match memchr::memchr(b'/', f) {
+        Some(p) => (&f[..p], Some(&f[p + 1..])),
+        None => (f, None),
+    };
+    let (family, max, bytes) = if memchr::memchr(b':', addr).is_none() {
+        // IPv4: four decimal octets without leading zeros.
+        let mut octets = [0u8; 4];
+        let mut parts = addr.split(|&c| c == b'.');
+        for o in &mut octets {
+            *o = small(parts.next()?, 255)?;
+        }
+        if parts.next().is_some() {
+            return None;
+        }
+        (2, 32, octets.to_vec())
+    } else {
+        // IPv6: taken when Rust writes the address read as the same text (it does for
+        // what PostgreSQL writes, but for a few forms such as `::1.2.3.4`, which go to
+        // the server as text).
+        let a: std::net::Ipv6Addr = std::str::from_utf8(addr).ok()?.parse().ok()?;
+        if a.to_string().as_bytes() != addr {
+            return None;
+        }
+        (3, 128, a.octets().to_vec())
+    };
+    let bits = match bits {
+        Some(b) => small(b, max)?,
+        None if cidr => return None,
+        None => max as u8,
+    };
+    if bits == max as u8 && !cidr && f.len() != addr.len() {
+        // inet leaves a whole-address mask out.
+        return None;
+    }
+    out.extend_from_slice(&[family, bits, u8::from(cidr), bytes.len() as u8]);
+    out.extend_from_slice(&bytes);
     Some(())
 }
 
@@ -602,6 +987,199 @@ mod tests {
         assert!(one(Kind::Bytea, "\\\\x0").is_none());
         assert!(one(Kind::Bytea, "\\\\x0g").is_none());
         assert!(one(Kind::Int4, "1\\n").is_none());
+    }
+
+    #[test]
+    fn times_and_intervals_take_only_what_their_output_functions_write() {
+        let t = |s: &str| one(Kind::Time, s).map(|b| i64::from_be_bytes(b.try_into().unwrap()));
+        assert_eq!(t("00:00:00"), Some(0));
+        assert_eq!(t("01:02:03.5"), Some(3_723_500_000));
+        assert_eq!(t("23:59:59.999999"), Some(86_399_999_999));
+        assert_eq!(t("24:00:00"), Some(86_400_000_000));
+        for bad in [
+            "24:00:00.1",
+            "1:02:03",
+            "01:02:03.50",
+            "01:02:03.",
+            "01:60:00",
+            "01:02",
+        ] {
+            assert!(t(bad).is_none(), "{bad:?}");
+        }
+        let i = |s: &str| {
+            one(Kind::Interval, s).map(|b| {
+                (
+                    i64::from_be_bytes(b[..8].try_into().unwrap()),
+                    i32::from_be_bytes(b[8..12].try_into().unwrap()),
+                    i32::from_be_bytes(b[12..].try_into().unwrap()),
+                )
+            })
+        };
+        // (microseconds, days, months), as the server printed them (IntervalStyle postgres).
+        assert_eq!(i("00:00:00"), Some((0, 0, 0)));
+        assert_eq!(
+            i("-10 mons -3 days +04:05:06.5"),
+            Some((14_706_500_000, -3, -10))
+        );
+        assert_eq!(i("1 mon -1 days"), Some((0, -1, 1)));
+        assert_eq!(i("-1 days -00:00:01"), Some((-1_000_000, -1, 0)));
+        assert_eq!(i("100:00:00"), Some((360_000_000_000, 0, 0)));
+        assert_eq!(i("-00:00:00.000001"), Some((-1, 0, 0)));
+        assert_eq!(i("1 year 2 mons"), Some((0, 0, 14)));
+        assert_eq!(i("-178956970 years -8 mons"), Some((0, 0, i32::MIN)));
+        for bad in [
+            "1 years",
+            "2 mon",
+            "12 mons",
+            "1 day 00:00:00",
+            "0 days",
+            "+1 day",
+            "1 day 1 day",
+            "-1 days 00:00:01",
+            "1 day  01:00:00",
+            "01:00",
+            "1 week",
+            "@ 1 day",
+            "P1D",
+            "00:00:00.1234567",
+        ] {
+            assert!(i(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn addresses_are_converted_as_inet_and_cidr() {
+        assert_eq!(
+            one(Kind::Inet(false), "10.1.2.3").unwrap(),
+            [2, 32, 0, 4, 10, 1, 2, 3]
+        );
+        assert_eq!(
+            one(Kind::Inet(false), "10.1.2.3/8").unwrap(),
+            [2, 8, 0, 4, 10, 1, 2, 3]
+        );
+        assert_eq!(
+            one(Kind::Inet(true), "10.0.0.0/8").unwrap(),
+            [2, 8, 1, 4, 10, 0, 0, 0]
+        );
+        let v6 = one(Kind::Inet(false), "2001:db8::1/64").unwrap();
+        assert_eq!(&v6[..4], [3, 64, 0, 16]);
+        assert_eq!(
+            &v6[4..],
+            "2001:db8::1"
+                .parse::<std::net::Ipv6Addr>()
+                .unwrap()
+                .octets()
+        );
+        assert!(one(Kind::Inet(false), "::ffff:1.2.3.4").is_some());
+        for bad in [
+            "10.1.2.3/32",
+            "010.1.2.3",
+            "10.1.2",
+            "10.1.2.3/33",
+            "2001:DB8::1",
+            "2001:db8:0:0:0:0:0:1",
+            "::1.2.3.4",
+            "fe80::1%eth0",
+        ] {
+            assert!(one(Kind::Inet(false), bad).is_none(), "{bad:?}");
+        }
+        // A cidr always shows its mask.
+        assert!(one(Kind::Inet(true), "10.1.2.3").is_none());
+    }
+
+    #[test]
+    fn one_dimensional_arrays_quoted_as_array_out_quotes() {
+        let ints = one(Kind::Array(23), "{1,-2,NULL}").unwrap();
+        let mut want = Vec::new();
+        for v in [1i32, 1, 23, 3, 1] {
+            want.extend_from_slice(&v.to_be_bytes());
+        }
+        for e in [&1i32.to_be_bytes()[..], &(-2i32).to_be_bytes()] {
+            want.extend_from_slice(&4i32.to_be_bytes());
+            want.extend_from_slice(e);
+        }
+        want.extend_from_slice(&(-1i32).to_be_bytes());
+        assert_eq!(ints, want);
+        let mut empty = Vec::new();
+        for v in [0i32, 0, 25] {
+            empty.extend_from_slice(&v.to_be_bytes());
+        }
+        assert_eq!(one(Kind::Array(25), "{}").unwrap(), empty);
+        // Text elements, through COPY's escapes (`\\` for a backslash) and the array's
+        // (`\"`, `\\` inside quotes).
+        let texts = one(
+            Kind::Array(25),
+            "{\"\",\"NULL\",\"null\",NULL,\"a b\",\"x\\\\\"y\",\"b\\\\\\\\c\",\"{\",é,\"tab\\there\"}",
+        )
+        .unwrap();
+        let mut at = 20;
+        let mut got = Vec::new();
+        while at < texts.len() {
+            let len = i32::from_be_bytes(texts[at..at + 4].try_into().unwrap());
+            at += 4;
+            if len < 0 {
+                got.push(None);
+                continue;
+            }
+            got.push(Some(
+                String::from_utf8(texts[at..at + len as usize].to_vec()).unwrap(),
+            ));
+            at += len as usize;
+        }
+        let want: Vec<Option<String>> = [
+            Some(""),
+            Some("NULL"),
+            Some("null"),
+            None,
+            Some("a b"),
+            Some("x\"y"),
+            Some("b\\c"),
+            Some("{"),
+            Some("é"),
+            Some("tab\there"),
+        ]
+        .iter()
+        .map(|v| v.map(String::from))
+        .collect();
+        assert_eq!(got, want);
+        assert_eq!(&texts[4..8], &1i32.to_be_bytes(), "the null flag");
+        assert_eq!(&texts[12..16], &10i32.to_be_bytes(), "the length");
+        let ts = one(Kind::Array(1184), "{\"2000-01-01 00:00:00+00\"}").unwrap();
+        assert_eq!(&ts[ts.len() - 8..], &0i64.to_be_bytes());
+        for bad in [
+            "{{1,2},{3,4}}",
+            "[0:1]={1,2}",
+            "{1,}",
+            "{,1}",
+            "{\"1\"}",
+            "{1 ,2}",
+            "{null}",
+            "{1,2",
+            "1,2}",
+            "{\"1\"x}",
+            "{x}",
+        ] {
+            assert!(one(Kind::Array(23), bad).is_none(), "{bad:?}");
+        }
+        // Quotes only where array_out puts them; escapes only of `"` and `\`.
+        assert!(one(Kind::Array(25), "{\"ab\"}").is_none());
+        assert!(one(Kind::Array(25), "{a b}").is_none());
+        assert!(one(Kind::Array(25), "{\"a\\\\nb\"}").is_none());
+        assert!(one(Kind::Array(25), "{Null}").is_none());
+        // Element types not converted, and arrays of arrays, are left as text.
+        assert_eq!(Kind::of(1001), None);
+        assert_eq!(Kind::of(1007), Some(Kind::Array(23)));
+        assert!(
+            array(
+                1007,
+                b"{}",
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut Vec::new()
+            )
+            .is_none()
+        );
+        assert!(array(17, b"{}", &mut Vec::new(), &mut Vec::new(), &mut Vec::new()).is_none());
     }
 
     #[test]
