@@ -595,7 +595,8 @@ fn lead(again: &mut Vec<u8>, first: bool, negative: bool, after_negative: bool) 
 
 /// A decimal number without leading zeros, up to `max`.
 fn small(f: &[u8], max: i64) -> Option<u8> {
-    if f.len() > 1 && f[0] == b'0' {
+    // Three digits at most: more would not fit `digits`' arithmetic, let alone a u8.
+    if f.len() > 3 || (f.len() > 1 && f[0] == b'0') {
         return None;
     }
     let v = digits(f)?;
@@ -1080,6 +1081,9 @@ mod tests {
             "2001:db8:0:0:0:0:0:1",
             "::1.2.3.4",
             "fe80::1%eth0",
+            // Digits enough to overflow 64 bits (and wrap to 10 if they did).
+            "18446744073709551626.1.2.3",
+            "10.1.2.3/18446744073709551624",
         ] {
             assert!(one(Kind::Inet(false), bad).is_none(), "{bad:?}");
         }
