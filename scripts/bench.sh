@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -33,7 +33,9 @@
 # customers); `files` (SCALE x 15 rows of 512 KiB of incompressible bytea beside SCALE x
 # 5,000 small rows: few rows, each big); `star` (a TPC-H-like decision-support schema: SCALE x
 # 60,000 line items, about 70% of the rows, with a composite key, two indexes and two
-# foreign keys, beside orders, parts, suppliers and customers with keys and indexes).
+# foreign keys, beside orders, parts, suppliers and customers with keys and indexes);
+# `events` (an event log: SCALE x 75,000 rows of bigint, timestamptz, inet, text[],
+# interval, int[] and time, with an index on the time stamp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -158,7 +160,12 @@ load() { # load DB SCALE
         -c "CREATE TABLE meta (id int PRIMARY KEY, file_id int REFERENCES files, k text, v text)" \
         -c "INSERT INTO meta SELECT g, 1 + g % ($2 * 15), 'k' || g, md5(g::text) FROM generate_series(1, $2 * 5000) g" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, star, many, blobs, two, docs, indexes, parts, files)" >&2; exit 2 ;;
+    events) # an event log: one table of addresses, arrays, intervals and times
+      psql -d "$url/$1" -c "CREATE TABLE events (id bigint PRIMARY KEY, at timestamptz, ip inet, tags text[], dur interval, vals int[], t time)" \
+        -c "INSERT INTO events SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1.5 seconds', ('10.' || g % 256 || '.' || g % 199 || '.' || g % 251)::inet, ARRAY['tag' || g % 17, 'k' || g % 5], make_interval(0, 0, 0, g % 3, g % 24, g % 60, (g % 6000) / 100.0), ARRAY[g % 1000, g % 77, g], time '00:00:00' + g * interval '1.25 seconds' FROM generate_series(1, $2 * 75000) g" \
+        -c "CREATE INDEX events_at ON events (at)" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, star, many, blobs, two, docs, indexes, parts, files, events)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
