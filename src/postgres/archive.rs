@@ -70,7 +70,14 @@ pub struct DumpObserver {
     off_size: usize,
     /// The length and SHA-256 of the header and table of contents, once read.
     head: Option<(u64, [u8; 32])>,
+    /// Every data block seen to its end, when tracking blocks (kept after they are taken).
+    starts: Vec<Block>,
+    /// Post-data entries to start first (see [`Self::priority_patches`]).
+    ranked: Vec<Ranked>,
 }
+
+/// Bytes to write into the archive at an offset.
+pub(crate) type Patch = (u64, Vec<u8>);
 
 /// A data block seen to its end: its dump id and where it starts in the archive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +183,8 @@ impl DumpObserver {
             offset_fields: HashMap::new(),
             off_size: 8,
             head: None,
+            starts: Vec::new(),
+            ranked: Vec::new(),
         }
     }
 
@@ -214,16 +223,58 @@ impl DumpObserver {
     /// TOC entry's data-state byte ("offset set") and the offset, lowest byte first, as
     /// pg_dump writes it when it can seek. With it, pg_restore seeks straight to the block
     /// instead of skipping every chunk (every row) before it.
-    pub(crate) fn offset_patch(&self, block: Block) -> Option<(u64, Vec<u8>)> {
-        let at = *self.offset_fields.get(&block.id)?;
+    pub(crate) fn offset_patch(&self, block: Block) -> Option<Patch> {
+        self.offset_field(block.id, block.start)
+    }
+
+    /// Entry `id`'s data-state byte ("offset set") and `offset`, and where they go.
+    fn offset_field(&self, id: i32, offset: u64) -> Option<Patch> {
+        let at = *self.offset_fields.get(&id)?;
         let mut bytes = Vec::with_capacity(1 + self.off_size);
         bytes.push(2); // K_OFFSET_POS_SET
-        let mut o = block.start;
+        let mut o = offset;
         for _ in 0..self.off_size {
             bytes.push((o & 0xff) as u8);
             o >>= 8;
         }
         (o == 0).then_some((at as u64, bytes))
+    }
+
+    /// Once the stream has ended: offsets for the post-data entries to start first (see
+    /// [`Ranked`]), and the length the staged file must have for them. `pg_restore --jobs`
+    /// sizes each entry that has an offset by the distance to the next offset (the last by
+    /// the file's end), gives a post-data entry the size of its table's data where that is
+    /// more, and starts the biggest first. So each ranked entry gets an offset past the
+    /// data, spaced by its table's data size plus a step per rank: it starts before its
+    /// table's other entries, and after the entries of any table much bigger. Nothing else
+    /// changes: pg_restore reads data only of entries that have data (these have none), and
+    /// the file's added length is a hole. None when nothing is ranked.
+    pub(crate) fn priority_patches(&self) -> Option<(Vec<Patch>, u64)> {
+        let end = self.fed;
+        let mut starts = self.starts.clone();
+        starts.sort_by_key(|b| b.start);
+        let size: HashMap<i32, u64> = starts
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let next = starts.get(i + 1).map_or(end, |n| n.start);
+                (b.id, next.saturating_sub(b.start))
+            })
+            .collect();
+        let mut at = end;
+        let mut patches = Vec::new();
+        for r in &self.ranked {
+            let base = r.data.iter().filter_map(|d| size.get(d)).max().copied();
+            let Some(base) = base.filter(|&b| b > 0) else {
+                continue;
+            };
+            let weight = base.checked_add((base / 1000 + 1).checked_mul(r.rank)?)?;
+            patches.push(self.offset_field(r.id, at)?);
+            at = at.checked_add(weight)?;
+        }
+        // The file's end is an offset too: it must fit.
+        let fits = self.off_size >= 8 || at >> (8 * self.off_size) == 0;
+        (fits && !patches.is_empty()).then_some((patches, at))
     }
 
     /// The length of the archive's header and table of contents and their SHA-256 (hex),
@@ -334,12 +385,7 @@ impl DumpObserver {
                 State::Int(IntFor::BlobOid)
             }
             IntFor::BlobOid if v == 0 => {
-                if let Some(b) = &mut self.blocks {
-                    b.push(Block {
-                        id: self.blobs_id,
-                        start: self.block_start,
-                    });
-                }
+                self.block_done(self.blobs_id);
                 State::BlockType
             }
             IntFor::BlobOid => {
@@ -357,12 +403,7 @@ impl DumpObserver {
                 blob: false,
             } if v == 0 => {
                 self.end_table_data(table);
-                if let Some(b) = &mut self.blocks {
-                    b.push(Block {
-                        id,
-                        start: self.block_start,
-                    });
-                }
+                self.block_done(id);
                 State::BlockType
             }
             IntFor::ChunkLen { id, blob, table } if v > 0 => State::Chunk {
@@ -373,6 +414,18 @@ impl DumpObserver {
             },
             IntFor::ChunkLen { .. } => State::Failed(format!("negative chunk length {v}")),
         };
+    }
+
+    /// A data block ended: recorded when tracking blocks.
+    fn block_done(&mut self, id: i32) {
+        if let Some(b) = &mut self.blocks {
+            let block = Block {
+                id,
+                start: self.block_start,
+            };
+            b.push(block);
+            self.starts.push(block);
+        }
     }
 
     /// pg_dump ends each table's COPY data with `\.` and blank lines; those are not rows.
@@ -431,6 +484,7 @@ impl DumpObserver {
         self.data_ids = h.data.iter().enumerate().map(|(i, d)| (d.id, i)).collect();
         self.entry_ids = h.ids;
         self.held_ids = h.held;
+        self.ranked = h.ranked;
         self.offset_fields = h.offset_fields.into_iter().collect();
         self.off_size = h.off_size;
         self.facts.tables = h
@@ -494,6 +548,20 @@ pub(crate) struct Head {
     pub blob_metadata: bool,
     /// Post-data entries to run only once all data is in (see `held_back`).
     pub held: Vec<i32>,
+    /// Post-data entries to start before their table's others (see `ranked`).
+    pub ranked: Vec<Ranked>,
+}
+
+/// A post-data entry that a parallel restore should start before the other entries of its
+/// table: a key (it locks the table, so it waits for every index build on it to end, and
+/// the foreign keys that reference it wait for it), or an index that takes long to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ranked {
+    pub id: i32,
+    /// 2: a primary key, unique or exclusion constraint; 1: a GIN, GiST or SP-GiST index.
+    pub rank: u64,
+    /// The data entries of the tables it depends on.
+    pub data: Vec<i32>,
 }
 
 /// One table's data in the archive.
@@ -595,11 +663,18 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         // Custom format's extra TOC data: data-state byte + offset.
         offset_fields.push((id, c.pos));
         take!(c.bytes(1 + off_size));
+        let slow = desc == "INDEX"
+            && defn.as_deref().is_some_and(|d| {
+                [" USING gin (", " USING gist (", " USING spgist ("]
+                    .iter()
+                    .any(|m| d.contains(m))
+            });
         toc.push(TocEntry {
             id,
             desc: desc.clone(),
             section,
             deps,
+            slow,
         });
         if desc == "TABLE DATA" {
             data.push(DataEntry {
@@ -637,6 +712,7 @@ pub(crate) fn read_head(b: &[u8]) -> Parse<Head> {
         blob_last: blob_last.flatten(),
         blob_metadata,
         held: held_back(&toc),
+        ranked: ranked(&toc),
     })
 }
 
@@ -666,12 +742,22 @@ struct TocEntry {
     desc: String,
     section: i64,
     deps: Vec<i32>,
+    /// A GIN, GiST or SP-GiST index: several times a B-tree's build time per row.
+    slow: bool,
 }
 
 /// pg_dump's section codes (pg_backup.h): pre-data, data, post-data.
 const SECTION_PRE_DATA: i64 = 2;
 const SECTION_DATA: i64 = 3;
 const SECTION_POST_DATA: i64 = 4;
+
+/// The dump ids of the tables.
+fn table_ids(toc: &[TocEntry]) -> std::collections::HashSet<i32> {
+    toc.iter()
+        .filter(|e| e.desc == "TABLE")
+        .map(|e| e.id)
+        .collect()
+}
 
 /// The post-data entries a parallel `pg_restore` must not run until every table's data
 /// is in, in TOC order: foreign keys, triggers and separate check constraints on a table
@@ -687,11 +773,7 @@ const SECTION_POST_DATA: i64 = 4;
 /// would refuse rows the source kept.
 fn held_back(toc: &[TocEntry]) -> Vec<i32> {
     use std::collections::{HashMap, HashSet};
-    let tables: HashSet<i32> = toc
-        .iter()
-        .filter(|e| e.desc == "TABLE")
-        .map(|e| e.id)
-        .collect();
+    let tables = table_ids(toc);
     let with_data: HashSet<i32> = toc
         .iter()
         .filter(|e| e.desc == "TABLE DATA")
@@ -732,6 +814,63 @@ fn held_back(toc: &[TocEntry]) -> Vec<i32> {
     toc.iter()
         .filter(|e| held.contains(&e.id))
         .map(|e| e.id)
+        .collect()
+}
+
+/// The post-data entries to start first among their table's (see [`Ranked`]), in TOC
+/// order; only those after every data entry (as pg_dump writes them all), since
+/// [`DumpObserver::priority_patches`] gives them positions past the data.
+///
+/// `pg_restore --jobs` starts the ready entries biggest table first and, within a table,
+/// in dump id order (index names' order), skipping one whose table lock conflicts with a
+/// running entry. A primary key (`ALTER TABLE ... ADD CONSTRAINT` locks the table) that
+/// comes after an index name is then skipped while any index of its table builds, and the
+/// foreign keys that need it wait too, with a core idle; a GIN index named after the
+/// B-trees starts last and ends last. Measured with `pg_restore --jobs=2` on 317 MiB of
+/// dump (900,000 orders with a key, three B-trees and a GIN index on a `tsvector`, beside
+/// three tables of 180,000 to 1.35 million rows), 7 alternating runs on 2 cores: 11.8-14.3
+/// s (median 13.1) ranked, 12.2-15.2 s (median 14.6) as pg_dump ordered them.
+fn ranked(toc: &[TocEntry]) -> Vec<Ranked> {
+    use std::collections::HashMap;
+    let tables = table_ids(toc);
+    let data_of: HashMap<i32, i32> = toc
+        .iter()
+        .filter(|e| e.desc == "TABLE DATA")
+        .flat_map(|e| {
+            e.deps
+                .iter()
+                .filter(|d| tables.contains(d))
+                .map(move |&d| (d, e.id))
+        })
+        .collect();
+    let Some(last_data) = toc
+        .iter()
+        .rposition(|e| e.desc == "TABLE DATA" || e.desc == "BLOBS")
+    else {
+        return Vec::new();
+    };
+    toc[last_data + 1..]
+        .iter()
+        .filter(|e| e.section == SECTION_POST_DATA)
+        .filter_map(|e| {
+            let rank = match e.desc.as_str() {
+                "CONSTRAINT" => 2,
+                "INDEX" if e.slow => 1,
+                _ => return None,
+            };
+            let mut data: Vec<i32> = e
+                .deps
+                .iter()
+                .filter_map(|d| data_of.get(d).copied())
+                .collect();
+            data.sort_unstable();
+            data.dedup();
+            (!data.is_empty()).then_some(Ranked {
+                id: e.id,
+                rank,
+                data,
+            })
+        })
         .collect()
 }
 
@@ -895,6 +1034,15 @@ pub(crate) mod tests {
 
     /// A 1.14 archive's head with these entries: (dump id, desc, section, dependencies).
     fn head_with(entries: &[(i32, &str, i64, &[&str])]) -> Vec<u8> {
+        let with: Vec<_> = entries
+            .iter()
+            .map(|&(id, desc, section, deps)| (id, desc, section, deps, ""))
+            .collect();
+        head_with_defs(&with)
+    }
+
+    /// The same, with each entry's definition.
+    fn head_with_defs(entries: &[(i32, &str, i64, &[&str], &str)]) -> Vec<u8> {
         let mut a = b"PGDMP".to_vec();
         a.extend([1, 14, 0, 4, 8, 1]);
         a.extend(int(0));
@@ -905,7 +1053,7 @@ pub(crate) mod tests {
             a.extend(s(Some(x)));
         }
         a.extend(int(entries.len() as i64));
-        for (id, desc, section, deps) in entries {
+        for (id, desc, section, deps, defn) in entries {
             a.extend(int(*id as i64));
             a.extend(int(0));
             a.extend(s(Some("0")));
@@ -913,7 +1061,8 @@ pub(crate) mod tests {
             a.extend(s(Some("tag")));
             a.extend(s(Some(desc)));
             a.extend(int(*section));
-            for _ in 0..3 {
+            a.extend(s(Some(defn)));
+            for _ in 0..2 {
                 a.extend(s(Some("")));
             }
             a.extend(s(Some("public")));
@@ -928,6 +1077,137 @@ pub(crate) mod tests {
             a.extend([1u8; 9]);
         }
         a
+    }
+
+    /// A head with two tables (a key, a GIN and a B-tree index on the big one, a key and a
+    /// GiST index on the small one, a partitioned table's key, a foreign key, a trigger),
+    /// and the archive: the head and two data blocks of 50,000 and 5,000 bytes of rows.
+    pub(crate) fn ranked_archive() -> (Vec<u8>, Vec<u8>) {
+        let big_gin = "CREATE INDEX big_tags ON public.big USING gin (tags);";
+        let small_gist = "CREATE INDEX small_at ON public.small USING gist (at);";
+        let btree = "CREATE INDEX big_n ON public.big USING btree (n);";
+        let head = head_with_defs(&[
+            (10, "TABLE", 2, &[], ""),
+            (11, "TABLE", 2, &[], ""),
+            (12, "TABLE", 2, &[], ""), // partitioned: no data of its own
+            (20, "TABLE DATA", 3, &["10"], ""),
+            (21, "TABLE DATA", 3, &["11"], ""),
+            (30, "INDEX", 4, &["10", "10"], btree),
+            (31, "INDEX", 4, &["10"], big_gin),
+            (32, "CONSTRAINT", 4, &["10"], ""),
+            (33, "CONSTRAINT", 4, &["11"], ""),
+            (34, "FK CONSTRAINT", 4, &["11", "10", "32"], ""),
+            (35, "INDEX", 4, &["11", "garbage"], small_gist),
+            (36, "CONSTRAINT", 4, &["12"], ""),
+            (37, "TRIGGER", 4, &["10"], ""),
+        ]);
+        let mut a = head.clone();
+        for (id, n) in [(20, 50_000), (21, 5_000)] {
+            a.push(1);
+            a.extend(int(id));
+            a.extend(int(n));
+            a.extend(std::iter::repeat_n(b'x', n as usize));
+            a.extend(int(0));
+        }
+        (head, a)
+    }
+
+    #[test]
+    fn a_table_s_key_then_its_slow_indexes_get_the_biggest_sizes_pg_restore_reads() {
+        let (head, mut a) = ranked_archive();
+        let Parse::Ok(h) = read_head(&head) else {
+            panic!("the head parses")
+        };
+        let rank = |id, rank, data: &[i32]| Ranked {
+            id,
+            rank,
+            data: data.to_vec(),
+        };
+        assert_eq!(
+            h.ranked,
+            [
+                rank(31, 1, &[20]),
+                rank(32, 2, &[20]),
+                rank(33, 2, &[21]),
+                rank(35, 1, &[21])
+            ]
+        );
+        let mut o = DumpObserver::tracking_blocks();
+        for piece in a.chunks(777) {
+            o.feed(piece);
+        }
+        o.settle();
+        for b in o.take_blocks() {
+            let (at, bytes) = o.offset_patch(b).unwrap();
+            a[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        let (patches, len) = o.priority_patches().unwrap();
+        assert_eq!(patches.len(), 4);
+        assert!(len > a.len() as u64);
+        for (at, bytes) in patches {
+            a[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        // The sizes as pg_restore reads them: each entry with an offset set runs to the
+        // next one (the last to the file's end); a post-data entry takes its table's data
+        // size where that is more; the biggest starts first, then the lowest dump id.
+        let mut set: Vec<(i32, u64)> = h
+            .offset_fields
+            .iter()
+            .filter(|(_, at)| a[*at] == 2)
+            .map(|&(id, at)| {
+                let o: [u8; 8] = a[at + 1..at + 9].try_into().unwrap();
+                (id, u64::from_le_bytes(o))
+            })
+            .collect();
+        set.sort_by_key(|&(_, o)| o);
+        let size = |id: i32| -> u64 {
+            let Some(i) = set.iter().position(|&(e, _)| e == id) else {
+                return 0;
+            };
+            set.get(i + 1).map_or(len, |&(_, o)| o) - set[i].1
+        };
+        // Each block: its type, dump id, one chunk length and the end (16 bytes).
+        assert_eq!((size(20), size(21)), (50_016, 5_016));
+        let data_of = |t: &str| match t {
+            "10" => size(20),
+            "11" => size(21),
+            _ => 0,
+        };
+        let deps: [(i32, &[&str]); 8] = [
+            (30, &["10"]),
+            (31, &["10"]),
+            (32, &["10"]),
+            (33, &["11"]),
+            (34, &["11", "10"]),
+            (35, &["11"]),
+            (36, &["12"]),
+            (37, &["10"]),
+        ];
+        let mut order: Vec<(u64, i32)> = deps
+            .iter()
+            .map(|&(id, on)| {
+                (
+                    on.iter().map(|t| data_of(t)).max().unwrap().max(size(id)),
+                    id,
+                )
+            })
+            .collect();
+        order.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+        let order: Vec<i32> = order.into_iter().map(|(_, id)| id).collect();
+        // The big table's key, its GIN index, then its other entries; the small table's
+        // key before its GiST index; the partitioned table's key as before (last: no data).
+        assert_eq!(order, [32, 31, 30, 34, 37, 33, 35, 36]);
+
+        // Nothing ranked: nothing to write.
+        let plain = head_with(&[
+            (10, "TABLE", 2, &[]),
+            (20, "TABLE DATA", 3, &["10"]),
+            (30, "INDEX", 4, &["10"]),
+        ]);
+        let mut o = DumpObserver::tracking_blocks();
+        o.feed(&plain);
+        o.settle();
+        assert!(o.priority_patches().is_none());
     }
 
     #[test]

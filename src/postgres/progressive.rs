@@ -380,6 +380,15 @@ impl Progressive {
         if let Some(why) = failure {
             return Err(Error::failed(why));
         }
+        // Each table's key and slow index builds first in the post-data (an order only: a
+        // fault here leaves pg_restore's own).
+        match std::fs::OpenOptions::new().write(true).open(&self.staged) {
+            Ok(f) => super::restore::rank_post_data(&f, &observer),
+            Err(e) => tracing::warn!(
+                "the post-data entries keep pg_dump's order ({}: {e})",
+                self.staged.display()
+            ),
+        }
         if !pre_data_ran {
             // The head was never read (an archive version this build does not parse): the
             // proven file restored whole, as a staged restore would.

@@ -674,7 +674,38 @@ impl<W: std::io::Write> Tee<W> {
         if file.metadata()?.len() < end && holes_are_free(file) {
             file.set_len(end)?;
         }
+        rank_post_data(file, &self.observer);
         Ok(())
+    }
+}
+
+/// Once the stream has ended: the staged table of contents gets the offsets that make
+/// `pg_restore --jobs` start each table's key and slow index builds before its other
+/// post-data entries (see `DumpObserver::priority_patches`), on a filesystem where the
+/// file's lengthening is a hole; elsewhere pg_restore keeps its own order. An order only:
+/// a fault here (a length the filesystem refuses, say, for a table with a thousand unique
+/// keys) is logged and leaves pg_restore's own order, never fails the restore.
+pub(crate) fn rank_post_data(
+    file: &std::fs::File,
+    observer: &crate::postgres::archive::DumpObserver,
+) {
+    let Some((patches, len)) = observer.priority_patches() else {
+        return;
+    };
+    if !holes_are_free(file) {
+        return;
+    }
+    let ranked = (|| -> std::io::Result<()> {
+        if file.metadata()?.len() < len {
+            file.set_len(len)?;
+        }
+        for (at, bytes) in patches {
+            std::os::unix::fs::FileExt::write_all_at(file, &bytes, at)?;
+        }
+        Ok(())
+    })();
+    if let Err(e) = ranked {
+        tracing::warn!("the post-data entries keep pg_dump's order: {e}");
     }
 }
 
@@ -855,6 +886,39 @@ async fn pg_restore_sections(
 #[cfg(test)]
 mod tests {
     use std::io::Write;
+
+    /// Ranking the post-data is an order only: a staged file that cannot be lengthened or
+    /// written (here opened read-only; in the field, a length the filesystem refuses) is
+    /// left as it was and the restore goes on; a writable one gets the ranks past its end,
+    /// its bytes unchanged up to there but for the ranked entries' offset fields.
+    #[test]
+    fn a_staged_file_that_cannot_take_the_ranks_is_left_as_it_was() {
+        let (head, a) = crate::postgres::archive::tests::ranked_archive();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dump");
+        std::fs::write(&path, &a).unwrap();
+        let mut o = crate::postgres::archive::DumpObserver::tracking_blocks();
+        o.feed(&a);
+        o.settle();
+        let (patches, len) = o.priority_patches().unwrap();
+        super::rank_post_data(&std::fs::File::open(&path).unwrap(), &o);
+        assert_eq!(std::fs::read(&path).unwrap(), a);
+        let rw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        super::rank_post_data(&rw, &o);
+        let b = std::fs::read(&path).unwrap();
+        if !super::holes_are_free(&rw) {
+            assert_eq!(b, a);
+            return;
+        }
+        assert_eq!(b.len() as u64, len);
+        assert!(b[a.len()..].iter().all(|&x| x == 0));
+        let mut want = a.clone();
+        for (at, bytes) in patches {
+            assert!(at as usize + bytes.len() <= head.len());
+            want[at as usize..at as usize + bytes.len()].copy_from_slice(&bytes);
+        }
+        assert_eq!(b[..a.len()], want[..]);
+    }
 
     #[test]
     fn the_staged_head_records_where_each_block_starts_and_the_archive_s_length() {

@@ -1028,3 +1028,55 @@ fn a_partitioned_table_s_foreign_key_triggers_and_check_wait_for_every_partition
 fn sorted_lines_owned(dump: &str) -> Vec<String> {
     sorted_lines(dump).into_iter().map(str::to_string).collect()
 }
+
+/// `pg_restore --jobs` starts a table's post-data entries in index-name order and skips
+/// an `ADD CONSTRAINT` (which locks the table) while an index of that table builds: a key
+/// named after an index waited for every index build, and a GIN index named after the
+/// B-trees started last. The staged table of contents ranks them: key first, then the GIN
+/// index, then the B-tree, whatever their names. The server logs each statement as it
+/// starts: the key must start before both indexes (which the second job then starts
+/// together, so their order in the log is a race; the unit test in `archive.rs` checks it
+/// from the sizes pg_restore reads). The restored database must equal the source.
+#[test]
+fn a_table_s_key_and_slow_indexes_are_built_first() {
+    let pg = Pg::start_with_conf("log_statement = 'ddl'");
+    let mut sb = Sandbox::new();
+    sb.env
+        .push(("BACKSTOP_RESTORE_SESSIONS".into(), "2".into()));
+    pg.sql("postgres", "CREATE DATABASE ranks;");
+    pg.sql(
+        "ranks",
+        "CREATE TABLE t (id int, tags int[], n int, note text);          INSERT INTO t SELECT g, ARRAY[g % 7, g % 11], g % 1000, md5(g::text) FROM generate_series(1, 60000) g;          CREATE INDEX t_a_btree ON t (n);          CREATE INDEX t_z_gin ON t USING gin (tags);          ALTER TABLE t ADD CONSTRAINT t_zz_pkey PRIMARY KEY (id);          CREATE TABLE r (id int PRIMARY KEY, t_id int REFERENCES t);          INSERT INTO r SELECT g, g * 2 FROM generate_series(1, 20000) g;",
+    );
+    sb.file_job("ranks", &pg.url("ranks"), "");
+    expect_code(&sb.run(&["backup", "ranks"]), 0);
+    let source = sorted_lines_owned(&pg.plain_dump("ranks"));
+    let log = pg.dir.path().join("server.log");
+    for (db, mode) in [("progressive", None), ("streamed", Some("stream"))] {
+        let before = std::fs::read(&log).unwrap().len();
+        let mut cmd = sb.cmd(&["--json", "restore", "ranks", "--to", &pg.url(db)]);
+        if let Some(m) = mode {
+            cmd.env("BACKSTOP_RESTORE_MODE", m);
+        }
+        let out = cmd.output().unwrap();
+        expect_code(&out, 0);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["mode"], mode.map_or("progressive", |_| "streamed"), "{r}");
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()[before..]).to_string();
+        let at = |what: &str| {
+            text.find(what)
+                .unwrap_or_else(|| panic!("{db}: no {what:?} in the server log:\n{text}"))
+        };
+        let (key, gin, btree) = (
+            at("ADD CONSTRAINT t_zz_pkey"),
+            at("CREATE INDEX t_z_gin"),
+            at("CREATE INDEX t_a_btree"),
+        );
+        assert!(
+            key < gin && key < btree,
+            "{db}: {key} {gin} {btree}\n{text}"
+        );
+        assert_eq!(sorted_lines_owned(&pg.plain_dump(db)), source, "{db}");
+        assert_eq!(pg.fingerprint(db), pg.fingerprint("ranks"), "{db}");
+    }
+}
