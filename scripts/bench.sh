@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -35,7 +35,10 @@
 # 60,000 line items, about 70% of the rows, with a composite key, two indexes and two
 # foreign keys, beside orders, parts, suppliers and customers with keys and indexes);
 # `events` (an event log: SCALE x 75,000 rows of bigint, timestamptz, inet, text[],
-# interval, int[] and time, with an index on the time stamp).
+# interval, int[] and time, with an index on the time stamp); `orders` (a shop's four
+# tables of comparable size, about a million rows per unit of scale: accounts, orders with
+# a key, three B-trees and a GIN index on a tsvector, their events and an audit log, two
+# foreign keys and a materialized view).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -52,7 +55,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -107,6 +110,7 @@ load() { # load DB SCALE
       psql -d "$url/$1" -c "INSERT INTO pgbench_accounts SELECT g, md5(g::text) || md5((g*7)::text), md5((g*13)::text), jsonb_build_object('n', g, 'h', left(md5((g*3)::text), 12)) FROM generate_series(1, $2 * 65000) g"
       ;;
     app) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-app-shape.sql" >/dev/null ;;
+    orders) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-orders-shape.sql" >/dev/null ;;
     star) psql -d "$url/$1" -v s="$2" -f "$root/scripts/bench-star-shape.sql" >/dev/null ;;
     many)
       psql -d "$url/$1" -c "DO \$\$ BEGIN FOR i IN 1..2000 LOOP
