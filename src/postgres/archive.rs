@@ -1043,8 +1043,13 @@ pub(crate) mod tests {
 
     /// The same, with each entry's definition.
     fn head_with_defs(entries: &[(i32, &str, i64, &[&str], &str)]) -> Vec<u8> {
+        head_sized(entries, 8)
+    }
+
+    /// The same, with offsets `off_size` bytes wide.
+    fn head_sized(entries: &[(i32, &str, i64, &[&str], &str)], off_size: u8) -> Vec<u8> {
         let mut a = b"PGDMP".to_vec();
-        a.extend([1, 14, 0, 4, 8, 1]);
+        a.extend([1, 14, 0, 4, off_size, 1]);
         a.extend(int(0));
         for _ in 0..7 {
             a.extend(int(1));
@@ -1074,7 +1079,7 @@ pub(crate) mod tests {
                 a.extend(s(Some(d)));
             }
             a.extend(s(None));
-            a.extend([1u8; 9]);
+            a.extend(std::iter::repeat_n(1u8, 1 + off_size as usize));
         }
         a
     }
@@ -1083,24 +1088,32 @@ pub(crate) mod tests {
     /// GiST index on the small one, a partitioned table's key, a foreign key, a trigger),
     /// and the archive: the head and two data blocks of 50,000 and 5,000 bytes of rows.
     pub(crate) fn ranked_archive() -> (Vec<u8>, Vec<u8>) {
+        ranked_archive_sized(8)
+    }
+
+    /// The same, with offsets `off_size` bytes wide.
+    fn ranked_archive_sized(off_size: u8) -> (Vec<u8>, Vec<u8>) {
         let big_gin = "CREATE INDEX big_tags ON public.big USING gin (tags);";
         let small_gist = "CREATE INDEX small_at ON public.small USING gist (at);";
         let btree = "CREATE INDEX big_n ON public.big USING btree (n);";
-        let head = head_with_defs(&[
-            (10, "TABLE", 2, &[], ""),
-            (11, "TABLE", 2, &[], ""),
-            (12, "TABLE", 2, &[], ""), // partitioned: no data of its own
-            (20, "TABLE DATA", 3, &["10"], ""),
-            (21, "TABLE DATA", 3, &["11"], ""),
-            (30, "INDEX", 4, &["10", "10"], btree),
-            (31, "INDEX", 4, &["10"], big_gin),
-            (32, "CONSTRAINT", 4, &["10"], ""),
-            (33, "CONSTRAINT", 4, &["11"], ""),
-            (34, "FK CONSTRAINT", 4, &["11", "10", "32"], ""),
-            (35, "INDEX", 4, &["11", "garbage"], small_gist),
-            (36, "CONSTRAINT", 4, &["12"], ""),
-            (37, "TRIGGER", 4, &["10"], ""),
-        ]);
+        let head = head_sized(
+            &[
+                (10, "TABLE", 2, &[], ""),
+                (11, "TABLE", 2, &[], ""),
+                (12, "TABLE", 2, &[], ""), // partitioned: no data of its own
+                (20, "TABLE DATA", 3, &["10"], ""),
+                (21, "TABLE DATA", 3, &["11"], ""),
+                (30, "INDEX", 4, &["10", "10"], btree),
+                (31, "INDEX", 4, &["10"], big_gin),
+                (32, "CONSTRAINT", 4, &["10"], ""),
+                (33, "CONSTRAINT", 4, &["11"], ""),
+                (34, "FK CONSTRAINT", 4, &["11", "10", "32"], ""),
+                (35, "INDEX", 4, &["11", "garbage"], small_gist),
+                (36, "CONSTRAINT", 4, &["12"], ""),
+                (37, "TRIGGER", 4, &["10"], ""),
+            ],
+            off_size,
+        );
         let mut a = head.clone();
         for (id, n) in [(20, 50_000), (21, 5_000)] {
             a.push(1);
@@ -1197,6 +1210,15 @@ pub(crate) mod tests {
         // The big table's key, its GIN index, then its other entries; the small table's
         // key before its GiST index; the partitioned table's key as before (last: no data).
         assert_eq!(order, [32, 31, 30, 34, 37, 33, 35, 36]);
+
+        // Offsets as narrow as the archive says (2 bytes here, written by an attacker):
+        // the data's offsets fit, the ranks past it would not, so none are written.
+        let (_, narrow) = ranked_archive_sized(2);
+        let mut o = DumpObserver::tracking_blocks();
+        o.feed(&narrow);
+        o.settle();
+        assert!(o.take_blocks().iter().all(|b| o.offset_patch(*b).is_some()));
+        assert!(o.priority_patches().is_none());
 
         // Nothing ranked: nothing to write.
         let plain = head_with(&[
