@@ -14,7 +14,7 @@
 # bytes stored. The database comes from pgbench -i -s SCALE in a throwaway cluster; S3 is a
 # local moto server. Volumes: scripts/bench-volume.sh.
 #
-#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders]
+#   scripts/bench.sh [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders|narrow|mid]
 #   scripts/bench.sh --shapes "pgbench:20 app:10 many:10" [--runs N]   # several shapes, one run
 #   scripts/bench.sh --dataset app --scaling "5 10 20"   # one shape at three sizes, file://
 #   scripts/bench.sh --shapes "app many" --scaling "5 10 20"   # each shape at three sizes
@@ -38,7 +38,9 @@
 # interval, int[] and time, with an index on the time stamp); `orders` (a shop's four
 # tables of comparable size, about a million rows per unit of scale: accounts, orders with
 # a key, three B-trees and a GIN index on a tsvector, their events and an audit log, two
-# foreign keys and a materialized view).
+# foreign keys and a materialized view); `narrow` (SCALE x 500,000 rows of two integers with a
+# key: the most rows per byte); `mid` (200 tables of SCALE x 2,000 rows with a key and an
+# index each: between `many` and `app`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -55,7 +57,7 @@ while [ $# -gt 0 ]; do
     --runs) runs=$2; shift 2 ;;
     --quick) scale=5; runs=1; shift ;;
     --scaling) scaling=$2; shift 2 ;;
-    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--scale N] [--quick] [--runs N] [--dataset pgbench|text|app|star|many|blobs|two|docs|indexes|parts|files|events|orders|narrow|mid] [--shapes \"SHAPE:SCALE ...\"] [--scaling \"S1 S2 S3\"]" >&2; exit 2 ;;
   esac
 done
 if [ -n "$shapes" ]; then
@@ -169,7 +171,22 @@ load() { # load DB SCALE
         -c "INSERT INTO events SELECT g, timestamptz '2026-01-01 00:00:00+00' + g * interval '1.5 seconds', ('10.' || g % 256 || '.' || g % 199 || '.' || g % 251)::inet, ARRAY['tag' || g % 17, 'k' || g % 5], make_interval(0, 0, 0, g % 3, g % 24, g % 60, (g % 6000) / 100.0), ARRAY[g % 1000, g % 77, g], time '00:00:00' + g * interval '1.25 seconds' FROM generate_series(1, $2 * 75000) g" \
         -c "CREATE INDEX events_at ON events (at)" >/dev/null
       ;;
-    *) echo "unknown dataset $dataset (pgbench, text, app, star, many, blobs, two, docs, indexes, parts, files, events)" >&2; exit 2 ;;
+    narrow) # the most rows per byte: SCALE x 500,000 rows of two integers with a key (per-row
+      # costs: parsing, dealing out, the key's sort), beside 1,000 small rows
+      psql -d "$url/$1" -c "CREATE TABLE pairs (a int PRIMARY KEY, b int)" \
+        -c "INSERT INTO pairs SELECT g, g % 1000 FROM generate_series(1, $2 * 500000) g" \
+        -c "CREATE TABLE small (id int PRIMARY KEY, v text)" \
+        -c "INSERT INTO small SELECT g, 'v' || g FROM generate_series(1, 1000) g" >/dev/null
+      ;;
+    mid) # between many and app: 200 tables of SCALE x 2,000 rows each (a key, an indexed
+      # bigint, text, timestamptz, numeric), none big enough to stream
+      psql -d "$url/$1" -c "DO \$\$ BEGIN FOR i IN 1..200 LOOP
+        EXECUTE format('CREATE TABLE m%s (id int PRIMARY KEY, a bigint, t text, ts timestamptz, n numeric)', i);
+        EXECUTE format('INSERT INTO m%s SELECT g, g * 31 + %s, md5((g * 1000 + %s)::text), ''2026-01-01''::timestamptz - (g * 7 + %s) * interval ''1 second'', (g + %s) / 3.0 FROM generate_series(1, %s) g', i, i, i, i, i, $2 * 2000);
+        EXECUTE format('CREATE INDEX m%s_a ON m%s (a)', i, i);
+      END LOOP; END \$\$;" >/dev/null
+      ;;
+    *) echo "unknown dataset $dataset (pgbench, text, app, star, many, blobs, two, docs, indexes, parts, files, events, orders, narrow, mid)" >&2; exit 2 ;;
   esac
   psql -d "$url/$1" -c "VACUUM ANALYZE"
 }
