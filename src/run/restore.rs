@@ -147,7 +147,9 @@ pub(crate) async fn run(
     // versions (a rewritten or hidden snapshot) are listed meanwhile and checked before
     // anything is committed. A named snapshot is picked from the full catalog. The new
     // database (beside the target, which it does not touch) is created while the target
-    // is inspected; if the gate below refuses, it is dropped again.
+    // is inspected and on until the restore's own first round trips to the storage (the
+    // facts, the dump's download) are under way; if the gate below refuses, or anything
+    // fails before the restore takes it over, it is dropped again once created.
     let pick = async {
         let (entry, recheck) = if opts.snapshot.is_none() {
             snapshot::pick_latest_early(storage.clone(), plan).await?
@@ -158,54 +160,72 @@ pub(crate) async fn run(
             )
         };
         let made = if entry.manifest.source.kind == "postgres" {
-            Some(match psql_path.clone().await {
-                Ok(psql) => create_database(&psql, &admin, &fresh, &entry.manifest).await,
-                Err(e) => Err(Error::failed(e)),
-            })
+            let (psql, admin, fresh, m) = (
+                psql_path.clone().await,
+                admin.clone(),
+                fresh.clone(),
+                entry.manifest.clone(),
+            );
+            Some(tokio::spawn(async move {
+                match psql {
+                    Ok(psql) => create_database(&psql, &admin, &fresh, &m).await,
+                    Err(e) => Err(Error::failed(e)),
+                }
+            }))
         } else {
             None
         };
         Ok::<_, Error>((entry, recheck, made))
     };
     let (picked, target) = tokio::join!(pick, target);
-    let (mut entry, recheck, made) = picked?;
-    // Dropped on any fault before the restore into it takes it over.
+    let (mut entry, recheck, mut made) = picked?;
+    // Dropped if the run is stopped before the restore into it takes it over (`IF EXISTS`:
+    // it may not have been created).
     let mut early = ScratchDb {
         psql: match (&made, psql_path.clone().await) {
-            (Some(Ok(())), Ok(p)) => Some(p),
+            (Some(_), Ok(p)) => Some(p),
             _ => None,
         },
         admin: admin.clone(),
         name: fresh.clone(),
     };
-    let identities = Arc::new(pipeline::load_identities(
-        &plan.identity_path(opts.identity.as_deref())?,
-    )?);
-    let (psql, state) = target?;
-
-    // The gate.
-    let needs_confirmation =
-        state.objects > 0 || (state.exists && own_target && plan.is_production());
-    let what = format!(
-        "target database {db} on {}:{} exists and holds {} objects{}",
-        conn.url.host(),
-        conn.url.port(),
-        state.objects,
-        if plan.is_production() && own_target {
-            " (environment = \"production\")"
-        } else {
-            ""
+    let ready = (|| {
+        let identities = Arc::new(pipeline::load_identities(
+            &plan.identity_path(opts.identity.as_deref())?,
+        )?);
+        let (psql, state) = target?;
+        // The gate.
+        let needs_confirmation =
+            state.objects > 0 || (state.exists && own_target && plan.is_production());
+        let what = format!(
+            "target database {db} on {}:{} exists and holds {} objects{}",
+            conn.url.host(),
+            conn.url.port(),
+            state.objects,
+            if plan.is_production() && own_target {
+                " (environment = \"production\")"
+            } else {
+                ""
+            }
+        );
+        if needs_confirmation {
+            confirm(plan, &entry, what.clone(), &db, opts.yes, gate)?;
         }
-    );
-    if needs_confirmation {
-        if let Err(e) = confirm(plan, &entry, what.clone(), &db, opts.yes, gate) {
-            // Nothing ran in the new database: it goes at once.
+        Ok::<_, Error>((identities, psql, state, needs_confirmation, what))
+    })();
+    let (identities, psql, state, needs_confirmation, what) = match ready {
+        Ok(v) => v,
+        Err(e) => {
+            // Nothing ran in the new database: it goes at once, once its creation is over.
             if let Some(p) = early.psql.take() {
+                if let Some(creating) = made.take() {
+                    let _ = creating.await;
+                }
                 drop_database(&p, &admin, &fresh).await;
             }
             return Err(e);
         }
-    }
+    };
     let _ = restore_tools.await;
     let ctx = Beside {
         plan,
@@ -388,7 +408,7 @@ impl Beside<'_> {
         entry: &Entry,
         fresh: &str,
         verdict: Option<Verdict>,
-        made: Option<Result<()>>,
+        made: Option<tokio::task::JoinHandle<Result<()>>>,
     ) -> Result<Restored> {
         let Beside {
             plan,
@@ -464,8 +484,10 @@ impl Beside<'_> {
         };
         let create = async {
             match made {
-                // Created while the target was inspected.
-                Some(r) => r?,
+                // Being created since the snapshot was picked.
+                Some(creating) => creating.await.map_err(|e| {
+                    Error::failed(format!("creating database {fresh} stopped: {e}"))
+                })??,
                 None => create_database(psql, admin, fresh, m).await?,
             }
             created.store(true, std::sync::atomic::Ordering::SeqCst);
