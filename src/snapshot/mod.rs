@@ -437,6 +437,60 @@ async fn build(
     Ok((out, read))
 }
 
+/// The catalog's first entries from a listing of current objects, as [`build`] would sort
+/// them, reading manifests newest-written first, [`READ_AHEAD`] at a time, and stopping once
+/// none left unread can sort before the newest of this job's own found so far: a manifest
+/// that says it finished more than [`ALLOWED_SKEW`] after the storage wrote it is foreign.
+/// The early pick of a restore then waits for a few manifests, not for all of them (the
+/// full catalog, read meanwhile, still decides what is committed). Without a write time
+/// for every manifest, every one is read.
+async fn build_newest(
+    storage: &dyn Storage,
+    plan: &JobPlan,
+    objects: &[crate::storage::ObjectInfo],
+) -> Result<(Vec<Entry>, Read)> {
+    let suffix = format!("/{MANIFEST}");
+    let mut manifests: Vec<(&str, jiff::Timestamp)> = Vec::new();
+    for o in objects.iter().filter(|o| o.key.ends_with(&suffix)) {
+        match o.modified {
+            Some(t) => manifests.push((&o.key[..o.key.len() - MANIFEST.len()], t)),
+            None => return build(storage, plan, objects, &BTreeMap::new(), &Read::new()).await,
+        }
+    }
+    manifests.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(a.0)));
+    let (mut entries, mut known) = (Vec::new(), Read::new());
+    let mut done = 0;
+    while done < manifests.len() {
+        let batch = &manifests[done..(done + READ_AHEAD).min(manifests.len())];
+        done += batch.len();
+        let dirs: std::collections::BTreeSet<&str> = batch.iter().map(|m| m.0).collect();
+        let some: Vec<crate::storage::ObjectInfo> = objects
+            .iter()
+            .filter(|o| {
+                o.key
+                    .rfind('/')
+                    .is_some_and(|i| dirs.contains(&o.key[..=i]))
+            })
+            .cloned()
+            .collect();
+        let (more, read) = build(storage, plan, &some, &BTreeMap::new(), &Read::new()).await?;
+        entries.extend(more);
+        known.extend(read);
+        entries.sort_by(|a, b| {
+            (b.manifest.finished_at(), &b.id).cmp(&(a.manifest.finished_at(), &a.id))
+        });
+        let best = entries
+            .iter()
+            .find(|e| e.foreign.is_none())
+            .and_then(|e| e.manifest.finished_at());
+        match (best, manifests.get(done)) {
+            (Some(best), Some((_, next))) if *next + ALLOWED_SKEW < best => break,
+            _ => {}
+        }
+    }
+    Ok((entries, known))
+}
+
 /// A manifest to consider, and what is known of it before reading anything.
 struct Candidate<'k> {
     key: &'k str,
@@ -787,14 +841,7 @@ pub(crate) async fn pick_latest_early(
     };
     let versions = Owned(versions);
     let objects = storage.list_before(&prefix, &end).await?;
-    let (early, known) = build(
-        storage.as_ref(),
-        plan,
-        &objects,
-        &BTreeMap::new(),
-        &Read::new(),
-    )
-    .await?;
+    let (early, known) = build_newest(storage.as_ref(), plan, &objects).await?;
     let full = {
         let (st, plan) = (storage.clone(), plan.clone());
         async move {
@@ -850,6 +897,10 @@ mod tests {
     }
 
     fn manifest(id: &str, reason: &str) -> Vec<u8> {
+        manifest_finished(id, reason, "2026-01-01T00:00:01Z")
+    }
+
+    fn manifest_finished(id: &str, reason: &str, finished: &str) -> Vec<u8> {
         let m = Manifest {
             format_version: FORMAT_VERSION,
             backstop_version: "test".into(),
@@ -861,7 +912,7 @@ mod tests {
                 ..Default::default()
             },
             started: "2026-01-01T00:00:00Z".into(),
-            finished: "2026-01-01T00:00:01Z".into(),
+            finished: finished.into(),
             duration_ms: 1000,
             trigger: Trigger::Manual,
             reason: Some(reason.into()),
@@ -926,6 +977,66 @@ mod tests {
         let e = all.iter().find(|e| e.id == ids[1]).unwrap();
         assert_eq!(e.manifest.reason.as_deref(), Some("rewritten by someone"));
         assert!(reads() > first);
+    }
+
+    /// A restore's early pick reads the manifests the storage wrote last, a batch at a time,
+    /// and stops once no other can sort first: one batch of hourly snapshots, not all of
+    /// them. It picks by when a snapshot finished, not by its name (a long backup that
+    /// started first and finished last wins), passes over one dated ahead of its write,
+    /// and the full catalog, which reads the rest, agrees with it.
+    #[tokio::test]
+    async fn the_early_pick_reads_the_newest_manifests_only_and_agrees_with_the_full_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[source]\ntype = \"postgres\"\nurl = \"postgres://u@h:5432/app\"\n[storage]\nurl = \"file://{}\"\n\
+             [encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
+            dir.path().display()
+        );
+        let plan =
+            crate::config::parse("app", std::path::Path::new("/x/app.toml"), &text, &|_| None)
+                .unwrap();
+        let s = Arc::new(Counting {
+            inner: crate::storage::fs::FileStorage::new(dir.path().to_path_buf()),
+            gets: Default::default(),
+        });
+        let base: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let hour = jiff::SignedDuration::from_hours(1);
+        let put = |id: &str, finished: jiff::Timestamp, written: jiff::Timestamp| {
+            let key = object_key("app", id, MANIFEST);
+            let path = dir.path().join(&key);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, manifest_finished(id, "r", &finished.to_string())).unwrap();
+            let f = std::fs::File::options().write(true).open(&path).unwrap();
+            f.set_modified(written.into()).unwrap();
+        };
+        // 40 hourly snapshots; the first one ran for 100 hours.
+        let ids: Vec<String> = (0..40).map(|i| new_id(base + hour * i)).collect();
+        for (i, id) in ids.iter().enumerate().skip(1) {
+            let at = base + hour * i as i32;
+            put(
+                id,
+                at + jiff::SignedDuration::from_secs(1),
+                at + jiff::SignedDuration::from_secs(2),
+            );
+        }
+        let long = base + hour * 100;
+        put(&ids[0], long, long + jiff::SignedDuration::from_secs(1));
+        // Written last, but saying it finished a day after its write: foreign.
+        let forged = new_id(base + hour * 41);
+        put(&forged, long + hour * 25, long + hour);
+        let reads = || s.gets.load(std::sync::atomic::Ordering::SeqCst);
+        let storage: Arc<dyn Storage> = s.clone();
+        let (early, recheck) = pick_latest_early(storage, &plan).await.unwrap();
+        assert_eq!(early.id, ids[0]);
+        let first = reads();
+        assert!(first > 0, "nothing read");
+        // One batch of manifests (the job signs nothing: one read each), not 41 of them.
+        assert!(first <= READ_AHEAD, "{first} reads for the early pick");
+        let full = recheck.unwrap().finish().await.unwrap().unwrap();
+        assert_eq!(full.id, ids[0]);
+        assert!(early_pick_stands(&early, &full));
+        assert!(reads() > first, "the full catalog reads the rest");
+        assert_eq!(catalog_all(s.as_ref(), &plan).await.unwrap().len(), 41);
     }
 
     #[test]
