@@ -170,11 +170,18 @@ pub async fn run(
         opts.trigger,
         Trigger::Snapshot | Trigger::Guard | Trigger::Hook
     );
-    // The manifest on each storage that holds every object, checked there.
+    // The manifest on each storage that holds every object, checked there; the storages
+    // side by side (each a few round trips).
     let mut committed = Vec::new();
     let mut last_err = None;
-    for (name, member) in targets.live() {
-        match commit(member.as_ref(), &manifest, read_back, signer.as_ref()).await {
+    let live = targets.live();
+    let outcomes = futures_util::future::join_all(
+        live.iter()
+            .map(|(_, member)| commit(member.as_ref(), &manifest, read_back, signer.as_ref())),
+    )
+    .await;
+    for ((name, member), outcome) in live.into_iter().zip(outcomes) {
+        match outcome {
             Ok(()) => committed.push(name),
             Err(e) => {
                 targets.fail(&name, e.message());
@@ -303,52 +310,13 @@ async fn commit(
     read_back: bool,
     signer: Option<&crate::minisign::SecretKey>,
 ) -> Result<()> {
-    for o in &m.objects {
-        let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
-        if read_back {
-            // Snapshots before a risky action: read every byte back and check its SHA-256.
-            let Some(mut r) = storage.get(&key).await? else {
-                return Err(Error::failed(format!(
-                    "stored object {key} is missing after upload"
-                )));
-            };
-            let mut h = <sha2::Sha256 as sha2::Digest>::new();
-            let mut n = 0u64;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let k = tokio::io::AsyncReadExt::read(&mut r, &mut buf)
-                    .await
-                    .map_err(|e| Error::failed(format!("reading {key} back: {e}")))?;
-                if k == 0 {
-                    break;
-                }
-                sha2::Digest::update(&mut h, &buf[..k]);
-                n += k as u64;
-            }
-            let sum = hex::encode(sha2::Digest::finalize(h));
-            if n != o.stored_bytes || sum != o.sha256 {
-                return Err(Error::failed(format!(
-                    "stored object {key} read back as {n} bytes with SHA-256 {sum}, expected {} bytes with {}",
-                    o.stored_bytes, o.sha256
-                )));
-            }
-            continue;
-        }
-        match storage.head(&key).await? {
-            Some(size) if size == o.stored_bytes => {}
-            Some(size) => {
-                return Err(Error::failed(format!(
-                    "stored object {key} has {size} bytes, expected {}",
-                    o.stored_bytes
-                )));
-            }
-            None => {
-                return Err(Error::failed(format!(
-                    "stored object {key} is missing after upload"
-                )));
-            }
-        }
-    }
+    // Every object checked, side by side (a round trip each), before the manifest.
+    futures_util::future::try_join_all(
+        m.objects
+            .iter()
+            .map(|o| check_stored(storage, m, o, read_back)),
+    )
+    .await?;
     let body = serde_json::to_vec_pretty(m).map_err(|e| Error::failed(format!("manifest: {e}")))?;
     let key = snapshot::object_key(&m.job, &m.snapshot, snapshot::MANIFEST);
     crate::snapshot::sign::put_signed(
@@ -365,6 +333,61 @@ async fn commit(
             "the manifest {key} did not read back as written"
         ))),
     }
+}
+
+/// One stored object as the manifest will describe it: there with its size, or (`read_back`,
+/// snapshots before a risky action) every byte read back with its SHA-256.
+async fn check_stored(
+    storage: &dyn Storage,
+    m: &Manifest,
+    o: &ObjectEntry,
+    read_back: bool,
+) -> Result<()> {
+    let key = snapshot::object_key(&m.job, &m.snapshot, &o.name);
+    if read_back {
+        // Snapshots before a risky action: read every byte back and check its SHA-256.
+        let Some(mut r) = storage.get(&key).await? else {
+            return Err(Error::failed(format!(
+                "stored object {key} is missing after upload"
+            )));
+        };
+        let mut h = <sha2::Sha256 as sha2::Digest>::new();
+        let mut n = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let k = tokio::io::AsyncReadExt::read(&mut r, &mut buf)
+                .await
+                .map_err(|e| Error::failed(format!("reading {key} back: {e}")))?;
+            if k == 0 {
+                break;
+            }
+            sha2::Digest::update(&mut h, &buf[..k]);
+            n += k as u64;
+        }
+        let sum = hex::encode(sha2::Digest::finalize(h));
+        if n != o.stored_bytes || sum != o.sha256 {
+            return Err(Error::failed(format!(
+                "stored object {key} read back as {n} bytes with SHA-256 {sum}, expected {} bytes with {}",
+                o.stored_bytes, o.sha256
+            )));
+        }
+        return Ok(());
+    }
+    match storage.head(&key).await? {
+        Some(size) if size == o.stored_bytes => {}
+        Some(size) => {
+            return Err(Error::failed(format!(
+                "stored object {key} has {size} bytes, expected {}",
+                o.stored_bytes
+            )));
+        }
+        None => {
+            return Err(Error::failed(format!(
+                "stored object {key} is missing after upload"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// "NAME: why; NAME: why" for the storages dropped from a run.

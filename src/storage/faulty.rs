@@ -1,6 +1,6 @@
 //! Fault injection for tests: wrappers around a backend that fail a put after a number of
-//! bytes, or flip a byte on read. Not under cfg(test), so integration tests and the
-//! fault-injection job setting can use them.
+//! bytes, flip a byte on read, or report an object short. Not under cfg(test), so
+//! integration tests and the fault-injection job setting can use them.
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -109,6 +109,46 @@ impl<S: Storage> Storage for FlipOnRead<S> {
     }
     async fn head(&self, key: &str) -> Result<Option<u64>> {
         self.inner.head(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.inner.delete(key).await
+    }
+    async fn put_if_absent(&self, key: &str, data: Bytes) -> Result<bool> {
+        self.inner.put_if_absent(key, data).await
+    }
+}
+
+/// Stores faithfully, but answers a size query (`HEAD`) for objects whose key ends with
+/// `suffix` one byte short: an object truncated after its upload, which the check before
+/// a manifest is written must catch.
+pub struct ShortHead<S> {
+    pub inner: S,
+    pub suffix: String,
+}
+
+#[async_trait]
+impl<S: Storage> Storage for ShortHead<S> {
+    fn describe(&self) -> String {
+        format!("short-head({})", self.inner.describe())
+    }
+    fn chunk_size(&self) -> usize {
+        self.inner.chunk_size()
+    }
+    async fn put_stream(&self, key: &str, rx: ChunkRx) -> Result<u64> {
+        self.inner.put_stream(key, rx).await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Reader>> {
+        self.inner.get(key).await
+    }
+    async fn head(&self, key: &str) -> Result<Option<u64>> {
+        let size = self.inner.head(key).await?;
+        Ok(match size {
+            Some(n) if key.ends_with(&self.suffix) => Some(n.saturating_sub(1)),
+            other => other,
+        })
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         self.inner.list(prefix).await

@@ -528,6 +528,60 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
     assert_eq!(sb.snapshots("app").len(), 1);
 }
 
+/// Before a manifest is written, every object is checked where it was stored (side by
+/// side): a storage that reports one short gets no manifest and is named, while the other
+/// storage of the same run commits the snapshot.
+#[test]
+fn an_object_stored_short_gets_no_manifest_and_the_other_storage_commits() {
+    use backstop::run::backup::{Options, run};
+    use backstop::snapshot::Trigger;
+    use backstop::storage::{Storage, faulty::ShortHead, fs::FileStorage};
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let other = sb.path().join("other");
+    let short: std::sync::Arc<dyn Storage> = std::sync::Arc::new(ShortHead {
+        inner: FileStorage::new(other.clone()),
+        suffix: "/facts.json.zst.age".into(),
+    });
+    let good: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FileStorage::new(sb.store()));
+    let storage = std::sync::Arc::new(backstop::storage::fanout::Fanout::new(vec![
+        ("short".to_string(), short),
+        ("default".to_string(), good),
+    ]));
+    let m = rt
+        .block_on(run(
+            &plan,
+            storage.clone(),
+            &Options {
+                trigger: Trigger::Manual,
+                reason: None,
+                pinned_until: None,
+                quiet: true,
+                early: Default::default(),
+            },
+        ))
+        .unwrap();
+    let failures = storage.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, "short");
+    assert!(
+        failures[0].1.contains("facts.json.zst.age") && failures[0].1.contains("expected"),
+        "{failures:?}"
+    );
+    // The good storage holds the snapshot; the short one holds nothing of it.
+    assert_eq!(sb.snapshots("app").len(), 1);
+    assert_eq!(sb.snapshots("app")[0].0, m.snapshot);
+    let left = rt.block_on(FileStorage::new(other).list("app/")).unwrap();
+    assert!(
+        !left.iter().any(|o| o.key.contains(&m.snapshot)),
+        "{left:?}"
+    );
+}
+
 /// A session writing large objects that fails (a fault injected into its first
 /// statement) fails the restore: the new database is dropped, the target is not created,
 /// no session is left behind; without the fault the same snapshot restores.
