@@ -934,8 +934,8 @@ mod tests {
         serde_json::to_vec(&m).unwrap()
     }
 
-    #[tokio::test]
-    async fn remembered_manifests_are_read_once_and_again_when_rewritten() {
+    /// A job `app` on a `file://` storage in a fresh directory.
+    fn file_job() -> (tempfile::TempDir, JobPlan) {
         let dir = tempfile::tempdir().unwrap();
         let text = format!(
             "[source]\ntype = \"postgres\"\nurl = \"postgres://u@h:5432/app\"\n[storage]\nurl = \"file://{}\"\n\
@@ -945,10 +945,20 @@ mod tests {
         let plan =
             crate::config::parse("app", std::path::Path::new("/x/app.toml"), &text, &|_| None)
                 .unwrap();
-        let s = Counting {
+        (dir, plan)
+    }
+
+    fn counting(dir: &tempfile::TempDir) -> Counting {
+        Counting {
             inner: crate::storage::fs::FileStorage::new(dir.path().to_path_buf()),
             gets: Default::default(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn remembered_manifests_are_read_once_and_again_when_rewritten() {
+        let (dir, plan) = file_job();
+        let s = counting(&dir);
         let ids = ["20260101T000000Z-aaaaaa", "20260101T000001Z-bbbbbb"];
         for id in ids {
             s.put_bytes(
@@ -986,19 +996,8 @@ mod tests {
     /// and the full catalog, which reads the rest, agrees with it.
     #[tokio::test]
     async fn the_early_pick_reads_the_newest_manifests_only_and_agrees_with_the_full_catalog() {
-        let dir = tempfile::tempdir().unwrap();
-        let text = format!(
-            "[source]\ntype = \"postgres\"\nurl = \"postgres://u@h:5432/app\"\n[storage]\nurl = \"file://{}\"\n\
-             [encryption]\nrecipients = [\"age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p\"]\n",
-            dir.path().display()
-        );
-        let plan =
-            crate::config::parse("app", std::path::Path::new("/x/app.toml"), &text, &|_| None)
-                .unwrap();
-        let s = Arc::new(Counting {
-            inner: crate::storage::fs::FileStorage::new(dir.path().to_path_buf()),
-            gets: Default::default(),
-        });
+        let (dir, plan) = file_job();
+        let s = Arc::new(counting(&dir));
         let base: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let hour = jiff::SignedDuration::from_hours(1);
         let put = |id: &str, finished: jiff::Timestamp, written: jiff::Timestamp| {

@@ -489,9 +489,20 @@ fn sigterm_mid_upload_aborts_and_cleans_up() {
     );
 }
 
+/// Options of a backup run in process, quiet, with `trigger`.
+fn backup_opts(trigger: backstop::snapshot::Trigger) -> backstop::run::backup::Options {
+    backstop::run::backup::Options {
+        trigger,
+        reason: Some("test".into()),
+        pinned_until: None,
+        quiet: true,
+        early: Default::default(),
+    }
+}
+
 #[test]
 fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
-    use backstop::run::backup::{Options, run};
+    use backstop::run::backup::run;
     use backstop::snapshot::Trigger;
     use backstop::storage::{Storage, faulty::FlipOnRead, fs::FileStorage};
     let pg = Pg::start();
@@ -507,21 +518,14 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
         "default".to_string(),
         flip,
     )]));
-    let opts = |trigger| Options {
-        trigger,
-        reason: Some("test".into()),
-        pinned_until: None,
-        quiet: true,
-        early: Default::default(),
-    };
     // A scheduled backup checks sizes (HEAD) only: the damage on read goes unseen here.
-    rt.block_on(run(&plan, storage.clone(), &opts(Trigger::Manual)))
+    rt.block_on(run(&plan, storage.clone(), &backup_opts(Trigger::Manual)))
         .unwrap();
     // A snapshot before a risky action reads everything back: the flipped byte fails it,
     // and no manifest is written.
     for trigger in [Trigger::Snapshot, Trigger::Guard, Trigger::Hook] {
         let err = rt
-            .block_on(run(&plan, storage.clone(), &opts(trigger)))
+            .block_on(run(&plan, storage.clone(), &backup_opts(trigger)))
             .unwrap_err();
         assert!(err.message().contains("read back as"), "{err}");
     }
@@ -533,7 +537,7 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
 /// storage of the same run commits the snapshot.
 #[test]
 fn an_object_stored_short_gets_no_manifest_and_the_other_storage_commits() {
-    use backstop::run::backup::{Options, run};
+    use backstop::run::backup::run;
     use backstop::snapshot::Trigger;
     use backstop::storage::{Storage, faulty::ShortHead, fs::FileStorage};
     let pg = Pg::start();
@@ -553,17 +557,7 @@ fn an_object_stored_short_gets_no_manifest_and_the_other_storage_commits() {
         ("default".to_string(), good),
     ]));
     let m = rt
-        .block_on(run(
-            &plan,
-            storage.clone(),
-            &Options {
-                trigger: Trigger::Manual,
-                reason: None,
-                pinned_until: None,
-                quiet: true,
-                early: Default::default(),
-            },
-        ))
+        .block_on(run(&plan, storage.clone(), &backup_opts(Trigger::Manual)))
         .unwrap();
     let failures = storage.failures();
     assert_eq!(failures.len(), 1, "{failures:?}");
