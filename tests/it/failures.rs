@@ -489,6 +489,16 @@ fn sigterm_mid_upload_aborts_and_cleans_up() {
     );
 }
 
+/// A server with job `app` of bulk rows, backed up to the sandbox's `file://` store.
+fn bulk_file_job() -> (Pg, Sandbox, backstop::config::JobPlan) {
+    let pg = Pg::start();
+    let sb = Sandbox::new();
+    load_bulk(&pg, "app", 1);
+    sb.file_job("app", &pg.url("app"), "");
+    let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
+    (pg, sb, plan)
+}
+
 /// Options of a backup run in process, quiet, with `trigger`.
 fn backup_opts(trigger: backstop::snapshot::Trigger) -> backstop::run::backup::Options {
     backstop::run::backup::Options {
@@ -505,11 +515,7 @@ fn a_snapshot_before_a_risky_action_reads_every_byte_back() {
     use backstop::run::backup::run;
     use backstop::snapshot::Trigger;
     use backstop::storage::{Storage, faulty::FlipOnRead, fs::FileStorage};
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    load_bulk(&pg, "app", 1);
-    sb.file_job("app", &pg.url("app"), "");
-    let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
+    let (_pg, sb, plan) = bulk_file_job();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let flip: std::sync::Arc<dyn Storage> = std::sync::Arc::new(FlipOnRead {
         inner: FileStorage::new(sb.store()),
@@ -540,11 +546,7 @@ fn an_object_stored_short_gets_no_manifest_and_the_other_storage_commits() {
     use backstop::run::backup::run;
     use backstop::snapshot::Trigger;
     use backstop::storage::{Storage, faulty::ShortHead, fs::FileStorage};
-    let pg = Pg::start();
-    let sb = Sandbox::new();
-    load_bulk(&pg, "app", 1);
-    sb.file_job("app", &pg.url("app"), "");
-    let plan = backstop::config::load(&sb.jobs(), "app").unwrap();
+    let (_pg, sb, plan) = bulk_file_job();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let other = sb.path().join("other");
     let short: std::sync::Arc<dyn Storage> = std::sync::Arc::new(ShortHead {
