@@ -99,6 +99,16 @@ pub(crate) struct Rows {
     /// An array's text, and one element's.
     array: Vec<u8>,
     element: Vec<u8>,
+    /// The fields of the row being converted.
+    spans: Vec<Span>,
+}
+
+/// A field of a row: where it starts and ends, and whether it holds a backslash.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    escaped: bool,
 }
 
 impl Rows {
@@ -108,34 +118,70 @@ impl Rows {
             field: Vec::new(),
             array: Vec::new(),
             element: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
-    /// Append one row (`line` without its newline) to `out` in binary. False, with `out`
-    /// as it was, when the row is not exactly as PostgreSQL writes it.
-    pub(crate) fn row(&mut self, line: &[u8], out: &mut Vec<u8>) -> bool {
+    /// Append every row of `batch` (COPY text, one row per line) to `out` in binary, in
+    /// one pass over its bytes. A row it declines goes to `text` as it is, newline and
+    /// all, and so does anything after the last newline. Returns how many rows (and
+    /// pieces) went to `text`.
+    pub(crate) fn rows(&mut self, batch: &[u8], out: &mut Vec<u8>, text: &mut Vec<u8>) -> u64 {
+        let mut spans = std::mem::take(&mut self.spans);
+        spans.clear();
+        let (mut row, mut start, mut escaped, mut declined) = (0, 0, false, 0);
+        for p in memchr::memchr3_iter(b'\t', b'\n', b'\\', batch) {
+            match batch[p] {
+                b'\\' => {
+                    escaped = true;
+                    continue;
+                }
+                b'\t' => {}
+                _ => {
+                    spans.push(Span {
+                        start,
+                        end: p,
+                        escaped,
+                    });
+                    if !self.fields(batch, &spans, out) {
+                        text.extend_from_slice(&batch[row..=p]);
+                        declined += 1;
+                    }
+                    spans.clear();
+                    (row, start, escaped) = (p + 1, p + 1, false);
+                    continue;
+                }
+            }
+            spans.push(Span {
+                start,
+                end: p,
+                escaped,
+            });
+            (start, escaped) = (p + 1, false);
+        }
+        if row < batch.len() {
+            text.extend_from_slice(&batch[row..]);
+            declined += 1;
+        }
+        self.spans = spans;
+        declined
+    }
+
+    /// Append the row made of `spans` of `src` to `out`; false, with `out` as it was,
+    /// when it declines the row.
+    fn fields(&mut self, src: &[u8], spans: &[Span], out: &mut Vec<u8>) -> bool {
         let start = out.len();
-        if self.row_inner(line, out).is_none() {
+        if spans.len() != self.kinds.len() || self.fields_inner(src, spans, out).is_none() {
             out.truncate(start);
             return false;
         }
         true
     }
 
-    fn row_inner(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    fn fields_inner(&mut self, src: &[u8], spans: &[Span], out: &mut Vec<u8>) -> Option<()> {
         out.extend_from_slice(&(self.kinds.len() as i16).to_be_bytes());
-        let mut rest = line;
-        for (i, &kind) in self.kinds.iter().enumerate() {
-            let last = i + 1 == self.kinds.len();
-            let field = match memchr::memchr(b'\t', rest) {
-                Some(p) if !last => {
-                    let f = &rest[..p];
-                    rest = &rest[p + 1..];
-                    f
-                }
-                None if last => std::mem::take(&mut rest),
-                _ => return None,
-            };
+        for (&kind, span) in self.kinds.iter().zip(spans) {
+            let field = &src[span.start..span.end];
             if field == b"\\N" {
                 out.extend_from_slice(&(-1i32).to_be_bytes());
                 continue;
@@ -147,16 +193,24 @@ impl Rows {
                     if kind == Kind::Jsonb {
                         out.push(1);
                     }
-                    unescape(field, out)?;
+                    if span.escaped {
+                        unescape(field, out)?;
+                    } else {
+                        out.extend_from_slice(field);
+                    }
                 }
                 Kind::Bytea => bytea(field, out, &mut self.field)?,
                 Kind::Array(elem) => {
                     self.array.clear();
-                    unescape(field, &mut self.array)?;
+                    if span.escaped {
+                        unescape(field, &mut self.array)?;
+                    } else {
+                        self.array.extend_from_slice(field);
+                    }
                     array(elem, &self.array, out, &mut self.element, &mut self.field)?;
                 }
                 _ => {
-                    if memchr::memchr(b'\\', field).is_some() {
+                    if span.escaped {
                         return None;
                     }
                     scalar(kind, field, out, &mut self.field)?;
@@ -893,11 +947,14 @@ mod tests {
 
     fn conv(kinds: &[Kind], line: &str) -> Option<Vec<u8>> {
         let mut r = Rows::new(kinds.to_vec());
-        let mut out = vec![9];
-        if r.row(line.as_bytes(), &mut out) {
+        let (mut out, mut text) = (vec![9], Vec::new());
+        let row = format!("{line}\n");
+        if r.rows(row.as_bytes(), &mut out, &mut text) == 0 {
+            assert!(text.is_empty());
             Some(out[1..].to_vec())
         } else {
             assert_eq!(out, vec![9], "a declined row leaves the output as it was");
+            assert_eq!(text, row.as_bytes(), "a declined row is handed back whole");
             None
         }
     }
@@ -909,6 +966,39 @@ mod tests {
         let len = i32::from_be_bytes(b[2..6].try_into().unwrap());
         assert_eq!(len as usize, b.len() - 6);
         Some(b[6..].to_vec())
+    }
+
+    /// A batch converts in one pass exactly as its rows do one by one: nothing of one row
+    /// (an escape, a field) carries into the next, a declined row comes back whole in its
+    /// place among the others, and bytes after the last newline are handed back.
+    #[test]
+    fn a_batch_converts_as_its_rows_do_one_by_one() {
+        let kinds = [Kind::Int4, Kind::Text, Kind::Date];
+        let rows: [&[u8]; 7] = [
+            b"1\ta\\tb\t2024-01-02\n",
+            b"2\tplain\t\\N\n",
+            b"3\\\tx\t2024-01-02\n",
+            b"4\tx\n",
+            b"\\N\t\\\\\t1999-12-31\n",
+            b"6\tx\ty\tz\n",
+            b"7\t\t2000-01-01\n",
+        ];
+        let (mut want, mut want_text, mut want_n) = (Vec::new(), Vec::new(), 0);
+        for row in rows {
+            want_n += Rows::new(kinds.to_vec()).rows(row, &mut want, &mut want_text);
+        }
+        assert_eq!(want_n, 3, "rows 3, 4 and 6 are declined");
+        let batch: Vec<u8> = rows.concat();
+        let mut r = Rows::new(kinds.to_vec());
+        let (mut out, mut text) = (Vec::new(), Vec::new());
+        assert_eq!(r.rows(&batch, &mut out, &mut text), 3);
+        assert_eq!((out, &text), (want.clone(), &want_text));
+        let mut cut = batch.clone();
+        cut.extend_from_slice(b"8\tno end");
+        let (mut out, mut text) = (Vec::new(), Vec::new());
+        assert_eq!(r.rows(&cut, &mut out, &mut text), 4);
+        assert_eq!(out, want);
+        assert!(text.ends_with(b"\n8\tno end"), "{text:?}");
     }
 
     #[test]
@@ -1231,8 +1321,9 @@ mod tests {
                 text.extend(std::iter::repeat_n(b'9', (next() % 30) as usize));
             }
             let mut r = Rows::new(vec![kind]);
-            let mut out = Vec::new();
-            if r.row(&text, &mut out) {
+            let (mut out, mut back) = (Vec::new(), Vec::new());
+            text.push(b'\n');
+            if r.rows(&text, &mut out, &mut back) == 0 {
                 converted += 1;
             }
         }

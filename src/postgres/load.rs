@@ -148,14 +148,8 @@ fn writer(
                     continue;
                 };
                 out.clear();
-                let (mut text, mut start) = (Vec::new(), 0);
-                for nl in memchr::memchr_iter(b'\n', &rows) {
-                    if !c.row(&rows[start..nl], &mut out) {
-                        text.extend_from_slice(&rows[start..=nl]);
-                        n += 1;
-                    }
-                    start = nl + 1;
-                }
+                let mut text = Vec::new();
+                n += c.rows(&rows, &mut out, &mut text);
                 stdin.write_all(&out)?;
                 if !text.is_empty() {
                     let _ = declined.send(text);
@@ -217,6 +211,8 @@ pub(crate) struct SplitWriter<W: Write> {
     /// since are searched for one, so a row of megabytes arriving in small pieces is
     /// scanned once, not once per piece.
     rows_end: usize,
+    /// How much of `batch` has been searched (see [`Self::scan`]).
+    scanned: usize,
     /// A row wider than a batch is not held whole: its first part went to this session,
     /// and the rest goes straight after it, up to the row's end.
     open_row: Option<usize>,
@@ -259,6 +255,7 @@ impl<W: Write> SplitWriter<W> {
             encoding: None,
             batch: Vec::new(),
             rows_end: 0,
+            scanned: 0,
             open_row: None,
             tail: Vec::new(),
             ended: false,
@@ -390,14 +387,23 @@ impl<W: Write> SplitWriter<W> {
                 }
                 St::Int(purpose) => {
                     let width = self.int_size() + 1;
-                    let take = (width - self.buf.len()).min(data.len());
-                    self.buf.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if self.buf.len() < width {
-                        continue;
+                    // An int is at most 9 bytes: kept on the stack (one per row's chunk).
+                    let mut int = [0u8; 9];
+                    if self.buf.is_empty() && data.len() >= width {
+                        int[..width].copy_from_slice(&data[..width]);
+                        data = &data[width..];
+                    } else {
+                        let take = (width - self.buf.len()).min(data.len());
+                        self.buf.extend_from_slice(&data[..take]);
+                        data = &data[take..];
+                        if self.buf.len() < width {
+                            continue;
+                        }
+                        int[..width].copy_from_slice(&self.buf);
+                        self.buf.clear();
                     }
-                    let raw = std::mem::take(&mut self.buf);
-                    let v = decode_int(&raw);
+                    let raw = &int[..width];
+                    let v = decode_int(raw);
                     // pg_restore sees every int but those of rows or objects dealt out.
                     let diverted = match purpose {
                         IntFor::ChunkLen { target: true, .. } => true,
@@ -420,7 +426,7 @@ impl<W: Write> SplitWriter<W> {
                         _ => false,
                     };
                     if !diverted {
-                        self.out.write_all(&raw)?;
+                        self.out.write_all(raw)?;
                     }
                     self.st = match purpose {
                         IntFor::DataId => {
@@ -450,7 +456,7 @@ impl<W: Write> SplitWriter<W> {
                             St::Int(IntFor::BlobOid)
                         }
                         IntFor::ChunkLen { target: true, .. } if v == 0 => {
-                            self.end_target(&raw)?;
+                            self.end_target(raw)?;
                             St::BlockType
                         }
                         IntFor::ChunkLen { .. } if v == 0 => St::BlockType,
@@ -498,9 +504,10 @@ impl<W: Write> SplitWriter<W> {
         Ok(())
     }
 
-    /// Rows of the target table (COPY text, one row per line).
+    /// Rows of the target table (COPY text, one row per line). pg_dump writes a chunk per
+    /// row, so a piece is mostly appended and nothing more: the batch is searched (for its
+    /// last row end and the end marker) once it holds a batch's worth.
     fn rows_in(&mut self, mut bytes: &[u8]) -> io::Result<()> {
-        self.take_declined()?;
         if self.ended {
             self.tail.extend_from_slice(bytes);
             return Ok(());
@@ -513,9 +520,47 @@ impl<W: Write> SplitWriter<W> {
             self.open_row = None;
             bytes = &bytes[nl + 1..];
         }
-        let from = self.batch.len();
+        if self.batch.capacity() == 0 {
+            self.batch.reserve(BATCH + BATCH / 4);
+        }
         self.batch.extend_from_slice(bytes);
-        // The end marker: a line that is exactly `\.` (a row never is: COPY escapes `\`).
+        if self.batch.len() < BATCH {
+            return Ok(());
+        }
+        self.take_declined()?;
+        self.scan();
+        if !self.ready {
+            self.decide()?;
+        }
+        if self.rows_end > 0 {
+            let mut rest = Vec::with_capacity(BATCH + BATCH / 4);
+            rest.extend_from_slice(&self.batch[self.rows_end..]);
+            self.batch.truncate(self.rows_end);
+            let rows = std::mem::replace(&mut self.batch, rest);
+            self.rows_end = 0;
+            self.scanned = self.batch.len();
+            self.deal(rows)?;
+        }
+        // What is left is part of one row (no newline past `rows_end`). A batch's worth of
+        // it (in binary: 4 MiB of it) begins that row in the next session (in binary:
+        // pg_restore's, as text), which gets the rest as it arrives: a row of a gigabyte
+        // passes in pieces, never whole in memory.
+        let hold = if self.bin { WIDE } else { BATCH };
+        if self.batch.len() >= hold && self.rows_end == 0 && !self.ended {
+            let lane = if self.bin { 0 } else { self.next_lane() };
+            let part = std::mem::take(&mut self.batch);
+            self.scanned = 0;
+            self.send(lane, &part, 0)?;
+            self.open_row = Some(lane);
+        }
+        Ok(())
+    }
+
+    /// Search what the batch gained since the last search: for the end marker (a line
+    /// that is exactly `\.`; a row never is, COPY escapes `\`), which ends the rows and
+    /// sends everything from it on to `tail`, and for the last row end.
+    fn scan(&mut self) {
+        let from = self.scanned;
         let scan = from.saturating_sub(2);
         let mut at = None;
         for p in END_MARKER.find_iter(&self.batch[scan..]) {
@@ -533,27 +578,7 @@ impl<W: Write> SplitWriter<W> {
         } else if let Some(nl) = memchr::memrchr(b'\n', &self.batch[from..]) {
             self.rows_end = from + nl + 1;
         }
-        if self.batch.len() >= BATCH && !self.ready {
-            self.decide()?;
-        }
-        if self.batch.len() >= BATCH && self.rows_end > 0 {
-            let rest = self.batch.split_off(self.rows_end);
-            let rows = std::mem::replace(&mut self.batch, rest);
-            self.rows_end = 0;
-            self.deal(rows)?;
-        }
-        // What is left is part of one row (no newline past `rows_end`). A batch's worth of
-        // it (in binary: 4 MiB of it) begins that row in the next session (in binary:
-        // pg_restore's, as text), which gets the rest as it arrives: a row of a gigabyte
-        // passes in pieces, never whole in memory.
-        let hold = if self.bin { WIDE } else { BATCH };
-        if self.batch.len() >= hold && self.rows_end == 0 && !self.ended {
-            let lane = if self.bin { 0 } else { self.next_lane() };
-            let part = std::mem::take(&mut self.batch);
-            self.send(lane, &part, 0)?;
-            self.open_row = Some(lane);
-        }
-        Ok(())
+        self.scanned = self.batch.len();
     }
 
     /// The session the next batch goes to: with extra sessions started, each of them in
@@ -1023,8 +1048,20 @@ impl<W: Write> SplitWriter<W> {
                 t.schema, t.table
             )));
         }
+        if !self.ended {
+            self.scan();
+        }
         let mut last = std::mem::take(&mut self.batch);
+        if !last.is_empty() && last.last() != Some(&b'\n') {
+            // pg_dump ends every row: a last line without its end is not pg_dump's.
+            let t = self.current.clone().unwrap_or_default();
+            return Err(self.fail(format!(
+                "the archive's data for {}.{} ends inside a row",
+                t.schema, t.table
+            )));
+        }
         self.rows_end = 0;
+        self.scanned = 0;
         if self.ready {
             // The last rows go to the next session like the others.
             if !last.is_empty() {
@@ -1258,13 +1295,11 @@ mod tests {
         let back: Vec<u8> = drx.try_iter().flatten().collect();
         assert_eq!(back, b"+3\tsigned\n4\t\\101octal\n5\n");
         let mut want = b"COPY t FROM stdin WITH (FORMAT binary);\n1\tplain\n".to_vec();
-        let mut conv = binrows::Rows::new(vec![Kind::Int4, Kind::Text]);
-        for row in [&b"2\ttwo"[..], b"6\t\\N", b"7\ta\\tb"] {
-            assert!(conv.row(row, &mut want));
-        }
+        // Field count, then each field's length and bytes (-1: null).
+        want.extend_from_slice(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 3, b't', b'w', b'o']);
+        want.extend_from_slice(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff]);
+        want.extend_from_slice(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'\t', b'b']);
         assert_eq!(out, want);
-        // The null and the escaped tab came out as such.
-        assert!(out.ends_with(&[0, 2, 0, 0, 0, 4, 0, 0, 0, 7, 0, 0, 0, 3, b'a', b'\t', b'b']));
     }
 
     fn plan() -> Plan {
