@@ -704,17 +704,20 @@ fn int(f: &[u8]) -> Option<i64> {
     if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    let mut v: i128 = 0;
+    // 19 digits fit in a u64 (at most 10^19 - 1).
+    let mut v: u64 = 0;
     for &c in digits {
-        if !c.is_ascii_digit() {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
             return None;
         }
-        v = v * 10 + (c - b'0') as i128;
+        v = v * 10 + d as u64;
     }
     if neg {
-        v = -v;
+        (v <= i64::MIN.unsigned_abs()).then(|| (v as i64).wrapping_neg())
+    } else {
+        i64::try_from(v).ok()
     }
-    i64::try_from(v).ok()
 }
 
 /// A float as PostgreSQL writes one (shortest exact digits, `NaN`, `Infinity`).
