@@ -1431,6 +1431,27 @@ mod tests {
         );
     }
 
+    /// A last row without its newline (pg_dump ends every row) is refused, whether the
+    /// table's data is smaller than a batch or spans several, and without an end marker
+    /// too: nothing after the last whole row is passed on as if it were one.
+    #[test]
+    fn data_whose_last_row_has_no_end_is_refused() {
+        let mut many = Vec::new();
+        for i in 0..(BATCH / 8) {
+            many.extend_from_slice(format!("{i}\trow\n").as_bytes());
+        }
+        for rows in [&b"1\tsmall\n"[..], &many] {
+            let mut data = rows.to_vec();
+            data.extend_from_slice(b"2\tno end");
+            let (a, _) = crate::postgres::archive::tests::archive_with_data(&[&data]);
+            let mut out = Vec::new();
+            let mut w = SplitWriter::new(&mut out, plan());
+            let result = a.chunks(8 << 10).try_for_each(|piece| w.write_all(piece));
+            let err = result.expect_err("a block ending inside a row was passed on");
+            assert!(err.to_string().contains("ends inside a row"), "{err}");
+        }
+    }
+
     /// Another table's name: nothing is touched, byte for byte.
     #[test]
     fn other_tables_pass_through_untouched() {
